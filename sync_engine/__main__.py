@@ -1,0 +1,3 @@
+from sync_engine.cli import main
+
+raise SystemExit(main())

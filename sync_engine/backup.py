@@ -1,0 +1,275 @@
+"""One backup (or dry-run plan) of the selected folders: walk + listing → merge-join → worker pool.
+
+The planner thread feeds a bounded pool, so uploads begin while the listing is still paging and the
+number of queued items (hence memory) is capped. Results are folded into per-folder counters and
+the manifest as they complete. If S3 becomes unreachable mid-run, submission stops and the run ends
+as aborted rather than failing every remaining file one by one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sync_engine import __version__
+from sync_engine.config import SyncSettings
+from sync_engine.models import (
+    BLOCKING_PROBLEMS,
+    FolderStats,
+    Outcome,
+    PlanItem,
+    ProblemKind,
+    Reason,
+    ScanProblem,
+    UploadResult,
+)
+from sync_engine.plan import Rule, merge_join
+from sync_engine.report import ManifestWriter, RunReport, report_key, utc_iso, write_report
+from sync_engine.scan import printable, walk_folder
+from sync_engine.store import ObjectStore, StoreError
+from sync_engine.upload import Uploader
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_CONFIG = 2
+EXIT_ABORTED = 3
+
+MAX_PROBLEMS_IN_REPORT = 1000
+ABORT_AFTER_TRANSPORT_FAILURES = 8
+
+
+class Observer(Protocol):
+    """Receives events as the run goes: the progress display and the line log implement it."""
+
+    def folder_started(self, folder: str) -> None: ...
+    def planned(self, item: PlanItem) -> None: ...
+    def problem(self, problem: ScanProblem) -> None: ...
+    def finished(self, result: UploadResult) -> None: ...
+
+
+class NullObserver:
+    def folder_started(self, folder: str) -> None:
+        pass
+
+    def planned(self, item: PlanItem) -> None:
+        pass
+
+    def problem(self, problem: ScanProblem) -> None:
+        pass
+
+    def finished(self, result: UploadResult) -> None:
+        pass
+
+
+@dataclass
+class _State:
+    report: RunReport
+    manifest: ManifestWriter | None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    transport_failures: int = 0
+    abort_reason: str = ""
+
+    def stats(self, folder: str) -> FolderStats:
+        return self.report.per_folder.setdefault(folder, FolderStats())
+
+
+def _bump(stats: FolderStats, name: str, size: int) -> None:
+    setattr(stats, name, getattr(stats, name) + 1)
+    if hasattr(stats, f"{name}_bytes"):
+        setattr(stats, f"{name}_bytes", getattr(stats, f"{name}_bytes") + size)
+
+
+def run(
+    settings: SyncSettings,
+    store: ObjectStore,
+    *,
+    dry_run: bool = False,
+    observer: Observer | None = None,
+    clock: Callable[[], float] = time.time,
+) -> RunReport:
+    """Back up (or, with dry_run, only plan) every selected folder and return the finished report."""
+    observer = observer or NullObserver()
+    started = clock()
+    report = RunReport(
+        run_id=uuid.uuid4().hex[:8],
+        engine_version=__version__,
+        command="plan" if dry_run else "backup",
+        started_at=utc_iso(started),
+        bucket=settings.s3.bucket,
+        media_prefix=settings.media_prefix,
+        library_root=str(settings.library_root),
+        folders=list(settings.folders),
+        shard=str(settings.shard) if settings.shard else None,
+        dry_run=dry_run,
+        settle_seconds=settings.settle_seconds,
+        part_size=settings.part_size,
+        multipart_threshold=settings.multipart_threshold,
+    )
+    state = _State(report, None if dry_run else ManifestWriter())
+    rule = Rule(settings.settle_seconds, started)
+    uploader = Uploader(store, settings, clock)
+    slots = threading.BoundedSemaphore(settings.workers * 4)
+
+    def on_done(future: Future[UploadResult]) -> None:
+        try:
+            result = future.result()
+        finally:
+            slots.release()
+        _record_result(state, result)
+        observer.finished(result)
+        if state.abort_reason:
+            uploader.cancel.set()
+
+    # Start every folder's listing now: they page in parallel while earlier folders are planned.
+    listings = {folder: store.prefetch(f"{settings.media_prefix}{folder}/") for folder in settings.folders}
+    try:
+        with ThreadPoolExecutor(settings.workers, thread_name_prefix="upload") as pool:
+            try:
+                for folder in settings.folders:
+                    if state.abort_reason:
+                        break
+                    observer.folder_started(folder)
+                    folder_start = clock()
+                    for entry in merge_join(
+                        walk_folder(settings.library_root, folder),
+                        listings[folder],
+                        key_prefix=settings.media_prefix,
+                        rule=rule,
+                        shard=settings.shard,
+                    ):
+                        if state.abort_reason:
+                            break
+                        if _record_planned(state, folder, entry, observer, dry_run):
+                            slots.acquire()
+                            pool.submit(uploader.upload, entry).add_done_callback(on_done)  # type: ignore[arg-type]
+                    report.folder_seconds[folder] = round(clock() - folder_start, 3)
+            except StoreError as exc:
+                state.abort_reason = str(exc)
+            except KeyboardInterrupt:
+                state.abort_reason = "interrupted (SIGINT/SIGTERM): in-flight uploads aborted"
+            if state.abort_reason:
+                uploader.cancel.set()
+    finally:
+        for listing in listings.values():
+            listing.close()
+
+    _finish(report, state, store, settings, started, clock)
+    return report
+
+
+def _record_planned(
+    state: _State, folder: str, entry: PlanItem | ScanProblem, observer: Observer, dry_run: bool
+) -> bool:
+    """Count one merge-join result; True when it must go to an upload worker."""
+    if isinstance(entry, ScanProblem):
+        _record_problem(state, folder, entry)
+        observer.problem(entry)
+        return False
+    with state.lock:
+        stats = state.stats(folder)
+        stats.files += 1
+        stats.bytes += entry.local.size
+        stats.by_reason[entry.reason.value] = stats.by_reason.get(entry.reason.value, 0) + 1
+    observer.planned(entry)
+    if entry.uploads and not dry_run:
+        return True
+    _record_plan_only(state, entry, dry_run)
+    return False
+
+
+def _record_problem(state: _State, folder: str, problem: ScanProblem) -> None:
+    with state.lock:
+        stats = state.stats(folder)
+        if problem.kind is ProblemKind.VANISHED:
+            stats.vanished += 1
+        else:
+            stats.skipped += 1
+        _add_problem(state.report, printable(problem.rel), problem.kind.value, problem.detail)
+
+
+def _add_problem(report: RunReport, path: str, kind: str, detail: str) -> None:
+    if len(report.problems) < MAX_PROBLEMS_IN_REPORT:
+        report.problems.append({"path": path, "kind": kind, "detail": detail})
+    else:
+        report.problems_truncated += 1
+
+
+def _record_plan_only(state: _State, item: PlanItem, dry_run: bool) -> None:
+    with state.lock:
+        stats = state.stats(item.local.folder)
+        size = item.local.size
+        if item.reason is Reason.SETTLING:
+            _bump(stats, "deferred", size)
+        elif item.uploads and dry_run:
+            _bump(stats, "uploaded", size)  # "would upload" in a plan
+        else:
+            _bump(stats, "unchanged", size)
+
+
+def _record_result(state: _State, result: UploadResult) -> None:
+    item = result.item
+    with state.lock:
+        stats = state.stats(item.local.folder)
+        outcome = result.outcome
+        if outcome is Outcome.UPLOADED:
+            _bump(stats, "uploaded", result.size)
+            state.transport_failures = 0
+            if state.manifest is not None:
+                state.manifest.add(result)
+        elif outcome is Outcome.SAME_CONTENT:
+            _bump(stats, "unchanged", item.local.size)
+        elif outcome is Outcome.DEFERRED:
+            _bump(stats, "deferred", item.local.size)
+        elif outcome is Outcome.VANISHED:
+            stats.vanished += 1
+            _add_problem(state.report, printable(item.local.rel), "vanished", result.error)
+        elif outcome is Outcome.UNSTABLE:
+            stats.unstable += 1
+            _add_problem(state.report, printable(item.local.rel), "unstable", result.error)
+        else:
+            _bump(stats, "failed", item.local.size)
+            _add_problem(state.report, printable(item.local.rel), "failed", result.error)
+            if "cannot reach" in result.error or "connection to S3 failed" in result.error:
+                state.transport_failures += 1
+                if state.transport_failures >= ABORT_AFTER_TRANSPORT_FAILURES and not state.abort_reason:
+                    state.abort_reason = f"S3 unreachable: {result.error}"
+
+
+def _finish(
+    report: RunReport,
+    state: _State,
+    store: ObjectStore,
+    settings: SyncSettings,
+    started: float,
+    clock: Callable[[], float],
+) -> None:
+    totals = FolderStats()
+    for stats in report.per_folder.values():
+        totals.add(stats)
+    report.totals = totals
+    blocking = sum(1 for p in report.problems if p["kind"] in {k.value for k in BLOCKING_PROBLEMS})
+    if state.abort_reason:
+        report.status, report.exit_code, report.error = "aborted", EXIT_ABORTED, state.abort_reason
+    elif totals.failed or blocking:
+        report.status, report.exit_code = "partial", EXIT_PARTIAL
+    else:
+        report.status, report.exit_code = "ok", EXIT_OK
+    report.requests = store.request_counts()
+    finished = clock()
+    report.finished_at = utc_iso(finished)
+    report.duration_seconds = round(finished - started, 3)
+    if state.manifest is None:
+        return
+    key = report_key(settings.report_prefix, started, report.run_id, report.shard)
+    report.manifest_entries = state.manifest.entries
+    try:
+        write_report(store, key, report, state.manifest.finish())
+    except StoreError as exc:
+        report.error = (report.error + "; " if report.error else "") + f"report not written: {exc}"
+        if report.exit_code == EXIT_OK:
+            report.status, report.exit_code = "partial", EXIT_PARTIAL

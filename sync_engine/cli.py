@@ -1,0 +1,228 @@
+"""`immich-sync`: backup, plan, inventory and verify, for the CronJob and for people.
+
+Exit codes (documented in the README): 0 success, 1 partial (some files not backed up or verify
+found differences), 2 configuration error (nothing was changed), 3 aborted (S3 unreachable or the run
+was interrupted; in-flight uploads were aborted), 130 interrupted before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from sync_engine import __version__
+from sync_engine.backup import EXIT_ABORTED, EXIT_CONFIG, EXIT_OK, EXIT_PARTIAL, run
+from sync_engine.config import IMMICH_FOLDERS, ConfigError, SyncSettings, parse_folders, sync_settings
+from sync_engine.inventory import inventory
+from sync_engine.models import FolderStats
+from sync_engine.output import LineLog, ProgressDisplay, size
+from sync_engine.report import RunReport, utc_iso
+from sync_engine.store import ObjectStore, StoreError
+from sync_engine.verify import verify
+
+PROG = "immich-sync"
+
+
+def _common(parser: argparse.ArgumentParser, *, s3: bool = True) -> None:
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="result format")
+    parser.add_argument("--library-root", metavar="PATH", help="library root (env LIBRARY_ROOT, default /library)")
+    sel = parser.add_argument_group("folders")
+    sel.add_argument(
+        "--include",
+        metavar="F[,F]",
+        help="also back up these opt-in folders: thumbs, encoded-video, backups",
+    )
+    sel.add_argument("--only", metavar="F[,F]", help=f"back up exactly these folders ({', '.join(IMMICH_FOLDERS)})")
+    if not s3:
+        return
+    s3g = parser.add_argument_group("S3")
+    s3g.add_argument("--bucket", help="bucket (env BUCKET_NAME)")
+    s3g.add_argument("--prefix", help="media key prefix (env MEDIA_PREFIX), e.g. immich/media/")
+    s3g.add_argument("--region", help="region (env AWS_REGION)")
+    s3g.add_argument("--endpoint-url", help="S3-compatible endpoint (env AWS_ENDPOINT_URL_S3)")
+    s3g.add_argument("--path-style", action="store_true", help="path-style addressing (MinIO, Ceph, …)")
+    s3g.add_argument(
+        "--checksum-mode",
+        choices=("when_required", "when_supported"),
+        help="botocore request checksums; when_required (default) sends only Content-MD5, which every "
+        "S3-compatible server accepts",
+    )
+    s3g.add_argument("--report-prefix", help="where run reports go (env REPORT_PREFIX)")
+    s3g.add_argument("--max-attempts", type=int, help="attempts per S3 request, with backoff (default 6)")
+    run_g = parser.add_argument_group("run")
+    run_g.add_argument("--workers", type=int, help="concurrent uploads (env IMMICH_SYNC_WORKERS, default 16)")
+    run_g.add_argument("--part-size-mib", type=int, help="multipart threshold and part size (default 16)")
+    run_g.add_argument(
+        "--settle-seconds",
+        type=float,
+        help="defer files modified this recently (env IMMICH_SYNC_SETTLE_SECONDS, default 60)",
+    )
+    run_g.add_argument("--storage-class", help="S3 storage class for new objects (default: the bucket's)")
+    run_g.add_argument("--shard", metavar="I/N", help="only this slice of the key space (Indexed Jobs)")
+    run_g.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
+    run_g.add_argument("--no-progress", action="store_true", help="line logs even on a terminal")
+    run_g.add_argument("-q", "--quiet", action="store_true", help="log problems and the summary only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Append-only, verified backup of an Immich library to S3.",
+        epilog="Exit codes: 0 ok, 1 partial, 2 configuration error, 3 aborted.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _common(sub.add_parser("backup", help="upload what is new or changed (the CronJob's command)"))
+    _common(sub.add_parser("plan", help="dry run: what backup would upload and why"))
+    _common(sub.add_parser("inventory", help="local library statistics per folder"), s3=False)
+    _common(sub.add_parser("verify", help="compare S3 with the recorded manifests (needs read access)"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        if args.command == "inventory":
+            return _inventory(args)
+        settings = sync_settings(args)
+        store = ObjectStore(settings.s3)
+        store.check_access(settings.media_prefix)
+        if args.command == "verify":
+            return _verify(args, settings, store)
+        return _backup(args, settings, store, dry_run=args.command == "plan")
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}", EXIT_CONFIG)
+    except StoreError as exc:
+        return _fail(str(exc), EXIT_CONFIG if exc.code != "Unreachable" else EXIT_ABORTED)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _backup(args: argparse.Namespace, settings: SyncSettings, store: ObjectStore, *, dry_run: bool) -> int:
+    log = LineLog(args.log_format, quiet=args.quiet)
+    interactive = sys.stderr.isatty() and not args.no_progress and args.log_format == "text"
+    if interactive:
+        with ProgressDisplay(log) as display:
+            report = run(settings, store, dry_run=dry_run, observer=display)
+    else:
+        report = run(settings, store, dry_run=dry_run, observer=log)
+    if args.output == "json":
+        json.dump(report.to_json(), sys.stdout, indent=2, ensure_ascii=False)
+        print()
+    else:
+        print(_report_text(report, settings))
+    if report.status == "aborted":
+        print(f"{PROG}: error: run aborted: {report.error}", file=sys.stderr)
+    return report.exit_code
+
+
+def _row(name: str, st: FolderStats, dry_run: bool) -> list[str]:
+    return [
+        name,
+        f"{st.files:,}",
+        size(st.bytes),
+        f"{st.uploaded:,}",
+        size(st.uploaded_bytes),
+        f"{st.unchanged:,}",
+        f"{st.deferred:,}",
+        f"{st.unstable + st.vanished:,}",
+        f"{st.failed + st.skipped:,}",
+    ]
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _report_text(report: RunReport, settings: SyncSettings) -> str:
+    upload_word = "to upload" if report.dry_run else "uploaded"
+    head = [["folder", "files", "size", upload_word, "bytes", "unchanged", "deferred", "changing", "failed"]]
+    rows = [_row(f"{name}/", st, report.dry_run) for name, st in report.per_folder.items()]
+    rows.append(_row("total", report.totals, report.dry_run))
+    t = report.totals
+    verb = "plan" if report.dry_run else "backup"
+    lines = [
+        f"{verb} {report.status} in {report.duration_seconds:.1f}s — "
+        f"{t.uploaded:,} files {upload_word} ({size(t.uploaded_bytes)}), {t.unchanged:,} unchanged, "
+        f"{t.deferred:,} deferred, {t.failed:,} failed",
+        "",
+        _table(head + rows),
+    ]
+    if report.dry_run and t.by_reason:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(t.by_reason.items()))
+        lines += ["", f"reasons: {reasons}"]
+    if report.problems:
+        lines += ["", f"problems ({len(report.problems) + report.problems_truncated:,}):"]
+        lines += [f"  {p['kind']:<13} {p['path']}: {p['detail']}" for p in report.problems[:50]]
+        if len(report.problems) > 50 or report.problems_truncated:
+            lines.append("  … see the run report for the full list")
+    if report.manifest_key:
+        key = report.manifest_key.removesuffix(".manifest.jsonl.gz") + ".json"
+        lines += ["", f"report: s3://{report.bucket}/{key}"]
+    elif report.error:
+        lines += ["", f"note: {report.error}"]
+    return "\n".join(lines)
+
+
+def _inventory(args: argparse.Namespace) -> int:
+    root_text = args.library_root or os.environ.get("LIBRARY_ROOT") or "/library"
+    from pathlib import Path
+
+    root = Path(root_text)
+    if not root.is_dir():
+        raise ConfigError(f"LIBRARY_ROOT {root} {'is not a directory' if root.exists() else 'does not exist'}")
+    rows = inventory(root, parse_folders(args.include, args.only))
+    if args.output == "json":
+        json.dump({"library_root": str(root), "folders": [asdict(r) for r in rows]}, sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    table = [["folder", "files", "size", "newest", "backup", "marker"]]
+    for r in rows:
+        newest = utc_iso(r.newest_mtime) if r.newest_mtime else "-"
+        status = "backed up" if r.backed_up else "skipped"
+        marker = "ok" if r.marker else ("missing" if r.exists else "-")
+        table.append([f"{r.folder}/", f"{r.files:,}", size(r.bytes), newest, status, marker])
+    print(f"library {root}\n")
+    print(_table(table))
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace, settings: SyncSettings, store: ObjectStore) -> int:
+    result = verify(settings, store)
+    if args.output == "json":
+        data: dict[str, Any] = asdict(result)
+        data["ok"] = result.ok
+        json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
+        print()
+    else:
+        verdict = "ok" if result.ok else "MISMATCH"
+        print(
+            f"verify {verdict}: {result.verified:,} of {result.recorded:,} recorded objects match "
+            f"(from {result.reports} reports); {result.missing:,} missing, {result.size_mismatch:,} size "
+            f"and {result.etag_mismatch:,} ETag mismatches; {result.unrecorded:,} objects not in any manifest"
+        )
+        for p in result.problems:
+            print(f"  {p['kind']:<14} {p['key']}")
+    return EXIT_OK if result.ok else EXIT_PARTIAL

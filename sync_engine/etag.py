@@ -1,0 +1,72 @@
+"""S3 ETags computed locally, so integrity can be checked from a listing or a PUT response alone.
+
+Single-part PUT (no SSE-KMS/SSE-C): ETag = hex MD5 of the body. Multipart: hex MD5 of the
+concatenated binary MD5s of the parts, then `-N`. The part size must be known, so the engine records
+it in its manifest; for objects written by other tools a few common part sizes are tried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from sync_engine.config import MiB
+
+# aws-cli's default (8 MiB), the original CronJob's setting (64 MiB) and the engine's default (16 MiB).
+COMMON_PART_SIZES: tuple[int, ...] = (8 * MiB, 16 * MiB, 64 * MiB)
+READ_CHUNK = 1 * MiB
+
+
+def md5_hex(data: bytes | memoryview) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def multipart_etag(part_digests: Iterable[bytes]) -> str:
+    digests = list(part_digests)
+    combined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
+    return f"{combined}-{len(digests)}"
+
+
+def is_multipart_etag(etag: str) -> bool:
+    return "-" in etag
+
+
+def etag_part_count(etag: str) -> int:
+    return int(etag.rsplit("-", 1)[1]) if is_multipart_etag(etag) else 1
+
+
+def file_matches_etag(path: Path, etag: str, size: int, part_sizes: Iterable[int] = COMMON_PART_SIZES) -> bool:
+    """True when the local file's bytes provably equal the object with this listing ETag.
+
+    Used when a file's mtime moved but its size did not (touch, metadata rewrite): reading locally is
+    far cheaper than uploading again. An ETag that is not an MD5 (SSE-KMS) never matches, so the file
+    is uploaded as before.
+    """
+    etag = etag.strip('"').lower()
+    if not is_multipart_etag(etag):
+        if len(etag) != 32:
+            return False
+        digest = hashlib.md5(usedforsecurity=False)
+        with path.open("rb") as fh:
+            while chunk := fh.read(READ_CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest() == etag
+    parts = etag_part_count(etag)
+    for part_size in part_sizes:
+        if -(-size // part_size) != parts:
+            continue
+        digests = []
+        with path.open("rb") as fh:
+            while True:
+                part = hashlib.md5(usedforsecurity=False)
+                remaining = part_size
+                while remaining and (chunk := fh.read(min(READ_CHUNK, remaining))):
+                    part.update(chunk)
+                    remaining -= len(chunk)
+                if remaining == part_size:
+                    break
+                digests.append(part.digest())
+        if multipart_etag(digests) == etag:
+            return True
+    return False

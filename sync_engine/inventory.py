@@ -1,0 +1,42 @@
+"""Local library statistics per Immich folder, for `immich-sync inventory` and the operator tools."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sync_engine.config import IMMICH_FOLDERS
+from sync_engine.models import LocalFile
+from sync_engine.scan import walk_folder
+
+MARKER = ".immich"
+
+
+@dataclass
+class FolderInventory:
+    folder: str
+    backed_up: bool
+    exists: bool
+    marker: bool
+    files: int = 0
+    bytes: int = 0
+    newest_mtime: float | None = None
+    problems: int = 0
+
+
+def inventory(root: Path, selected: tuple[str, ...]) -> list[FolderInventory]:
+    rows = []
+    for folder in IMMICH_FOLDERS:
+        path = root / folder
+        row = FolderInventory(folder, folder in selected, path.is_dir(), (path / MARKER).is_file())
+        for entry in walk_folder(root, folder):
+            if isinstance(entry, LocalFile):
+                row.files += 1
+                row.bytes += entry.size
+                mtime = entry.mtime_ns / 1e9
+                if row.newest_mtime is None or mtime > row.newest_mtime:
+                    row.newest_mtime = mtime
+            else:
+                row.problems += 1
+        rows.append(row)
+    return rows

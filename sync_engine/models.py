@@ -1,0 +1,126 @@
+"""Plain data passed between scan, plan, upload and report. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """A regular file found by the walk; `rel` is the path under the library root, `/`-separated."""
+
+    rel: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def folder(self) -> str:
+        return self.rel.split("/", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteObject:
+    """One entry of a ListObjectsV2 page: all the engine ever learns about an object."""
+
+    key: str
+    size: int
+    last_modified: float  # epoch seconds
+    etag: str  # without quotes
+    storage_class: str = "STANDARD"
+
+
+class ProblemKind(StrEnum):
+    SYMLINK = "symlink"
+    INVALID_NAME = "invalid-name"
+    UNREADABLE = "unreadable"
+    SPECIAL_FILE = "special-file"
+    VANISHED = "vanished"
+
+
+# Problems that a later run cannot fix by itself: the operator must act, so the run is partial.
+BLOCKING_PROBLEMS = frozenset({ProblemKind.INVALID_NAME, ProblemKind.UNREADABLE})
+
+
+@dataclass(frozen=True, slots=True)
+class ScanProblem:
+    """Something under the library root that is not backed up, and why."""
+
+    rel: str
+    kind: ProblemKind
+    detail: str = ""
+
+
+class Reason(StrEnum):
+    """Why the planner uploads a file (the aws s3 sync rule) or leaves it alone."""
+
+    MISSING = "missing"
+    SIZE = "size-differs"
+    NEWER = "newer"
+    UNCHANGED = "unchanged"
+    RACED = "raced"  # object written moments after the file changed: may hold mixed bytes
+    SETTLING = "settling"  # modified within the settle window: deferred to the next run
+
+
+UPLOAD_REASONS = frozenset({Reason.MISSING, Reason.SIZE, Reason.NEWER, Reason.RACED})
+
+
+@dataclass(frozen=True, slots=True)
+class PlanItem:
+    local: LocalFile
+    key: str
+    reason: Reason
+    remote: RemoteObject | None = None
+    check_content: bool = False  # compare local bytes with the listing ETag before uploading
+
+    @property
+    def uploads(self) -> bool:
+        return self.reason in UPLOAD_REASONS
+
+
+class Outcome(StrEnum):
+    UPLOADED = "uploaded"
+    SAME_CONTENT = "same-content"  # the ETag check proved the object already holds these bytes
+    DEFERRED = "deferred"  # changed again since the scan and is inside the settle window
+    UNSTABLE = "unstable"  # kept changing while read: not committed, a later run takes it
+    VANISHED = "vanished"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    item: PlanItem
+    outcome: Outcome
+    size: int = 0
+    mtime_ns: int = 0
+    etag: str = ""
+    part_size: int | None = None
+    attempts: int = 1
+    error: str = ""
+
+
+@dataclass
+class FolderStats:
+    """Counters for one top-level folder; the report and the text summary are built from these."""
+
+    files: int = 0
+    bytes: int = 0
+    uploaded: int = 0
+    uploaded_bytes: int = 0
+    unchanged: int = 0
+    unchanged_bytes: int = 0
+    deferred: int = 0
+    deferred_bytes: int = 0
+    unstable: int = 0
+    vanished: int = 0
+    failed: int = 0
+    failed_bytes: int = 0
+    skipped: int = 0  # symlinks, special files, invalid names, unreadable
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: FolderStats) -> None:
+        for name, value in vars(other).items():
+            if isinstance(value, int):
+                setattr(self, name, getattr(self, name) + value)
+        for reason, count in other.by_reason.items():
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + count

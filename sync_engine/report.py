@@ -1,0 +1,133 @@
+"""The run report: one new JSON object per run, plus a gzipped JSON-lines manifest of what it uploaded.
+
+Reports are append-only like the media: every run writes new keys named by start time and run id, so
+the newest report is the last key of a listing and no run can overwrite another's record. They live
+under REPORT_PREFIX, beside (never inside) the media folders, so a media restore never sees them.
+The manifest is spooled to a temporary file while the run goes, so memory does not grow with uploads.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tempfile
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from sync_engine.etag import md5_hex
+from sync_engine.models import FolderStats, UploadResult
+from sync_engine.store import ObjectStore
+
+REPORT_SCHEMA = 1
+
+
+def utc_iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def report_key(report_prefix: str, started: float, run_id: str, shard: str | None) -> str:
+    stamp = datetime.fromtimestamp(started, UTC).strftime("%Y%m%dT%H%M%SZ")
+    suffix = f"-shard-{shard.replace('/', '-of-')}" if shard else ""
+    return f"{report_prefix}{stamp}-{run_id}{suffix}.json"
+
+
+def manifest_key(report_key_: str) -> str:
+    return report_key_.removesuffix(".json") + ".manifest.jsonl.gz"
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    engine_version: str
+    command: str
+    started_at: str
+    finished_at: str = ""
+    duration_seconds: float = 0.0
+    bucket: str = ""
+    media_prefix: str = ""
+    library_root: str = ""
+    folders: list[str] = field(default_factory=list)
+    shard: str | None = None
+    dry_run: bool = False
+    settle_seconds: float = 0.0
+    part_size: int = 0
+    multipart_threshold: int = 0
+    status: str = "running"  # ok | partial | aborted
+    exit_code: int = 0
+    totals: FolderStats = field(default_factory=FolderStats)
+    per_folder: dict[str, FolderStats] = field(default_factory=dict)
+    folder_seconds: dict[str, float] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
+    problems: list[dict[str, str]] = field(default_factory=list)
+    problems_truncated: int = 0
+    error: str = ""
+    manifest_key: str = ""
+    manifest_entries: int = 0
+    schema: int = REPORT_SCHEMA
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunReport:
+        data = dict(data)
+        data["totals"] = FolderStats(**data.get("totals", {}))
+        data["per_folder"] = {k: FolderStats(**v) for k, v in data.get("per_folder", {}).items()}
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class ManifestWriter:
+    """Thread-safe spool of uploaded objects (key, size, mtime, ETag, part size)."""
+
+    def __init__(self) -> None:
+        self._file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - lives until finish()
+        self._gzip = gzip.GzipFile(fileobj=self._file, mode="wb", compresslevel=6)
+        self._lock = threading.Lock()
+        self.entries = 0
+
+    def add(self, result: UploadResult) -> None:
+        line = json.dumps(
+            {
+                "key": result.item.key,
+                "size": result.size,
+                "mtime": result.mtime_ns / 1e9,
+                "etag": result.etag,
+                "part_size": result.part_size,
+            },
+            ensure_ascii=False,
+        )
+        with self._lock:
+            self._gzip.write(line.encode("utf-8") + b"\n")
+            self.entries += 1
+
+    def finish(self) -> bytes:
+        with self._lock:
+            self._gzip.close()
+            self._file.seek(0)
+            data = self._file.read()
+            self._file.close()
+            return data
+
+
+def read_manifest(data: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in gzip.decompress(data).splitlines() if line.strip()]
+
+
+def write_report(store: ObjectStore, key: str, report: RunReport, manifest: bytes) -> None:
+    """Manifest first, then the report that names it: a report never points at a missing manifest."""
+    report.manifest_key = manifest_key(key)
+    store.put_object(report.manifest_key, manifest, bytes.fromhex(md5_hex(manifest)), None)
+    body = json.dumps(report.to_json(), indent=2, ensure_ascii=False).encode("utf-8")
+    store.put_object(key, body, bytes.fromhex(md5_hex(body)), None)
+
+
+def list_report_keys(store: ObjectStore, report_prefix: str) -> list[str]:
+    """Report keys oldest first (their names start with the UTC start time)."""
+    return [o.key for o in store.list_objects(report_prefix) if o.key.endswith(".json")]
+
+
+def load_report(store: ObjectStore, key: str) -> RunReport:
+    return RunReport.from_json(json.loads(store.get_bytes(key)))

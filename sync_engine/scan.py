@@ -1,0 +1,93 @@
+"""Walk the library in S3 key order without holding more than one directory listing per level.
+
+ListObjectsV2 returns keys in UTF-8 byte order, which equals Python's code-point order for valid
+UTF-8. A depth-first walk matches it only if a directory `a` sorts as `a/`: otherwise `a.jpg` (0x2E)
+would come after everything under `a/` (0x2F) and the merge-join would misfire. That is the whole
+trick; it is what lets the planner stream instead of loading either side into memory.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from sync_engine.models import LocalFile, ProblemKind, ScanProblem
+
+
+def _valid_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(rel: str) -> str:
+    """A path as it can be logged: undecodable bytes shown as \\xNN instead of crashing the logger."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def walk_sorted(root: Path, rel_dir: str) -> Iterator[LocalFile | ScanProblem]:
+    """Yield the regular files under `root/rel_dir` in key order, and problems where they occur."""
+    try:
+        with os.scandir(root / rel_dir) as it:
+            entries = list(it)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        yield ScanProblem(rel_dir, ProblemKind.UNREADABLE, exc.strerror or str(exc))
+        return
+
+    keyed: list[tuple[str, os.DirEntry[str], bool]] = []
+    for entry in entries:
+        rel = f"{rel_dir}/{entry.name}"
+        if not _valid_utf8(entry.name):
+            yield ScanProblem(rel, ProblemKind.INVALID_NAME, "name is not valid UTF-8")
+            continue
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            is_dir = False
+        keyed.append((f"{entry.name}/" if is_dir else entry.name, entry, is_dir))
+    keyed.sort(key=lambda t: t[0])
+    del entries
+
+    for _, entry, is_dir in keyed:
+        rel = f"{rel_dir}/{entry.name}"
+        if is_dir:
+            yield from walk_sorted(root, rel)
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            yield ScanProblem(rel, ProblemKind.VANISHED, "deleted during the scan")
+            continue
+        except OSError as exc:
+            yield ScanProblem(rel, ProblemKind.UNREADABLE, exc.strerror or str(exc))
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            target = _link_target(entry.path)
+            yield ScanProblem(rel, ProblemKind.SYMLINK, f"symlink to {target} not followed")
+        elif not stat.S_ISREG(st.st_mode):
+            yield ScanProblem(rel, ProblemKind.SPECIAL_FILE, "not a regular file")
+        else:
+            yield LocalFile(rel, st.st_size, st.st_mtime_ns)
+
+
+def _link_target(path: str) -> str:
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return "?"
+    return printable(target) + ("" if os.path.exists(path) else " (broken)")
+
+
+def walk_folder(root: Path, folder: str) -> Iterator[LocalFile | ScanProblem]:
+    """Walk one top-level Immich folder; a missing folder is simply empty."""
+    path = root / folder
+    if path.is_symlink():
+        yield ScanProblem(folder, ProblemKind.SYMLINK, "top-level folder is a symlink, not followed")
+        return
+    yield from walk_sorted(root, folder)

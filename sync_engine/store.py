@@ -1,0 +1,279 @@
+"""The only place that talks to S3. A writer may list, put and abort; nothing here HEADs or deletes.
+
+One boto3 client is shared by every worker (its connection pool is sized to the worker count), so no
+request pays for session or client set-up. Listing runs in a prefetch thread so the planner and the
+uploads never wait for the next page.
+"""
+
+from __future__ import annotations
+
+import base64
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import botocore.exceptions as bexc
+from botocore.config import Config
+
+from sync_engine.config import ConfigError, S3Settings
+from sync_engine.models import RemoteObject
+
+
+class StoreError(Exception):
+    """An S3 request failed after retries; the message is one line and names the bucket/key."""
+
+    def __init__(self, message: str, *, code: str = "", transport: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.transport = transport  # endpoint unreachable / connection dropped, not a refusal
+
+
+class SetupError(StoreError):
+    """The bucket cannot be used at all: credentials refused, bucket missing, endpoint unreachable."""
+
+
+ACCESS_CODES = {
+    "InvalidAccessKeyId": "S3 does not know the access key in AWS_ACCESS_KEY_ID",
+    "SignatureDoesNotMatch": "S3 rejected the signature: AWS_SECRET_ACCESS_KEY is wrong",
+    "AccessDenied": "access denied",
+    "InvalidToken": "the session token is invalid",
+    "ExpiredToken": "the session token has expired",
+}
+
+
+def describe_error(exc: BaseException, what: str) -> StoreError:
+    """Turn a botocore exception into one readable line; never includes credentials."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, bexc.ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", "")) or str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+        message = ACCESS_CODES.get(code) or str(err.get("Message") or code)
+        if code == "NoSuchBucket":
+            message = "the bucket does not exist"
+        return StoreError(f"{what}: {message} ({code})", code=code)
+    if isinstance(exc, bexc.EndpointConnectionError | bexc.ConnectionClosedError | bexc.ConnectTimeoutError):
+        return StoreError(f"{what}: cannot reach the S3 endpoint ({exc})", code="Unreachable", transport=True)
+    if isinstance(exc, bexc.ReadTimeoutError | bexc.HTTPClientError):
+        return StoreError(f"{what}: connection to S3 failed ({exc})", code="Connection", transport=True)
+    if isinstance(exc, bexc.NoCredentialsError):
+        return StoreError(
+            f"{what}: no AWS credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set",
+            code="NoCredentials",
+        )
+    if isinstance(exc, bexc.BotoCoreError):
+        return StoreError(f"{what}: {exc}", code=type(exc).__name__)
+    raise exc
+
+
+def _make_client(settings: S3Settings) -> Any:
+    try:
+        session = boto3.session.Session(region_name=settings.region)
+        credentials = session.get_credentials()
+    except bexc.PartialCredentialsError as exc:
+        raise ConfigError(
+            f"incomplete AWS credentials: {exc.kwargs.get('cred_var', 'a variable')} is not set"
+        ) from None
+    except bexc.ProfileNotFound as exc:
+        raise ConfigError(f"AWS_PROFILE names a profile that does not exist: {exc}") from None
+    if credentials is None:
+        raise ConfigError("no AWS credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set")
+    config = Config(
+        region_name=settings.region,
+        retries={"mode": "standard", "max_attempts": settings.max_attempts},
+        max_pool_connections=settings.max_connections,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        tcp_keepalive=True,
+        parameter_validation=False,
+        request_checksum_calculation=settings.checksum_mode,
+        response_checksum_validation="when_required",
+        s3={"addressing_style": "path" if settings.path_style else "auto"},
+    )
+    return session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+
+
+@dataclass(frozen=True)
+class PutResult:
+    etag: str
+    kms: bool  # SSE-KMS ETags are not MD5s, so they cannot be compared
+
+
+class ObjectStore:
+    """S3 operations the engine uses, with errors turned into `StoreError`."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        self._client = _make_client(settings)
+        self._counts: dict[str, int] = {}
+        self._count_lock = threading.Lock()
+
+    def _count(self, operation: str) -> None:
+        with self._count_lock:
+            self._counts[operation] = self._counts.get(operation, 0) + 1
+
+    def request_counts(self) -> dict[str, int]:
+        """Operations sent (botocore's own retries not included), for the report."""
+        with self._count_lock:
+            return dict(self._counts)
+
+    # -- listing ----------------------------------------------------------------------------------
+    def list_objects(self, prefix: str, *, start_after: str | None = None) -> Iterator[RemoteObject]:
+        """All objects under `prefix` in key order, one ListObjectsV2 request per 1,000 keys."""
+        for page in self.list_pages(prefix, start_after=start_after):
+            yield from page
+
+    def list_pages(self, prefix: str, *, start_after: str | None = None) -> Iterator[list[RemoteObject]]:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": 1000}
+        if start_after:
+            kwargs["StartAfter"] = start_after
+        while True:
+            try:
+                self._count("ListObjectsV2")
+                page = self._client.list_objects_v2(**kwargs)
+            except Exception as exc:
+                raise describe_error(exc, f"listing s3://{self.bucket}/{prefix}") from None
+            yield [
+                RemoteObject(
+                    key=item["Key"],
+                    size=int(item["Size"]),
+                    last_modified=item["LastModified"].timestamp(),
+                    etag=str(item.get("ETag", "")).strip('"').lower(),
+                    storage_class=item.get("StorageClass") or "STANDARD",
+                )
+                for item in page.get("Contents", ())
+            ]
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+            kwargs.pop("StartAfter", None)
+            kwargs["ContinuationToken"] = token
+
+    def prefetch(self, prefix: str, pages: int = 4) -> PrefetchedListing:
+        return PrefetchedListing(self.list_pages(prefix), capacity=pages)
+
+    def check_access(self, prefix: str) -> None:
+        """One cheap listing up front, so a wrong bucket or key fails before any work starts."""
+        try:
+            self._count("ListObjectsV2")
+            self._client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
+        except Exception as exc:
+            err = describe_error(exc, f"s3://{self.bucket}")
+            raise SetupError(str(err), code=err.code, transport=err.transport) from None
+
+    # -- writing ----------------------------------------------------------------------------------
+    def put_object(self, key: str, body: bytes, md5: bytes, storage_class: str | None) -> PutResult:
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Body": body,
+            "ContentMD5": base64.b64encode(md5).decode(),
+            "ContentLength": len(body),
+        }
+        if storage_class:
+            kwargs["StorageClass"] = storage_class
+        try:
+            self._count("PutObject")
+            resp = self._client.put_object(**kwargs)
+        except Exception as exc:
+            raise describe_error(exc, f"uploading {key}") from None
+        return PutResult(str(resp.get("ETag", "")).strip('"').lower(), resp.get("ServerSideEncryption") == "aws:kms")
+
+    def create_multipart(self, key: str, storage_class: str | None) -> str:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if storage_class:
+            kwargs["StorageClass"] = storage_class
+        try:
+            self._count("CreateMultipartUpload")
+            return str(self._client.create_multipart_upload(**kwargs)["UploadId"])
+        except Exception as exc:
+            raise describe_error(exc, f"starting multipart upload of {key}") from None
+
+    def upload_part(self, key: str, upload_id: str, number: int, body: bytes, md5: bytes) -> str:
+        try:
+            self._count("UploadPart")
+            resp = self._client.upload_part(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+                ContentMD5=base64.b64encode(md5).decode(),
+                ContentLength=len(body),
+            )
+        except Exception as exc:
+            raise describe_error(exc, f"uploading part {number} of {key}") from None
+        return str(resp["ETag"])
+
+    def complete_multipart(self, key: str, upload_id: str, part_etags: list[str]) -> PutResult:
+        parts = [{"ETag": etag, "PartNumber": n} for n, etag in enumerate(part_etags, start=1)]
+        try:
+            self._count("CompleteMultipartUpload")
+            resp = self._client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except Exception as exc:
+            raise describe_error(exc, f"completing multipart upload of {key}") from None
+        return PutResult(str(resp.get("ETag", "")).strip('"').lower(), resp.get("ServerSideEncryption") == "aws:kms")
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            self._count("AbortMultipartUpload")
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except Exception as exc:
+            raise describe_error(exc, f"aborting multipart upload of {key}") from None
+
+    # -- reading (reports only; needs read credentials) -------------------------------------------
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            self._count("GetObject")
+            return bytes(self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        except Exception as exc:
+            raise describe_error(exc, f"reading s3://{self.bucket}/{key}") from None
+
+
+_DONE = object()
+
+
+class PrefetchedListing:
+    """Iterates a listing that a background thread keeps a few pages ahead of the consumer."""
+
+    def __init__(self, source: Iterator[list[RemoteObject]], capacity: int) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=capacity)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(source,), daemon=True, name="s3-listing")
+        self._thread.start()
+
+    def _fill(self, source: Iterator[list[RemoteObject]]) -> None:
+        try:
+            for page in source:
+                if not self._put(page):
+                    return
+            self._put(_DONE)
+        except BaseException as exc:
+            self._put(exc)
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[RemoteObject]:
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield from item  # type: ignore[misc]
+
+    def close(self) -> None:
+        self._stop.set()

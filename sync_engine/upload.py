@@ -1,0 +1,206 @@
+"""Upload one file so that S3 only ever holds bytes that existed together on disk.
+
+The file is opened once (no symlink following) and checked with fstat and stat before and after it
+is read: size, mtime, ctime, inode. Any change means the bytes read may be a mix of two versions, so
+the single PUT is not sent or the multipart upload is aborted, and the file is read again (bounded).
+A change noticed only after the object was committed means the object holds an older but consistent
+version whose LastModified would hide the newer one from later runs, so it is uploaded again too.
+Every request carries Content-MD5, and every commit's ETag is compared with the locally computed one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sync_engine.config import SyncSettings
+from sync_engine.etag import file_matches_etag, multipart_etag
+from sync_engine.models import Outcome, PlanItem, UploadResult
+from sync_engine.store import ObjectStore, PutResult, StoreError
+
+ETAG_RETRIES = 2
+
+
+class _Changed(Exception):
+    """The file changed while it was being read or sent."""
+
+    def __init__(self, committed: bool) -> None:
+        super().__init__("changed while uploading")
+        self.committed = committed
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    ino: int
+    dev: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> _Snapshot:
+        return cls(st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class EtagMismatch(Exception):
+    pass
+
+
+class Cancelled(Exception):
+    """The run is stopping (SIGTERM, Ctrl-C, S3 gone): nothing half-done may be left behind."""
+
+
+class Uploader:
+    """Uploads plan items; safe to call from many threads at once."""
+
+    def __init__(self, store: ObjectStore, settings: SyncSettings, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.cancel = threading.Event()
+
+    def upload(self, item: PlanItem) -> UploadResult:
+        path = self.settings.library_root / item.local.rel
+        attempts = self.settings.max_change_retries + 1
+        committed_old = False
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._attempt(item, path, attempt)
+            except _Changed as changed:
+                committed_old = committed_old or changed.committed
+            except EtagMismatch as exc:
+                if attempt > ETAG_RETRIES:
+                    return UploadResult(item, Outcome.FAILED, attempts=attempt, error=str(exc))
+            except FileNotFoundError:
+                return UploadResult(item, Outcome.VANISHED, attempts=attempt, error="deleted before upload")
+            except StoreError as exc:
+                return UploadResult(item, Outcome.FAILED, attempts=attempt, error=str(exc))
+            except Cancelled:
+                return UploadResult(item, Outcome.FAILED, attempts=attempt, error="interrupted; nothing committed")
+            except OSError as exc:
+                return UploadResult(item, Outcome.FAILED, attempts=attempt, error=f"cannot read: {exc.strerror or exc}")
+        note = " (an older consistent version is stored)" if committed_old else " (nothing committed)"
+        return UploadResult(item, Outcome.UNSTABLE, attempts=attempts, error="kept changing while read" + note)
+
+    def _attempt(self, item: PlanItem, path: Path, attempt: int) -> UploadResult:
+        if self.cancel.is_set():
+            raise Cancelled
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            before = _Snapshot.of(os.fstat(fd))
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                return UploadResult(item, Outcome.FAILED, error="no longer a regular file")
+            if self.clock() - before.mtime_ns / 1e9 < self.settings.settle_seconds:
+                return UploadResult(item, Outcome.DEFERRED, size=before.size, mtime_ns=before.mtime_ns)
+            remote = item.remote
+            if item.check_content and remote is not None and remote.size == before.size:
+                same = file_matches_etag(path, remote.etag, before.size)
+                self._check_unchanged(fd, path, before, committed=False)
+                if same:
+                    return UploadResult(
+                        item,
+                        Outcome.SAME_CONTENT,
+                        size=before.size,
+                        mtime_ns=before.mtime_ns,
+                        etag=remote.etag,
+                    )
+            if before.size < self.settings.multipart_threshold:
+                etag, part_size = self._single(fd, path, item.key, before), None
+            else:
+                etag, part_size = self._multipart(fd, path, item.key, before), self.settings.part_size
+        finally:
+            os.close(fd)
+        return UploadResult(
+            item,
+            Outcome.UPLOADED,
+            size=before.size,
+            mtime_ns=before.mtime_ns,
+            etag=etag,
+            part_size=part_size,
+            attempts=attempt,
+        )
+
+    @staticmethod
+    def _check_unchanged(fd: int, path: Path, before: _Snapshot, *, committed: bool) -> None:
+        try:
+            now_path = _Snapshot.of(os.stat(path, follow_symlinks=False))
+        except FileNotFoundError:
+            if committed:
+                return  # what was stored is consistent and nothing newer exists to miss
+            raise
+        if _Snapshot.of(os.fstat(fd)) != before or now_path != before:
+            raise _Changed(committed)
+
+    def _single(self, fd: int, path: Path, key: str, before: _Snapshot) -> str:
+        data = _read_exact(fd, 0, before.size)
+        self._check_unchanged(fd, path, before, committed=False)
+        md5 = hashlib.md5(data, usedforsecurity=False)
+        result = self.store.put_object(key, data, md5.digest(), self.settings.storage_class)
+        self._check_unchanged(fd, path, before, committed=True)
+        _compare(result, md5.hexdigest(), key)
+        return md5.hexdigest()
+
+    def _multipart(self, fd: int, path: Path, key: str, before: _Snapshot) -> str:
+        part_size = self.settings.part_size
+        upload_id = self.store.create_multipart(key, self.settings.storage_class)
+        committed = False
+        try:
+            digests: list[bytes] = []
+            etags: list[str] = []
+            for number, offset in enumerate(range(0, before.size, part_size), start=1):
+                if self.cancel.is_set():
+                    raise Cancelled
+                body = _read_exact(fd, offset, min(part_size, before.size - offset))
+                self._check_unchanged(fd, path, before, committed=False)
+                digest = hashlib.md5(body, usedforsecurity=False).digest()
+                etags.append(self.store.upload_part(key, upload_id, number, body, digest))
+                digests.append(digest)
+                del body
+            self._check_unchanged(fd, path, before, committed=False)
+            if self.cancel.is_set():
+                raise Cancelled
+            result = self.store.complete_multipart(key, upload_id, etags)
+            committed = True
+        finally:
+            if not committed:
+                self._abort_quietly(key, upload_id)
+        expected = multipart_etag(digests)
+        self._check_unchanged(fd, path, before, committed=True)
+        _compare(result, expected, key)
+        return expected
+
+    def _abort_quietly(self, key: str, upload_id: str) -> None:
+        # An abort that fails here is retried by botocore; if S3 is gone entirely, the bucket's
+        # AbortIncompleteMultipartUpload lifecycle rule is the backstop (see README).
+        with contextlib.suppress(StoreError):
+            self.store.abort_multipart(key, upload_id)
+
+
+def _read_exact(fd: int, offset: int, length: int) -> bytes:
+    """Read exactly `length` bytes; a short read means the file shrank underneath us."""
+    if length == 0:
+        return b""
+    chunks: list[bytes] = []
+    remaining = length
+    while remaining:
+        chunk = os.pread(fd, remaining, offset + length - remaining)
+        if not chunk:
+            raise _Changed(False)
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _compare(result: PutResult, expected: str, key: str) -> None:
+    if result.kms:
+        return  # SSE-KMS ETags are opaque; Content-MD5 was still checked by S3 on arrival
+    if result.etag != expected:
+        raise EtagMismatch(f"{key}: S3 returned ETag {result.etag}, expected {expected}")
