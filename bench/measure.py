@@ -1,16 +1,19 @@
 """Run one command and measure it the way an operator would feel it.
 
-Client CPU comes from os.wait4 on the direct child: Linux reports the child's own usage plus that of all
-descendants it reaped, so a shell loop around `aws` or a tool that forks helpers is counted whole, while
-the S3 server (a separate process, not a descendant) is not. Peak RSS is the child's ru_maxrss.
+Client CPU comes from os.wait4 on the tool's process (done by bench/spawn.py): Linux reports the tool's
+own usage plus that of all descendants it reaped, so a shell loop around `aws` or a tool that forks
+helpers is counted whole, while the S3 server (a separate process, not a descendant) is not. Peak RSS is
+the tool's ru_maxrss, kept free of the bench's own footprint by forking from the small launcher.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+SPAWN = Path(__file__).resolve().parent / "spawn.py"
 
 
 @dataclass
@@ -75,13 +79,16 @@ def run_measured(
     server_pid: int | None = None,
 ) -> Measured:
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    report = log_path.with_suffix(".rusage.json")
+    report.unlink(missing_ok=True)
+    launcher = [sys.executable, "-I", "-S", str(SPAWN), str(report), "--", *cmd]
     with contextlib.ExitStack() as stack:
         log = stack.enter_context(open(log_path, "wb"))
         out = stack.enter_context(open(stdout_path, "wb")) if stdout_path else log
         server_before = process_cpu_s(server_pid)
         start = time.perf_counter()
         proc = subprocess.Popen(
-            list(cmd), env=dict(env), stdin=subprocess.DEVNULL, stdout=out, stderr=log, start_new_session=True
+            launcher, env=dict(env), stdin=subprocess.DEVNULL, stdout=out, stderr=log, start_new_session=True
         )
         timed_out = threading.Event()
 
@@ -110,13 +117,24 @@ def run_measured(
     server_cpu = None
     if server_before is not None and server_after is not None:
         server_cpu = server_after - server_before
+    try:
+        tool = json.loads(report.read_text())
+    except (OSError, ValueError):
+        # Launcher killed (timeout) before reporting: fall back to its own, coarser figures.
+        tool = {
+            "wall_s": wall,
+            "user_s": usage.ru_utime,
+            "sys_s": usage.ru_stime,
+            "maxrss_kb": usage.ru_maxrss,
+            "returncode": proc.returncode or -1,
+        }
     return Measured(
         label=label,
-        wall_s=wall,
-        user_s=usage.ru_utime,
-        sys_s=usage.ru_stime,
-        maxrss_mb=usage.ru_maxrss / 1024,
-        returncode=proc.returncode,
+        wall_s=float(tool["wall_s"]),
+        user_s=float(tool["user_s"]),
+        sys_s=float(tool["sys_s"]),
+        maxrss_mb=float(tool["maxrss_kb"]) / 1024,
+        returncode=int(tool["returncode"]),
         timed_out=timed_out.is_set(),
         log_path=log_path,
         server_cpu_s=server_cpu,

@@ -146,3 +146,14 @@ class CountProxy:
 
     def counts(self) -> dict[str, int]:
         return self._call("GET", "/__bench__/counts")
+
+    def log_offset(self) -> int:
+        return self.log_path.stat().st_size
+
+    def entries_since(self, offset: int) -> list[tuple[str, str, str]]:
+        """(kind, method, target) of each request logged after offset; counts() first, as it flushes."""
+        self.counts()
+        with open(self.log_path, encoding="utf-8") as fh:
+            fh.seek(offset)
+            rows = [line.rstrip("\n").split("\t") for line in fh]
+        return [(r[0], r[1], r[3]) for r in rows if len(r) == 4]

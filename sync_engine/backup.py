@@ -40,7 +40,7 @@ EXIT_CONFIG = 2
 EXIT_ABORTED = 3
 
 MAX_PROBLEMS_IN_REPORT = 1000
-ABORT_AFTER_TRANSPORT_FAILURES = 8
+ABORT_AFTER_S3_FAILURES = 8
 
 
 class Observer(Protocol):
@@ -71,7 +71,7 @@ class _State:
     report: RunReport
     manifest: ManifestWriter | None
     lock: threading.Lock = field(default_factory=threading.Lock)
-    transport_failures: int = 0
+    s3_failures: int = 0  # consecutive; reset by any success
     abort_reason: str = ""
 
     def stats(self, folder: str) -> FolderStats:
@@ -218,7 +218,7 @@ def _record_result(state: _State, result: UploadResult) -> None:
         outcome = result.outcome
         if outcome is Outcome.UPLOADED:
             _bump(stats, "uploaded", result.size)
-            state.transport_failures = 0
+            state.s3_failures = 0
             if state.manifest is not None:
                 state.manifest.add(result)
         elif outcome is Outcome.SAME_CONTENT:
@@ -234,10 +234,10 @@ def _record_result(state: _State, result: UploadResult) -> None:
         else:
             _bump(stats, "failed", item.local.size)
             _add_problem(state.report, printable(item.local.rel), "failed", result.error)
-            if "cannot reach" in result.error or "connection to S3 failed" in result.error:
-                state.transport_failures += 1
-                if state.transport_failures >= ABORT_AFTER_TRANSPORT_FAILURES and not state.abort_reason:
-                    state.abort_reason = f"S3 unreachable: {result.error}"
+            if result.s3_failure:
+                state.s3_failures += 1
+                if state.s3_failures >= ABORT_AFTER_S3_FAILURES and not state.abort_reason:
+                    state.abort_reason = f"S3 keeps failing ({state.s3_failures} uploads in a row): {result.error}"
 
 
 def _finish(

@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
+    # Kubernetes stops a pod with SIGTERM: treat it like Ctrl-C so in-flight uploads are aborted.
+    previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
         if args.command == "inventory":
             return _inventory(args)
@@ -104,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_CONFIG if exc.code != "Unreachable" else EXIT_ABORTED)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _sigterm(signum: int, frame: object) -> None:
@@ -178,9 +181,8 @@ def _report_text(report: RunReport, settings: SyncSettings) -> str:
         lines += [f"  {p['kind']:<13} {p['path']}: {p['detail']}" for p in report.problems[:50]]
         if len(report.problems) > 50 or report.problems_truncated:
             lines.append("  … see the run report for the full list")
-    if report.manifest_key:
-        key = report.manifest_key.removesuffix(".manifest.jsonl.gz") + ".json"
-        lines += ["", f"report: s3://{report.bucket}/{key}"]
+    if report.report_key:
+        lines += ["", f"report: s3://{report.bucket}/{report.report_key}"]
     elif report.error:
         lines += ["", f"note: {report.error}"]
     return "\n".join(lines)

@@ -97,6 +97,7 @@ class UploadResult:
     part_size: int | None = None
     attempts: int = 1
     error: str = ""
+    s3_failure: bool = False  # S3 refused or was unreachable (as opposed to a local problem)
 
 
 @dataclass

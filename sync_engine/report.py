@@ -39,6 +39,8 @@ def manifest_key(report_key_: str) -> str:
 
 @dataclass
 class RunReport:
+    """Everything one run did. `report_key` is where it is stored (set once written)."""
+
     run_id: str
     engine_version: str
     command: str
@@ -63,6 +65,7 @@ class RunReport:
     problems: list[dict[str, str]] = field(default_factory=list)
     problems_truncated: int = 0
     error: str = ""
+    report_key: str = ""
     manifest_key: str = ""
     manifest_entries: int = 0
     schema: int = REPORT_SCHEMA
@@ -117,9 +120,14 @@ def read_manifest(data: bytes) -> list[dict[str, Any]]:
 
 
 def write_report(store: ObjectStore, key: str, report: RunReport, manifest: bytes) -> None:
-    """Manifest first, then the report that names it: a report never points at a missing manifest."""
-    report.manifest_key = manifest_key(key)
-    store.put_object(report.manifest_key, manifest, bytes.fromhex(md5_hex(manifest)), None)
+    """Manifest first, then the report that names it: a report never points at a missing manifest.
+
+    A run that uploaded nothing writes no manifest, so a no-op night costs one PUT: the report.
+    """
+    if report.manifest_entries:
+        report.manifest_key = manifest_key(key)
+        store.put_object(report.manifest_key, manifest, bytes.fromhex(md5_hex(manifest)), None)
+    report.report_key = key
     body = json.dumps(report.to_json(), indent=2, ensure_ascii=False).encode("utf-8")
     store.put_object(key, body, bytes.fromhex(md5_hex(body)), None)
 

@@ -81,7 +81,7 @@ class Uploader:
             except FileNotFoundError:
                 return UploadResult(item, Outcome.VANISHED, attempts=attempt, error="deleted before upload")
             except StoreError as exc:
-                return UploadResult(item, Outcome.FAILED, attempts=attempt, error=str(exc))
+                return UploadResult(item, Outcome.FAILED, attempts=attempt, error=str(exc), s3_failure=True)
             except Cancelled:
                 return UploadResult(item, Outcome.FAILED, attempts=attempt, error="interrupted; nothing committed")
             except OSError as exc:
