@@ -43,7 +43,7 @@ class Rule:
             reason, check = Reason.RACED, True
         else:
             return Reason.UNCHANGED, False
-        if self.now - mtime < self.settle_seconds:
+        if self.settle_seconds > 0 and self.now - mtime < self.settle_seconds:
             return Reason.SETTLING, False
         return reason, check
 

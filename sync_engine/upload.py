@@ -26,6 +26,11 @@ from sync_engine.models import Outcome, PlanItem, UploadResult
 from sync_engine.store import ObjectStore, PutResult, StoreError
 
 ETAG_RETRIES = 2
+# File times come from the kernel's coarse clock (one tick, up to 10 ms). A write in the same tick as
+# our first fstat leaves ctime unchanged, so a file changed that recently cannot prove it was stable
+# while read. As git does for "racily clean" index entries, wait until its ctime is safely in the past.
+RACY_SECONDS = 0.1
+RACY_TRIES = 20
 
 
 class _Changed(Exception):
@@ -92,13 +97,13 @@ class Uploader:
     def _attempt(self, item: PlanItem, path: Path, attempt: int) -> UploadResult:
         if self.cancel.is_set():
             raise Cancelled
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            before = _Snapshot.of(os.fstat(fd))
-            mode = os.fstat(fd).st_mode
-            if not stat.S_ISREG(mode):
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return UploadResult(item, Outcome.FAILED, error="no longer a regular file")
-            if self.clock() - before.mtime_ns / 1e9 < self.settings.settle_seconds:
+            before = _settled_snapshot(fd)
+            settle = self.settings.settle_seconds
+            if settle > 0 and self.clock() - before.mtime_ns / 1e9 < settle:
                 return UploadResult(item, Outcome.DEFERRED, size=before.size, mtime_ns=before.mtime_ns)
             remote = item.remote
             if item.check_content and remote is not None and remote.size == before.size:
@@ -182,6 +187,16 @@ class Uploader:
         # AbortIncompleteMultipartUpload lifecycle rule is the backstop (see README).
         with contextlib.suppress(StoreError):
             self.store.abort_multipart(key, upload_id)
+
+
+def _settled_snapshot(fd: int) -> _Snapshot:
+    for _ in range(RACY_TRIES):
+        st = os.fstat(fd)
+        age = time.time() - st.st_ctime_ns / 1e9
+        if age >= RACY_SECONDS:
+            return _Snapshot.of(st)
+        time.sleep(max(RACY_SECONDS - age, 0.01))
+    raise _Changed(False)
 
 
 def _read_exact(fd: int, offset: int, length: int) -> bytes:

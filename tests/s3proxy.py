@@ -32,7 +32,11 @@ class Request:
 def classify(method: str, path: str, query: dict[str, list[str]]) -> str:
     has_key = path.count("/") >= 2 and path.split("/", 2)[2] != ""
     if method == "GET" and not has_key:
-        return "ListObjectsV2" if query.get("list-type") == ["2"] else ("ListMultipartUploads" if "uploads" in query else "ListObjects")
+        return (
+            "ListObjectsV2"
+            if query.get("list-type") == ["2"]
+            else ("ListMultipartUploads" if "uploads" in query else "ListObjects")
+        )
     if method == "PUT" and has_key:
         return "UploadPart" if "partNumber" in query else "PutObject"
     if method == "POST" and "uploads" in query:
@@ -72,7 +76,9 @@ class Proxy:
                 body = self.rfile.read(length) if length else b""
                 parts = urlsplit(self.path)
                 query = parse_qs(parts.query, keep_blank_values=True)
-                req = Request(self.command, unquote(parts.path), query, classify(self.command, unquote(parts.path), query))
+                req = Request(
+                    self.command, unquote(parts.path), query, classify(self.command, unquote(parts.path), query)
+                )
                 with proxy._lock:
                     proxy.counts[req.op] += 1
                     proxy.log.append(req)
