@@ -144,7 +144,9 @@ class LocalS3:
         )
 
     def post(self, path: str, body: bytes) -> None:
-        req = urllib.request.Request(f"{self.endpoint}{path}", data=body, method="POST")
+        req = urllib.request.Request(
+            f"{self.endpoint}{path}", data=body, method="POST", headers={"Content-Type": "text/plain"}
+        )
         urllib.request.urlopen(req, timeout=10).close()
 
     def enforce_iam(self, on: bool = True) -> None:

@@ -148,6 +148,9 @@ def run(
                             slots.acquire()
                             pool.submit(uploader.upload, entry).add_done_callback(on_done)  # type: ignore[arg-type]
                     report.folder_seconds[folder] = round(clock() - folder_start, 3)
+                # Wait for the last uploads here, where an interrupt can still cancel them cleanly.
+                for _ in range(settings.workers * 4):
+                    slots.acquire()
             except StoreError as exc:
                 state.abort_reason = str(exc)
             except KeyboardInterrupt:

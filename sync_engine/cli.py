@@ -90,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Kubernetes stops a pod with SIGTERM: treat it like Ctrl-C so in-flight uploads are aborted.
     previous = signal.signal(signal.SIGTERM, _sigterm)
+    fmt = getattr(args, "log_format", "text")
     try:
         if args.command == "inventory":
             return _inventory(args)
@@ -100,21 +101,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _verify(args, settings, store)
         return _backup(args, settings, store, dry_run=args.command == "plan")
     except ConfigError as exc:
-        return _fail(f"configuration error: {exc}", EXIT_CONFIG)
+        return _fail(f"configuration error: {exc}", EXIT_CONFIG, fmt)
     except StoreError as exc:
-        return _fail(str(exc), EXIT_CONFIG if exc.code != "Unreachable" else EXIT_ABORTED)
+        return _fail(str(exc), EXIT_CONFIG if exc.code != "Unreachable" else EXIT_ABORTED, fmt)
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+        return _fail("interrupted", 130, fmt)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
 def _sigterm(signum: int, frame: object) -> None:
+    # First signal: stop and clean up. Later ones must not interrupt the clean-up itself.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+def _fail(message: str, code: int, log_format: str = "text") -> int:
+    """One line on stderr; a JSON record when the run logs JSON, so log pipelines see it too."""
+    if log_format == "json":
+        LineLog("json").emit("error", "error", f"{PROG}: error: {message}", exit_code=code)
+    else:
+        print(f"{PROG}: error: {message}", file=sys.stderr)
     return code
 
 
@@ -132,7 +139,7 @@ def _backup(args: argparse.Namespace, settings: SyncSettings, store: ObjectStore
     else:
         print(_report_text(report, settings))
     if report.status == "aborted":
-        print(f"{PROG}: error: run aborted: {report.error}", file=sys.stderr)
+        _fail(f"run aborted: {report.error}", report.exit_code, args.log_format)
     return report.exit_code
 
 

@@ -118,11 +118,17 @@ def _pick(flag: object, env: Mapping[str, str], *names: str) -> str | None:
     return None
 
 
-def _number(value: object, name: str, cast: type[int] | type[float]) -> int | float:
+def _number(
+    args: object, flag: str, env: Mapping[str, str], name: str, default: float, cast: type[int] | type[float]
+) -> int | float:
+    """The flag if given (0 included), else the variable if set, else the default."""
+    value = getattr(args, flag, None)
+    if value is None:
+        value = env.get(name, "").strip() or default
     try:
         return cast(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+        raise ConfigError(f"{name} (--{flag.replace('_', '-')}) must be a number, got {value!r}") from None
 
 
 def parse_folders(include: str | None, only: str | None) -> tuple[str, ...]:
@@ -155,13 +161,7 @@ def s3_settings(args: object, env: Mapping[str, str], *, workers: int = 16) -> S
     if checksum not in CHECKSUM_MODES:
         raise ConfigError(f"--checksum-mode must be one of {', '.join(CHECKSUM_MODES)}, got {checksum!r}")
     path_style_env = env.get("IMMICH_SYNC_PATH_STYLE", "").lower() in ("1", "true", "yes")
-    attempts = int(
-        _number(
-            getattr(args, "max_attempts", None) or env.get("IMMICH_SYNC_MAX_ATTEMPTS") or 6,
-            "IMMICH_SYNC_MAX_ATTEMPTS",
-            int,
-        )
-    )
+    attempts = int(_number(args, "max_attempts", env, "IMMICH_SYNC_MAX_ATTEMPTS", 6, int))
     if attempts < 1:
         raise ConfigError("--max-attempts must be at least 1")
     return S3Settings(
@@ -192,25 +192,14 @@ def sync_settings(args: object, env: Mapping[str, str] | None = None) -> SyncSet
     report_prefix = normalize_prefix(report_raw) if report_raw else default_report_prefix(media_prefix)
     if report_prefix.startswith(media_prefix) and media_prefix and _in_selected(report_prefix, media_prefix):
         raise ConfigError(f"REPORT_PREFIX {report_prefix} must not be inside an Immich folder of the media prefix")
-    workers = int(
-        _number(getattr(args, "workers", None) or env.get("IMMICH_SYNC_WORKERS") or 16, "IMMICH_SYNC_WORKERS", int)
-    )
+    workers = int(_number(args, "workers", env, "IMMICH_SYNC_WORKERS", 16, int))
     if not 1 <= workers <= 256:
         raise ConfigError("--workers must be between 1 and 256")
-    part_mib = int(
-        _number(
-            getattr(args, "part_size_mib", None) or env.get("IMMICH_SYNC_PART_SIZE_MIB") or 16,
-            "IMMICH_SYNC_PART_SIZE_MIB",
-            int,
-        )
-    )
+    part_mib = int(_number(args, "part_size_mib", env, "IMMICH_SYNC_PART_SIZE_MIB", 16, int))
     part_size = part_mib * MiB
     if part_size < MIN_PART_SIZE:
         raise ConfigError("--part-size-mib must be at least 5 (S3's minimum part size)")
-    settle_raw = getattr(args, "settle_seconds", None)
-    if settle_raw is None:
-        settle_raw = env.get("IMMICH_SYNC_SETTLE_SECONDS") or 60
-    settle = float(_number(settle_raw, "IMMICH_SYNC_SETTLE_SECONDS", float))
+    settle = float(_number(args, "settle_seconds", env, "IMMICH_SYNC_SETTLE_SECONDS", 60, float))
     if settle < 0:
         raise ConfigError("--settle-seconds must not be negative")
     storage_class = _pick(getattr(args, "storage_class", None), env, "IMMICH_SYNC_STORAGE_CLASS")

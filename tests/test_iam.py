@@ -1,0 +1,108 @@
+"""Least privilege, proven against moto enforcing IAM: the writer may only list, put and abort.
+
+A server of its own, because enforcement is process-wide in moto. The policy is exactly the one the
+original setup granted; HEAD, GET and DELETE by the writer are refused, so any such request by the
+engine would fail the backup.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import botocore.exceptions
+import pytest
+
+from immich_tui.sandbox import LocalS3, SampleLibrary
+
+BUCKET = "immich-offsite-iam"
+WRITER_ACTIONS = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListBucket"]
+
+
+def _user(iam, name: str, actions: list[str]) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    iam.create_user(UserName=name)
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": actions,
+                "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"],
+            }
+        ],
+    }
+    iam.put_user_policy(UserName=name, PolicyName=f"{name}-policy", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+@pytest.fixture(scope="module")
+def iam_s3() -> Iterator[tuple[LocalS3, dict[str, tuple[str, str]]]]:
+    with LocalS3() as server:
+        server.client().create_bucket(Bucket=BUCKET)
+        iam = server.client("iam")
+        keys = {
+            "writer": _user(iam, "immich-offsite-writer", WRITER_ACTIONS),
+            "admin": _user(iam, "admin", ["s3:*"]),
+        }
+        server.enforce_iam()
+        yield server, keys
+
+
+def _use(monkeypatch: pytest.MonkeyPatch, server: LocalS3, key: tuple[str, str]) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", server.endpoint)
+    monkeypatch.setenv("BUCKET_NAME", BUCKET)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key[0])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key[1])
+
+
+def test_full_backup_with_exactly_put_abort_list(run_sync, monkeypatch, iam_s3, sample: SampleLibrary):
+    server, keys = iam_s3
+    _use(monkeypatch, server, keys["writer"])
+    writer = server.client(key_id=keys["writer"][0], secret=keys["writer"][1])
+    # enforcement is really on: the writer cannot read, HEAD or delete
+    writer.put_object(Bucket=BUCKET, Key="probe/x", Body=b"x")
+    for call in (writer.get_object, writer.head_object, writer.delete_object):
+        with pytest.raises(botocore.exceptions.ClientError) as err:
+            call(Bucket=BUCKET, Key="probe/x")
+        assert err.value.response["Error"]["Code"] in ("AccessDenied", "403")
+
+    first = run_sync("backup", "-o", "json")
+    assert first.code == 0, first.err
+    wanted = {
+        "immich/media/" + k: v for k, v in sample.files.items() if k.startswith(("upload/", "library/", "profile/"))
+    }
+    admin = server.client(key_id=keys["admin"][0], secret=keys["admin"][1])
+    pages = admin.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="immich/media/")
+    stored = {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
+    assert stored == wanted
+    assert first.json()["totals"]["uploaded"] == len(wanted)
+    assert admin.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+    second = run_sync("backup", "-o", "json")
+    assert second.code == 0 and second.json()["totals"]["uploaded"] == 0
+
+
+def test_verify_is_refused_to_the_writer_with_a_clear_error(run_sync, monkeypatch, iam_s3, sample: SampleLibrary):
+    server, keys = iam_s3
+    _use(monkeypatch, server, keys["writer"])
+    result = run_sync("verify")
+    assert result.code == 2
+    assert "access denied" in result.err.lower()
+    assert len(result.err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("key_id", "secret_ok", "needle"),
+    [("AKIAUNKNOWN000000000", True, "AWS_ACCESS_KEY_ID"), (None, False, "AWS_SECRET_ACCESS_KEY")],
+)
+def test_wrong_credentials(run_sync, monkeypatch, iam_s3, key_id, secret_ok, needle):
+    server, keys = iam_s3
+    writer_id, writer_secret = keys["writer"]
+    _use(monkeypatch, server, (key_id or writer_id, writer_secret if secret_ok else "not-the-secret"))
+    result = run_sync("backup")
+    assert result.code == 2
+    assert needle in result.err
+    assert "not-the-secret" not in result.err + result.out
+    assert len(result.err.strip().splitlines()) == 1
+    admin = server.client(key_id=keys["admin"][0], secret=keys["admin"][1])
+    assert admin.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
