@@ -229,7 +229,7 @@ def _verify(args: argparse.Namespace, settings: SyncSettings, store: ObjectStore
         verdict = "ok" if result.ok else "MISMATCH"
         print(
             f"verify {verdict}: {result.verified:,} of {result.recorded:,} recorded objects match "
-            f"(from {result.reports} reports); {result.missing:,} missing, {result.size_mismatch:,} size "
+            f"(manifests of {result.reports} runs); {result.missing:,} missing, {result.size_mismatch:,} size "
             f"and {result.etag_mismatch:,} ETag mismatches; {result.unrecorded:,} objects not in any manifest"
         )
         for p in result.problems:
