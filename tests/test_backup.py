@@ -208,3 +208,15 @@ def test_inventory_counts_every_folder(run_sync, sample: SampleLibrary):
 def test_nothing_left_behind(run_sync, s3: LocalS3, bucket: str):
     assert run_sync("backup").code == 0
     assert open_multipart_uploads(s3, bucket) == []
+
+
+def test_s3_compatibility_options(run_sync, s3: LocalS3, bucket: str, sample: SampleLibrary):
+    """Path-style addressing, botocore's default CRC checksums and a storage class all work end to end."""
+    result = run_sync(
+        "backup", "--path-style", "--checksum-mode", "when_supported", "--storage-class", "STANDARD_IA", "-o", "json"
+    )
+    assert result.code == 0, result.err
+    objects = list_keys(s3, bucket, PREFIX)
+    assert len(objects) == len(expected_keys(sample))
+    assert {o.get("StorageClass") for o in objects.values()} == {"STANDARD_IA"}
+    assert run_sync("verify").code == 0

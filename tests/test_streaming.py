@@ -89,3 +89,5 @@ def test_uploads_start_before_the_listing_ends(
     result = run_sync("backup", "-o", "json", "--only", "upload")
     assert result.code == 0
     assert saw_put_first == [True]
+    # 1,101 objects under upload/: two pages, plus the one-key access check
+    assert proxy.counts["ListObjectsV2"] == 3
