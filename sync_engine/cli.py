@@ -20,9 +20,10 @@ from sync_engine import __version__
 from sync_engine.backup import EXIT_ABORTED, EXIT_CONFIG, EXIT_OK, EXIT_PARTIAL, run
 from sync_engine.config import IMMICH_FOLDERS, ConfigError, SyncSettings, parse_folders, sync_settings
 from sync_engine.inventory import inventory
-from sync_engine.models import FolderStats
+from sync_engine.models import FolderStats, PlanItem
 from sync_engine.output import LineLog, ProgressDisplay, size
 from sync_engine.report import RunReport, utc_iso
+from sync_engine.scan import printable
 from sync_engine.store import ObjectStore, StoreError
 from sync_engine.verify import verify
 
@@ -79,7 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _common(sub.add_parser("backup", help="upload what is new or changed (the CronJob's command)"))
-    _common(sub.add_parser("plan", help="dry run: what backup would upload and why"))
+    plan = sub.add_parser("plan", help="dry run: what backup would upload and why")
+    _common(plan)
+    plan.add_argument(
+        "--files", action="store_true", help="also list every file that would be uploaded, with its reason"
+    )
     _common(sub.add_parser("inventory", help="local library statistics per folder"), s3=False)
     _common(sub.add_parser("verify", help="compare S3 with the recorded manifests (needs read access)"))
     return parser
@@ -125,16 +130,38 @@ def _fail(message: str, code: int, log_format: str = "text") -> int:
     return code
 
 
+class _PlanFiles(LineLog):
+    """Lists what a plan would upload: streamed as text lines, or kept for the JSON document."""
+
+    def __init__(self, log: LineLog, as_json: bool) -> None:
+        super().__init__(log.fmt, log.stream, quiet=log.quiet)
+        self.as_json = as_json
+        self.files: list[dict[str, Any]] = []
+
+    def planned(self, item: PlanItem) -> None:
+        if not item.uploads:
+            return
+        rel = printable(item.local.rel)
+        if self.as_json:
+            self.files.append({"path": rel, "key": item.key, "size": item.local.size, "reason": item.reason.value})
+        else:
+            print(f"{item.reason.value:<13} {size(item.local.size):>10}  {rel}", flush=True)
+
+
 def _backup(args: argparse.Namespace, settings: SyncSettings, store: ObjectStore, *, dry_run: bool) -> int:
     log = LineLog(args.log_format, quiet=args.quiet)
-    interactive = sys.stderr.isatty() and not args.no_progress and args.log_format == "text"
+    lister = _PlanFiles(log, args.output == "json") if dry_run and args.files else None
+    interactive = sys.stderr.isatty() and not args.no_progress and args.log_format == "text" and not lister
     if interactive:
         with ProgressDisplay(log) as display:
             report = run(settings, store, dry_run=dry_run, observer=display)
     else:
-        report = run(settings, store, dry_run=dry_run, observer=log)
+        report = run(settings, store, dry_run=dry_run, observer=lister or log)
     if args.output == "json":
-        json.dump(report.to_json(), sys.stdout, indent=2, ensure_ascii=False)
+        document = report.to_json()
+        if lister is not None:
+            document["files"] = lister.files
+        json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
         print()
     else:
         print(_report_text(report, settings))

@@ -220,3 +220,15 @@ def test_s3_compatibility_options(run_sync, s3: LocalS3, bucket: str, sample: Sa
     assert len(objects) == len(expected_keys(sample))
     assert {o.get("StorageClass") for o in objects.values()} == {"STANDARD_IA"}
     assert run_sync("verify").code == 0
+
+
+def test_plan_lists_files_with_reasons(run_sync, sample: SampleLibrary):
+    (sample.root / "upload/new.jpg").write_bytes(b"n" * 10)
+    os.utime(sample.root / "upload/new.jpg", (time.time() - 3600,) * 2)
+    text = run_sync("plan", "--files")
+    assert text.code == 0
+    assert "missing" in text.out and "upload/new.jpg" in text.out
+    data = run_sync("plan", "--files", "-o", "json").json()
+    entry = next(f for f in data["files"] if f["path"] == "upload/new.jpg")
+    assert entry == {"path": "upload/new.jpg", "key": PREFIX + "upload/new.jpg", "size": 10, "reason": "missing"}
+    assert len(data["files"]) == data["totals"]["uploaded"] == len(expected_keys(sample)) + 1
