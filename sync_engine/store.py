@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import queue
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ import botocore.exceptions as bexc
 from botocore.config import Config
 
 from sync_engine.config import ConfigError, S3Settings
+from sync_engine.direct import DirectError, DirectWriter
 from sync_engine.models import RemoteObject
 
 
@@ -44,17 +46,25 @@ ACCESS_CODES = {
 }
 
 
+def _refused(code: str, message: str, what: str) -> StoreError:
+    message = ACCESS_CODES.get(code) or message or code
+    if code == "NoSuchBucket":
+        message = "the bucket does not exist"
+    return StoreError(f"{what}: {message} ({code})", code=code)
+
+
 def describe_error(exc: BaseException, what: str) -> StoreError:
     """Turn a botocore exception into one readable line; never includes credentials."""
     if isinstance(exc, StoreError):
         return exc
+    if isinstance(exc, DirectError):
+        if exc.transport:
+            return StoreError(f"{what}: {exc}", code=exc.code, transport=True)
+        return _refused(exc.code, str(exc), what)
     if isinstance(exc, bexc.ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code", "")) or str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
-        message = ACCESS_CODES.get(code) or str(err.get("Message") or code)
-        if code == "NoSuchBucket":
-            message = "the bucket does not exist"
-        return StoreError(f"{what}: {message} ({code})", code=code)
+        return _refused(code, str(err.get("Message") or ""), what)
     if isinstance(exc, bexc.EndpointConnectionError | bexc.ConnectionClosedError | bexc.ConnectTimeoutError):
         return StoreError(f"{what}: cannot reach the S3 endpoint ({exc})", code="Unreachable", transport=True)
     if isinstance(exc, bexc.ReadTimeoutError | bexc.HTTPClientError):
@@ -69,7 +79,7 @@ def describe_error(exc: BaseException, what: str) -> StoreError:
     raise exc
 
 
-def _make_client(settings: S3Settings) -> Any:
+def _make_client(settings: S3Settings) -> tuple[Any, Any]:
     try:
         session = boto3.session.Session(region_name=settings.region)
         credentials = session.get_credentials()
@@ -93,7 +103,7 @@ def _make_client(settings: S3Settings) -> Any:
         response_checksum_validation="when_required",
         s3={"addressing_style": "path" if settings.path_style else "auto"},
     )
-    return session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+    return session.client("s3", endpoint_url=settings.endpoint_url, config=config), credentials
 
 
 @dataclass(frozen=True)
@@ -108,7 +118,12 @@ class ObjectStore:
     def __init__(self, settings: S3Settings) -> None:
         self.settings = settings
         self.bucket = settings.bucket
-        self._client = _make_client(settings)
+        self._client, credentials = _make_client(settings)
+        # Content-MD5 is all the default checksum mode sends, so the hot path can skip botocore's
+        # per-call machinery; `when_supported` keeps botocore's own checksum handling.
+        self._direct = (
+            DirectWriter(self._client, credentials, settings) if settings.checksum_mode == "when_required" else None
+        )
         self._counts: dict[str, int] = {}
         self._count_lock = threading.Lock()
 
@@ -178,6 +193,12 @@ class ObjectStore:
             kwargs["StorageClass"] = storage_class
         try:
             self._count("PutObject")
+            if self._direct is not None:
+                headers = {"x-amz-storage-class": storage_class} if storage_class else None
+                got = self._direct.put(key, body, kwargs["ContentMD5"], headers)
+                return PutResult(
+                    str(got.get("ETag", "")).strip('"').lower(), got.get("x-amz-server-side-encryption") == "aws:kms"
+                )
             resp = self._client.put_object(**kwargs)
         except Exception as exc:
             raise describe_error(exc, f"uploading {key}") from None
@@ -194,15 +215,19 @@ class ObjectStore:
             raise describe_error(exc, f"starting multipart upload of {key}") from None
 
     def upload_part(self, key: str, upload_id: str, number: int, body: bytes, md5: bytes) -> str:
+        md5_b64 = base64.b64encode(md5).decode()
         try:
             self._count("UploadPart")
+            if self._direct is not None:
+                query = urllib.parse.urlencode({"partNumber": number, "uploadId": upload_id})
+                return str(self._direct.put(key, body, md5_b64, query=query).get("ETag", ""))
             resp = self._client.upload_part(
                 Bucket=self.bucket,
                 Key=key,
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=body,
-                ContentMD5=base64.b64encode(md5).decode(),
+                ContentMD5=md5_b64,
                 ContentLength=len(body),
             )
         except Exception as exc:

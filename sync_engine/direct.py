@@ -1,0 +1,106 @@
+"""The upload hot path: PutObject and UploadPart signed by botocore, sent straight over urllib3.
+
+A full botocore call spends about a millisecond of CPU on event hooks, endpoint rules, serialisation
+and response parsing, which for thousands of small photos costs more than hashing them. These two
+requests need none of it: the URL is fixed per key, the body and Content-MD5 are ours, and the answer
+is an ETag header. So they are signed with botocore's own SigV4 signer and credentials (refreshable
+credentials keep working; the payload is left unsigned, see below), sent on one shared urllib3
+pool, and retried like botocore's standard mode: 500/502/503/504, throttling codes and dropped
+connections, with capped exponential backoff. Everything else, and every other checksum mode, stays on the boto3 client.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+import urllib.parse
+from typing import Any
+
+import urllib3
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.httpsession import get_cert_path
+
+from sync_engine.config import S3Settings
+
+PROBE_KEY = "immich-sync-probe"
+# The body is protected by Content-MD5, which is a signed header and checked by S3 on arrival, so a
+# second, SHA-256 digest of every body (what SigV4 payload signing adds) buys nothing but CPU.
+_UNSIGNED_PAYLOAD = Config(s3={"payload_signing_enabled": False})
+TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
+TRANSIENT_CODES = frozenset({"RequestTimeout", "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled"})
+_CODE = re.compile(rb"<Code>([^<]*)</Code>")
+_MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
+
+
+class DirectError(Exception):
+    def __init__(self, code: str, message: str, *, transport: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.transport = transport
+
+
+class DirectWriter:
+    """Signs and sends PUTs of object bodies and parts; safe to share between threads."""
+
+    def __init__(self, client: Any, credentials: Any, settings: S3Settings) -> None:
+        probe = client.generate_presigned_url("put_object", Params={"Bucket": settings.bucket, "Key": PROBE_KEY})
+        base = probe.split("?", 1)[0]
+        if not base.endswith("/" + PROBE_KEY):
+            raise ValueError(f"unexpected presigned URL layout: {base}")
+        self._base = base[: -len(PROBE_KEY)]
+        self._credentials = credentials
+        self._region = settings.region
+        self._attempts = settings.max_attempts
+        timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
+        ca = (os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True)) if self._base.startswith("https") else None
+        self._http = urllib3.PoolManager(
+            num_pools=4,
+            maxsize=settings.max_connections,
+            block=False,
+            retries=False,
+            timeout=timeout,
+            ca_certs=ca,
+        )
+
+    def url(self, key: str, query: str = "") -> str:
+        return self._base + urllib.parse.quote(key, safe="/~") + (f"?{query}" if query else "")
+
+    def put(self, key: str, body: bytes, md5_b64: str, headers: dict[str, str] | None = None, query: str = "") -> Any:
+        """PUT the body; returns the response headers. Raises DirectError after retries."""
+        url = self.url(key, query)
+        extra = {"Content-MD5": md5_b64, "Content-Length": str(len(body)), **(headers or {})}
+        for attempt in range(1, self._attempts + 1):
+            request = AWSRequest(method="PUT", url=url, data=body, headers=extra)
+            request.context["client_config"] = _UNSIGNED_PAYLOAD
+            S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
+            try:
+                response = self._http.request(
+                    "PUT", url, body=body, headers=dict(request.headers.items()), preload_content=True
+                )
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                error = DirectError("Connection", f"connection to S3 failed ({exc.__class__.__name__})", transport=True)
+            else:
+                if response.status == 200:
+                    return response.headers
+                code, message = _parse_error(response.data, response.status)
+                error = DirectError(code, message)
+                if response.status not in TRANSIENT_STATUS and code not in TRANSIENT_CODES:
+                    raise error
+            if attempt == self._attempts:
+                raise error
+            throttled = error.code in TRANSIENT_CODES
+            time.sleep(min(20.0, random.random() * (1.0 if throttled else 0.05) * 2**attempt))
+        raise AssertionError("unreachable")
+
+
+def _parse_error(body: bytes, status: int) -> tuple[str, str]:
+    code = _CODE.search(body or b"")
+    message = _MESSAGE.search(body or b"")
+    return (
+        code.group(1).decode() if code else str(status),
+        message.group(1).decode() if message else f"HTTP {status}",
+    )
