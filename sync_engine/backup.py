@@ -11,7 +11,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -30,8 +31,9 @@ from sync_engine.models import (
 )
 from sync_engine.plan import Rule, merge_join
 from sync_engine.report import ManifestWriter, RunReport, report_key, utc_iso, write_report
-from sync_engine.scan import printable, walk_folder
-from sync_engine.store import ObjectStore, StoreError
+from sync_engine.scan import printable, walk_unit
+from sync_engine.store import ObjectStore, PrefetchedListing, StoreError
+from sync_engine.units import ListUnit, list_units
 from sync_engine.upload import Uploader
 
 EXIT_OK = 0
@@ -125,8 +127,6 @@ def run(
         if state.abort_reason:
             uploader.cancel.set()
 
-    # Start every folder's listing now: they page in parallel while earlier folders are planned.
-    listings = {folder: store.prefetch(f"{settings.media_prefix}{folder}/") for folder in settings.folders}
     try:
         with ThreadPoolExecutor(settings.workers, thread_name_prefix="upload") as pool:
             try:
@@ -135,18 +135,21 @@ def run(
                         break
                     observer.folder_started(folder)
                     folder_start = clock()
-                    for entry in merge_join(
-                        walk_folder(settings.library_root, folder),
-                        listings[folder],
-                        key_prefix=settings.media_prefix,
-                        rule=rule,
-                        shard=settings.shard,
-                    ):
+                    for unit, listing in _listed_units(store, settings, folder, report):
+                        for entry in merge_join(
+                            walk_unit(settings.library_root, unit.rel_dir, unit.covered),
+                            listing,
+                            key_prefix=settings.media_prefix,
+                            rule=rule,
+                            shard=settings.shard,
+                        ):
+                            if state.abort_reason:
+                                break
+                            if _record_planned(state, folder, entry, observer, dry_run):
+                                slots.acquire()
+                                pool.submit(uploader.upload, entry).add_done_callback(on_done)  # type: ignore[arg-type]
                         if state.abort_reason:
                             break
-                        if _record_planned(state, folder, entry, observer, dry_run):
-                            slots.acquire()
-                            pool.submit(uploader.upload, entry).add_done_callback(on_done)  # type: ignore[arg-type]
                     report.folder_seconds[folder] = round(clock() - folder_start, 3)
                 # Wait for the last uploads here, where an interrupt can still cancel them cleanly.
                 for _ in range(settings.workers * 4):
@@ -157,12 +160,37 @@ def run(
                 state.abort_reason = "interrupted (SIGINT/SIGTERM): in-flight uploads aborted"
             if state.abort_reason:
                 uploader.cancel.set()
-    finally:
-        for listing in listings.values():
-            listing.close()
+    except BaseException:
+        uploader.cancel.set()
+        raise
 
     _finish(report, state, store, settings, started, clock)
     return report
+
+
+LIST_AHEAD = 4
+
+
+def _listed_units(
+    store: ObjectStore, settings: SyncSettings, folder: str, report: RunReport
+) -> Iterator[tuple[ListUnit, PrefetchedListing]]:
+    """Each unit with its listing, the next few already paging in, so the walk never waits on S3."""
+    units = list_units(settings.library_root, folder)
+    report.list_units += len(units)
+    started: deque[tuple[ListUnit, PrefetchedListing]] = deque()
+    pending = iter(units)
+    try:
+        while True:
+            while len(started) < LIST_AHEAD and (unit := next(pending, None)) is not None:
+                prefix = f"{settings.media_prefix}{unit.rel_dir}/"
+                started.append((unit, store.prefetch(prefix, delimiter="/" if unit.direct_only else None)))
+            if not started:
+                return
+            yield started[0]
+            started.popleft()[1].close()
+    finally:
+        for _, listing in started:
+            listing.close()
 
 
 def _record_planned(

@@ -62,6 +62,7 @@ class RunReport:
     per_folder: dict[str, FolderStats] = field(default_factory=dict)
     folder_seconds: dict[str, float] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
+    list_units: int = 0  # S3 prefixes listed (see units.py): LISTs <= objects/1000 + units
     problems: list[dict[str, str]] = field(default_factory=list)
     problems_truncated: int = 0
     error: str = ""

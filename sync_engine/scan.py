@@ -29,8 +29,10 @@ def printable(rel: str) -> str:
     return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def walk_sorted(root: Path, rel_dir: str) -> Iterator[LocalFile | ScanProblem]:
-    """Yield the regular files under `root/rel_dir` in key order, and problems where they occur."""
+def walk_sorted(root: Path, rel_dir: str, skip_dirs: frozenset[str] = frozenset()) -> Iterator[LocalFile | ScanProblem]:
+    """Yield the regular files under `root/rel_dir` in key order, and problems where they occur.
+
+    Subdirectories named in `skip_dirs` are left out (another listing unit walks them)."""
     try:
         with os.scandir(root / rel_dir) as it:
             entries = list(it)
@@ -57,7 +59,8 @@ def walk_sorted(root: Path, rel_dir: str) -> Iterator[LocalFile | ScanProblem]:
     for _, entry, is_dir in keyed:
         rel = f"{rel_dir}/{entry.name}"
         if is_dir:
-            yield from walk_sorted(root, rel)
+            if entry.name not in skip_dirs:
+                yield from walk_sorted(root, rel)
             continue
         try:
             st = entry.stat(follow_symlinks=False)
@@ -82,6 +85,14 @@ def _link_target(path: str) -> str:
     except OSError:
         return "?"
     return printable(target) + ("" if os.path.exists(path) else " (broken)")
+
+
+def walk_unit(root: Path, rel_dir: str, covered: frozenset[str]) -> Iterator[LocalFile | ScanProblem]:
+    """Walk one listing unit. A top-level folder that is a symlink is reported, not followed."""
+    if "/" not in rel_dir and (root / rel_dir).is_symlink():
+        yield ScanProblem(rel_dir, ProblemKind.SYMLINK, "top-level folder is a symlink, not followed")
+        return
+    yield from walk_sorted(root, rel_dir, covered)
 
 
 def walk_folder(root: Path, folder: str) -> Iterator[LocalFile | ScanProblem]:

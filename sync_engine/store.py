@@ -142,10 +142,14 @@ class ObjectStore:
         for page in self.list_pages(prefix, start_after=start_after):
             yield from page
 
-    def list_pages(self, prefix: str, *, start_after: str | None = None) -> Iterator[list[RemoteObject]]:
+    def list_pages(
+        self, prefix: str, *, start_after: str | None = None, delimiter: str | None = None
+    ) -> Iterator[list[RemoteObject]]:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": 1000}
         if start_after:
             kwargs["StartAfter"] = start_after
+        if delimiter:
+            kwargs["Delimiter"] = delimiter  # only the objects directly under the prefix
         while True:
             try:
                 self._count("ListObjectsV2")
@@ -168,8 +172,8 @@ class ObjectStore:
             kwargs.pop("StartAfter", None)
             kwargs["ContinuationToken"] = token
 
-    def prefetch(self, prefix: str, pages: int = 4) -> PrefetchedListing:
-        return PrefetchedListing(self.list_pages(prefix), capacity=pages)
+    def prefetch(self, prefix: str, pages: int = 4, *, delimiter: str | None = None) -> PrefetchedListing:
+        return PrefetchedListing(self.list_pages(prefix, delimiter=delimiter), capacity=pages)
 
     def check_access(self, prefix: str) -> None:
         """One cheap listing up front, so a wrong bucket or key fails before any work starts."""

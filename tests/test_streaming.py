@@ -12,7 +12,7 @@ import pytest
 from immich_tui.sandbox import LocalS3
 from sync_engine.models import LocalFile, Reason, RemoteObject
 from sync_engine.plan import Rule, merge_join
-from sync_engine.scan import walk_folder
+from sync_engine.scan import walk_folder, walk_unit
 from tests.conftest import list_keys
 from tests.s3proxy import Proxy, Request, hold
 
@@ -89,5 +89,30 @@ def test_uploads_start_before_the_listing_ends(
     result = run_sync("backup", "-o", "json", "--only", "upload")
     assert result.code == 0
     assert saw_put_first == [True]
-    # 1,101 objects under upload/: two pages, plus the one-key access check
-    assert proxy.counts["ListObjectsV2"] == 3
+    report = result.json()
+    # the request bound: one LIST per 1,000 objects plus one per listed prefix, plus the access check
+    objects = len(list_keys(s3, bucket, "immich/media/upload/"))
+    assert proxy.counts["ListObjectsV2"] <= -(-objects // 1000) + report["list_units"] + 1
+
+
+def test_list_units_cover_every_directory_once(tmp_path: Path):
+    from sync_engine.units import list_units
+
+    root = tmp_path / "lib"
+    for user in ("anna", "ben"):
+        for month in range(12):
+            d = root / "library" / user / "2024" / f"{month:02d}"
+            d.mkdir(parents=True)
+            for i in range(60):
+                (d / f"IMG_{i}.jpg").write_bytes(b"")
+    (root / "library" / ".immich").write_bytes(b"")
+    units = list_units(root, "library", limit=500)
+    full = sorted(u.rel_dir for u in units if not u.direct_only)
+    direct = {u.rel_dir: u.covered for u in units if u.direct_only}
+    # 720 files per user: split below the user into months (60 files each)
+    assert full == sorted(f"library/{u}/2024/{m:02d}" for u in ("anna", "ben") for m in range(12))
+    assert direct["library"] == frozenset({"anna", "ben"})
+    assert direct["library/anna/2024"] == frozenset(f"{m:02d}" for m in range(12))
+    walked = sorted(e.rel for u in units for e in walk_unit(root, u.rel_dir, u.covered) if isinstance(e, LocalFile))
+    assert walked == sorted(e.rel for e in walk_folder(root, "library") if isinstance(e, LocalFile))
+    assert list_units(root, "library", limit=5000) == [type(units[0])("library")]
