@@ -32,7 +32,7 @@ from sync_engine.models import (
 from sync_engine.plan import Rule, merge_join
 from sync_engine.report import ManifestWriter, RunReport, report_key, utc_iso, write_report
 from sync_engine.scan import printable, walk_unit
-from sync_engine.store import ObjectStore, PrefetchedListing, StoreError
+from sync_engine.store import SETUP_CODES, ObjectStore, PrefetchedListing, SetupError, StoreError
 from sync_engine.units import ListUnit, list_units
 from sync_engine.upload import Uploader
 
@@ -74,6 +74,7 @@ class _State:
     manifest: ManifestWriter | None
     lock: threading.Lock = field(default_factory=threading.Lock)
     s3_failures: int = 0  # consecutive; reset by any success
+    submitted: int = 0
     abort_reason: str = ""
 
     def stats(self, folder: str) -> FolderStats:
@@ -130,31 +131,37 @@ def run(
     try:
         with ThreadPoolExecutor(settings.workers, thread_name_prefix="upload") as pool:
             try:
-                for folder in settings.folders:
-                    if state.abort_reason:
-                        break
-                    observer.folder_started(folder)
-                    folder_start = clock()
-                    for unit, listing in _listed_units(store, settings, folder, report):
-                        for entry in merge_join(
-                            walk_unit(settings.library_root, unit.rel_dir, unit.covered),
-                            listing,
-                            key_prefix=settings.media_prefix,
-                            rule=rule,
-                            shard=settings.shard,
-                        ):
-                            if state.abort_reason:
-                                break
-                            if _record_planned(state, folder, entry, observer, dry_run):
-                                slots.acquire()
-                                pool.submit(uploader.upload, entry).add_done_callback(on_done)  # type: ignore[arg-type]
+                current, folder_start = "", clock()
+                for unit, listing in _listed_units(store, settings, report):
+                    if unit.folder != current:
+                        if current:
+                            report.folder_seconds[current] = round(clock() - folder_start, 3)
+                        current, folder_start = unit.folder, clock()
+                        observer.folder_started(current)
+                    for entry in merge_join(
+                        walk_unit(settings.library_root, unit.rel_dir, unit.covered),
+                        listing,
+                        key_prefix=settings.media_prefix,
+                        rule=rule,
+                        shard=settings.shard,
+                    ):
                         if state.abort_reason:
                             break
-                    report.folder_seconds[folder] = round(clock() - folder_start, 3)
+                        if _record_planned(state, current, entry, observer, dry_run):
+                            slots.acquire()
+                            state.submitted += 1
+                            pool.submit(uploader.upload, entry).add_done_callback(on_done)  # type: ignore[arg-type]
+                    if state.abort_reason:
+                        break
+                if current:
+                    report.folder_seconds[current] = round(clock() - folder_start, 3)
                 # Wait for the last uploads here, where an interrupt can still cancel them cleanly.
                 for _ in range(settings.workers * 4):
                     slots.acquire()
             except StoreError as exc:
+                if not state.submitted and (exc.transport or exc.code in SETUP_CODES):
+                    # Nothing was done yet: a setup problem, reported as one line by the CLI.
+                    raise SetupError(str(exc), code=exc.code, transport=exc.transport) from None
                 state.abort_reason = str(exc)
             except KeyboardInterrupt:
                 state.abort_reason = "interrupted (SIGINT/SIGTERM): in-flight uploads aborted"
@@ -172,11 +179,13 @@ LIST_AHEAD = 4
 
 
 def _listed_units(
-    store: ObjectStore, settings: SyncSettings, folder: str, report: RunReport
+    store: ObjectStore, settings: SyncSettings, report: RunReport
 ) -> Iterator[tuple[ListUnit, PrefetchedListing]]:
-    """Each unit with its listing, the next few already paging in, so the walk never waits on S3."""
-    units = list_units(settings.library_root, folder)
-    report.list_units += len(units)
+    """Each unit with its listing, the next few already paging in, so the walk never waits on S3.
+
+    The first page doubles as the access check: a wrong key or bucket fails it before any upload."""
+    units = [unit for folder in settings.folders for unit in list_units(settings.library_root, folder)]
+    report.list_units = len(units)
     started: deque[tuple[ListUnit, PrefetchedListing]] = deque()
     pending = iter(units)
     try:

@@ -101,14 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _inventory(args)
         settings = sync_settings(args)
         store = ObjectStore(settings.s3)
-        store.check_access(settings.media_prefix)
         if args.command == "verify":
+            store.check_access(settings.report_prefix)
             return _verify(args, settings, store)
         return _backup(args, settings, store, dry_run=args.command == "plan")
     except ConfigError as exc:
         return _fail(f"configuration error: {exc}", EXIT_CONFIG, fmt)
     except StoreError as exc:
-        return _fail(str(exc), EXIT_CONFIG if exc.code != "Unreachable" else EXIT_ABORTED, fmt)
+        return _fail(str(exc), EXIT_ABORTED if exc.transport else EXIT_CONFIG, fmt)
     except KeyboardInterrupt:
         return _fail("interrupted", 130, fmt)
     finally:

@@ -46,8 +46,7 @@ class LineLog:
 
     # Observer ------------------------------------------------------------------------------------
     def folder_started(self, folder: str) -> None:
-        if not self.quiet:
-            self.emit("info", "folder", f"scanning {folder}/", folder=folder)
+        pass  # per-folder results are in the summary; a line here would precede setup errors
 
     def planned(self, item: PlanItem) -> None:
         pass

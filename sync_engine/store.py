@@ -37,6 +37,23 @@ class SetupError(StoreError):
     """The bucket cannot be used at all: credentials refused, bucket missing, endpoint unreachable."""
 
 
+# Refusals that mean the bucket cannot be used as configured (rather than one object failing).
+SETUP_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "InvalidToken",
+        "ExpiredToken",
+        "NoSuchBucket",
+        "NoCredentials",
+        "PermanentRedirect",
+        "AuthorizationHeaderMalformed",
+        "403",
+        "301",
+    }
+)
+
 ACCESS_CODES = {
     "InvalidAccessKeyId": "S3 does not know the access key in AWS_ACCESS_KEY_ID",
     "SignatureDoesNotMatch": "S3 rejected the signature: AWS_SECRET_ACCESS_KEY is wrong",

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-UNIT_FILES = 1000
+UNIT_FILES = 10_000
 
 
 @dataclass(frozen=True)
