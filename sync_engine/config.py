@@ -61,7 +61,7 @@ class Shard:
 
 @dataclass(frozen=True)
 class S3Settings:
-    """How to reach the bucket. Credentials stay with boto3's own provider chain and are never stored."""
+    """How to reach the bucket. Credentials stay with botocore's own provider chain and are never stored."""
 
     bucket: str
     region: str

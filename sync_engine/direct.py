@@ -6,7 +6,8 @@ requests need none of it: the URL is fixed per key, the body and Content-MD5 are
 is an ETag header. So they are signed with botocore's own SigV4 signer and credentials (refreshable
 credentials keep working; the payload is left unsigned, see below), sent on one shared urllib3
 pool, and retried like botocore's standard mode: 500/502/503/504, throttling codes and dropped
-connections, with capped exponential backoff. Everything else, and every other checksum mode, stays on the boto3 client.
+connections, with capped exponential backoff. Everything else, and every other checksum mode,
+stays on the botocore client.
 """
 
 from __future__ import annotations

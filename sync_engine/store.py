@@ -1,6 +1,6 @@
 """The only place that talks to S3. A writer may list, put and abort; nothing here HEADs or deletes.
 
-One boto3 client is shared by every worker (its connection pool is sized to the worker count), so no
+One botocore client is shared by every worker (its connection pool is sized to the worker count), so no
 request pays for session or client set-up. Listing runs in a prefetch thread so the planner and the
 uploads never wait for the next page.
 """
@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import botocore.exceptions as bexc
+import botocore.session
 from botocore.config import Config
 
 from sync_engine.config import ConfigError, S3Settings
@@ -98,7 +98,7 @@ def describe_error(exc: BaseException, what: str) -> StoreError:
 
 def _make_client(settings: S3Settings) -> tuple[Any, Any]:
     try:
-        session = boto3.session.Session(region_name=settings.region)
+        session = botocore.session.get_session()  # botocore alone: boto3's import costs a no-op run 60 ms
         credentials = session.get_credentials()
     except bexc.PartialCredentialsError as exc:
         raise ConfigError(
@@ -120,7 +120,8 @@ def _make_client(settings: S3Settings) -> tuple[Any, Any]:
         response_checksum_validation="when_required",
         s3={"addressing_style": "path" if settings.path_style else "auto"},
     )
-    return session.client("s3", endpoint_url=settings.endpoint_url, config=config), credentials
+    client = session.create_client("s3", region_name=settings.region, endpoint_url=settings.endpoint_url, config=config)
+    return client, credentials
 
 
 @dataclass(frozen=True)
