@@ -58,7 +58,13 @@ def _common(parser: argparse.ArgumentParser, *, s3: bool = True) -> None:
     s3g.add_argument("--max-attempts", type=int, help="attempts per S3 request, with backoff (default 6)")
     run_g = parser.add_argument_group("run")
     run_g.add_argument("--workers", type=int, help="concurrent uploads (env IMMICH_SYNC_WORKERS, default 16)")
-    run_g.add_argument("--part-size-mib", type=int, help="multipart threshold and part size (default 16)")
+    run_g.add_argument("--part-size-mib", type=int, help="multipart part size (default 16)")
+    run_g.add_argument(
+        "--multipart-threshold-mib", type=int, help="files this large or larger go multipart (default 64)"
+    )
+    run_g.add_argument(
+        "--memory-mib", type=int, help="cap on file data held in memory by all workers together (default 256)"
+    )
     run_g.add_argument(
         "--settle-seconds",
         type=float,

@@ -86,7 +86,8 @@ class SyncSettings:
     storage_class: str | None = None
     workers: int = 16
     part_size: int = 16 * MiB
-    multipart_threshold: int = 16 * MiB
+    multipart_threshold: int = 64 * MiB
+    memory_budget: int = 256 * MiB
     settle_seconds: float = 60.0
     max_change_retries: int = 2
     shard: Shard | None = None
@@ -199,6 +200,12 @@ def sync_settings(args: object, env: Mapping[str, str] | None = None) -> SyncSet
     part_size = part_mib * MiB
     if part_size < MIN_PART_SIZE:
         raise ConfigError("--part-size-mib must be at least 5 (S3's minimum part size)")
+    threshold = MiB * int(_number(args, "multipart_threshold_mib", env, "IMMICH_SYNC_MULTIPART_THRESHOLD_MIB", 64, int))
+    if threshold < part_size:
+        raise ConfigError("--multipart-threshold-mib must be at least the part size")
+    budget = MiB * int(_number(args, "memory_mib", env, "IMMICH_SYNC_MEMORY_MIB", 256, int))
+    if budget < threshold:
+        raise ConfigError("IMMICH_SYNC_MEMORY_MIB (--memory-mib) must be at least the multipart threshold")
     settle = float(_number(args, "settle_seconds", env, "IMMICH_SYNC_SETTLE_SECONDS", 60, float))
     if settle < 0:
         raise ConfigError("--settle-seconds must not be negative")
@@ -215,7 +222,8 @@ def sync_settings(args: object, env: Mapping[str, str] | None = None) -> SyncSet
         storage_class=storage_class,
         workers=workers,
         part_size=part_size,
-        multipart_threshold=part_size,
+        multipart_threshold=threshold,
+        memory_budget=budget,
         settle_seconds=settle,
         shard=Shard.parse(shard_text) if shard_text else None,
     )

@@ -8,6 +8,7 @@ it in its manifest; for objects written by other tools a few common part sizes a
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,12 +29,17 @@ def multipart_etag(part_digests: Iterable[bytes]) -> str:
     return f"{combined}-{len(digests)}"
 
 
+_MULTIPART = re.compile(r"^[0-9a-f]{32}-(\d{1,5})$")
+
+
 def is_multipart_etag(etag: str) -> bool:
     return "-" in etag
 
 
 def etag_part_count(etag: str) -> int:
-    return int(etag.rsplit("-", 1)[1]) if is_multipart_etag(etag) else 1
+    """Parts of a multipart ETag; 0 for anything that is not one (SSE-C, other servers' formats)."""
+    match = _MULTIPART.match(etag)
+    return int(match[1]) if match else 0
 
 
 def file_matches_etag(path: Path, etag: str, size: int, part_sizes: Iterable[int] = COMMON_PART_SIZES) -> bool:
@@ -53,6 +59,8 @@ def file_matches_etag(path: Path, etag: str, size: int, part_sizes: Iterable[int
                 digest.update(chunk)
         return digest.hexdigest() == etag
     parts = etag_part_count(etag)
+    if not parts:
+        return False
     for part_size in part_sizes:
         if -(-size // part_size) != parts:
             continue

@@ -16,11 +16,12 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sync_engine.config import SyncSettings
+from sync_engine.config import MAX_PARTS, MiB, SyncSettings
 from sync_engine.etag import file_matches_etag, multipart_etag
 from sync_engine.models import Outcome, PlanItem, UploadResult
 from sync_engine.store import ObjectStore, PutResult, StoreError
@@ -62,6 +63,37 @@ class Cancelled(Exception):
     """The run is stopping (SIGTERM, Ctrl-C, S3 gone): nothing half-done may be left behind."""
 
 
+class ByteBudget:
+    """Caps the file bytes all workers hold in memory at once, whatever the worker count.
+
+    Each worker holds at most one buffer (a whole small file or one part) and the budget is at least
+    the largest such buffer, so waiting here can never deadlock."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._free = limit
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        size = min(size, self.limit)
+        with self._cond:
+            self._cond.wait_for(lambda: self._free >= size)
+            self._free -= size
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._free += size
+                self._cond.notify_all()
+
+
+def part_size_for(size: int, preferred: int) -> int:
+    """The preferred part size, grown (in MiB steps) when a file would need more than 10,000 parts."""
+    needed = -(-size // MAX_PARTS)
+    return max(preferred, -(-needed // MiB) * MiB)
+
+
 class Uploader:
     """Uploads plan items; safe to call from many threads at once."""
 
@@ -70,6 +102,7 @@ class Uploader:
         self.settings = settings
         self.clock = clock
         self.cancel = threading.Event()
+        self.budget = ByteBudget(settings.memory_budget)
 
     def upload(self, item: PlanItem) -> UploadResult:
         path = self.settings.library_root / item.local.rel
@@ -120,7 +153,8 @@ class Uploader:
             if before.size < self.settings.multipart_threshold:
                 etag, part_size = self._single(fd, path, item.key, before), None
             else:
-                etag, part_size = self._multipart(fd, path, item.key, before), self.settings.part_size
+                part_size = part_size_for(before.size, self.settings.part_size)
+                etag = self._multipart(fd, path, item.key, before, part_size)
         finally:
             os.close(fd)
         return UploadResult(
@@ -145,16 +179,17 @@ class Uploader:
             raise _Changed(committed)
 
     def _single(self, fd: int, path: Path, key: str, before: _Snapshot) -> str:
-        data = _read_exact(fd, 0, before.size)
-        self._check_unchanged(fd, path, before, committed=False)
-        md5 = hashlib.md5(data, usedforsecurity=False)
-        result = self.store.put_object(key, data, md5.digest(), self.settings.storage_class)
+        with self.budget.hold(before.size):
+            data = _read_exact(fd, 0, before.size)
+            self._check_unchanged(fd, path, before, committed=False)
+            md5 = hashlib.md5(data, usedforsecurity=False)
+            result = self.store.put_object(key, data, md5.digest(), self.settings.storage_class)
+            del data
         self._check_unchanged(fd, path, before, committed=True)
         _compare(result, md5.hexdigest(), key)
         return md5.hexdigest()
 
-    def _multipart(self, fd: int, path: Path, key: str, before: _Snapshot) -> str:
-        part_size = self.settings.part_size
+    def _multipart(self, fd: int, path: Path, key: str, before: _Snapshot, part_size: int) -> str:
         upload_id = self.store.create_multipart(key, self.settings.storage_class)
         committed = False
         try:
@@ -163,12 +198,14 @@ class Uploader:
             for number, offset in enumerate(range(0, before.size, part_size), start=1):
                 if self.cancel.is_set():
                     raise Cancelled
-                body = _read_exact(fd, offset, min(part_size, before.size - offset))
-                self._check_unchanged(fd, path, before, committed=False)
-                digest = hashlib.md5(body, usedforsecurity=False).digest()
-                etags.append(self.store.upload_part(key, upload_id, number, body, digest))
-                digests.append(digest)
-                del body
+                length = min(part_size, before.size - offset)
+                with self.budget.hold(length):
+                    body = _read_exact(fd, offset, length)
+                    self._check_unchanged(fd, path, before, committed=False)
+                    digest = hashlib.md5(body, usedforsecurity=False).digest()
+                    etags.append(self.store.upload_part(key, upload_id, number, body, digest))
+                    digests.append(digest)
+                    del body
             self._check_unchanged(fd, path, before, committed=False)
             if self.cancel.is_set():
                 raise Cancelled

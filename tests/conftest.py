@@ -83,6 +83,8 @@ def sync_env(monkeypatch: pytest.MonkeyPatch, s3: LocalS3, bucket: str, sample: 
         "AWS_ENDPOINT_URL_S3": s3.endpoint,
         "LIBRARY_ROOT": str(sample.root),
         "IMMICH_SYNC_MAX_ATTEMPTS": "3",
+        # the sample's 18 MiB video goes multipart (two 16 MiB parts), so every test exercises both paths
+        "IMMICH_SYNC_MULTIPART_THRESHOLD_MIB": "16",
         "AWS_CONFIG_FILE": "/nonexistent",
         "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
     }
