@@ -75,6 +75,7 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     s3_failures: int = 0  # consecutive; reset by any success
     submitted: int = 0
+    blocking: int = 0  # problems only the operator can fix (see BLOCKING_PROBLEMS)
     abort_reason: str = ""
 
     def stats(self, folder: str) -> FolderStats:
@@ -229,6 +230,7 @@ def _record_problem(state: _State, folder: str, problem: ScanProblem) -> None:
             stats.vanished += 1
         else:
             stats.skipped += 1
+        state.blocking += problem.kind in BLOCKING_PROBLEMS
         _add_problem(state.report, printable(problem.rel), problem.kind.value, problem.detail)
 
 
@@ -292,10 +294,9 @@ def _finish(
     for stats in report.per_folder.values():
         totals.add(stats)
     report.totals = totals
-    blocking = sum(1 for p in report.problems if p["kind"] in {k.value for k in BLOCKING_PROBLEMS})
     if state.abort_reason:
         report.status, report.exit_code, report.error = "aborted", EXIT_ABORTED, state.abort_reason
-    elif totals.failed or blocking:
+    elif totals.failed or state.blocking:
         report.status, report.exit_code = "partial", EXIT_PARTIAL
     else:
         report.status, report.exit_code = "ok", EXIT_OK

@@ -16,7 +16,7 @@ from pathlib import Path
 from sync_engine.models import LocalFile, ProblemKind, ScanProblem
 
 
-def _valid_utf8(name: str) -> bool:
+def valid_utf8(name: str) -> bool:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
@@ -45,7 +45,7 @@ def walk_sorted(root: Path, rel_dir: str, skip_dirs: frozenset[str] = frozenset(
     keyed: list[tuple[str, os.DirEntry[str], bool]] = []
     for entry in entries:
         rel = f"{rel_dir}/{entry.name}"
-        if not _valid_utf8(entry.name):
+        if not valid_utf8(entry.name):
             yield ScanProblem(rel, ProblemKind.INVALID_NAME, "name is not valid UTF-8")
             continue
         try:

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sync_engine.scan import valid_utf8
+
 UNIT_FILES = 10_000
 
 
@@ -31,14 +33,6 @@ class ListUnit:
         return self.rel_dir.split("/", 1)[0]
 
 
-def _valid(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _units(root: Path, rel_dir: str, limit: int) -> tuple[int, list[ListUnit]]:
     direct = 0
     children: list[tuple[str, int, list[ListUnit]]] = []
@@ -49,7 +43,7 @@ def _units(root: Path, rel_dir: str, limit: int) -> tuple[int, list[ListUnit]]:
                     is_dir = entry.is_dir(follow_symlinks=False)
                 except OSError:
                     is_dir = False
-                if is_dir and _valid(entry.name):
+                if is_dir and valid_utf8(entry.name):
                     total, units = _units(root, f"{rel_dir}/{entry.name}", limit)
                     children.append((entry.name, total, units))
                 else:
