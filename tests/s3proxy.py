@@ -49,7 +49,7 @@ def classify(method: str, path: str, query: dict[str, list[str]]) -> str:
 
 
 # A rule sees each request and returns None (forward it) or an action.
-Action = tuple[str, object]  # ("error", (status, code)) | ("drop", None)
+Action = tuple[str, object]  # ("error", (status, code)) | ("drop", None) | ("etag", "forged ETag")
 Rule = Callable[[Request], Action | None]
 
 
@@ -83,11 +83,15 @@ class Proxy:
                     proxy.counts[req.op] += 1
                     proxy.log.append(req)
                     rules = list(proxy.rules)
+                forged_etag = None
                 for rule in rules:
                     action = rule(req)
                     if action is None:
                         continue
                     kind, arg = action
+                    if kind == "etag":
+                        forged_etag = str(arg)
+                        continue
                     if kind == "drop":
                         self.close_connection = True
                         self.connection.shutdown(2)
@@ -112,7 +116,7 @@ class Proxy:
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
-                        self.send_header(k, v)
+                        self.send_header(k, f'"{forged_etag}"' if forged_etag and k.lower() == "etag" else v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":

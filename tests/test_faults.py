@@ -128,3 +128,21 @@ def test_sigterm_mid_multipart_aborts_it_and_reports(
     assert open_multipart_uploads(s3, bucket) == []
     assert PREFIX + rel not in list_keys(s3, bucket, PREFIX)
     assert report["report_key"]  # the record of what did get uploaded survives the interruption
+
+
+def test_etag_mismatch_is_retried_then_reported(
+    run_sync, via_proxy: Proxy, s3: LocalS3, bucket: str, sample: SampleLibrary
+):
+    """S3's answer must prove it stored our bytes: a wrong ETag is retried, and a persistent one fails."""
+    once = PREFIX + "profile/7f3c2a10-admin/avatar.jpg"
+    always = PREFIX + "profile/b41e9d22-anna/avatar.jpg"
+    via_proxy.rules.append(fail(lambda r: r.op == "PutObject" and r.key == once, ("etag", "0" * 32), times=1))
+    via_proxy.rules.append(fail(lambda r: r.op == "PutObject" and r.key == always, ("etag", "f" * 32)))
+    result = run_sync("backup", "-o", "json", "--only", "profile")
+    report = result.json()
+    assert result.code == 1
+    assert len([r for r in via_proxy.ops("PutObject") if r.key == once]) == 2
+    assert len([r for r in via_proxy.ops("PutObject") if r.key == always]) == 3
+    assert report["totals"]["failed"] == 1 and report["totals"]["uploaded"] == 2
+    assert report["problems"][0]["path"] == "profile/b41e9d22-anna/avatar.jpg"
+    assert "expected" in report["problems"][0]["detail"]
