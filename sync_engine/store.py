@@ -11,6 +11,7 @@ import base64
 import queue
 import threading
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -124,6 +125,13 @@ def _make_client(settings: S3Settings) -> tuple[Any, Any]:
     return client, credentials
 
 
+def _proxied(endpoint: str) -> bool:
+    """True when HTTP(S)_PROXY applies to the endpoint: botocore honours proxies, the hot path does not."""
+    host = urllib.parse.urlsplit(endpoint).hostname or ""
+    scheme = urllib.parse.urlsplit(endpoint).scheme
+    return bool(urllib.request.getproxies().get(scheme)) and not urllib.request.proxy_bypass(host)
+
+
 @dataclass(frozen=True)
 class PutResult:
     etag: str
@@ -140,7 +148,9 @@ class ObjectStore:
         # Content-MD5 is all the default checksum mode sends, so the hot path can skip botocore's
         # per-call machinery; `when_supported` keeps botocore's own checksum handling.
         self._direct = (
-            DirectWriter(self._client, credentials, settings) if settings.checksum_mode == "when_required" else None
+            DirectWriter(self._client, credentials, settings)
+            if settings.checksum_mode == "when_required" and not _proxied(self._client.meta.endpoint_url)
+            else None
         )
         self._counts: dict[str, int] = {}
         self._count_lock = threading.Lock()

@@ -146,3 +146,17 @@ def test_etag_mismatch_is_retried_then_reported(
     assert report["totals"]["failed"] == 1 and report["totals"]["uploaded"] == 2
     assert report["problems"][0]["path"] == "profile/b41e9d22-anna/avatar.jpg"
     assert "expected" in report["problems"][0]["detail"]
+
+
+def test_http_proxy_from_the_environment_is_honoured(
+    run_sync, monkeypatch: pytest.MonkeyPatch, proxy: Proxy, s3: LocalS3, bucket: str, sample: SampleLibrary
+):
+    """Clusters often reach S3 only through an egress proxy: every request, uploads included, uses it."""
+    monkeypatch.setenv("HTTP_PROXY", proxy.endpoint)
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    result = run_sync("backup", "-o", "json", "--only", "profile")
+    assert result.code == 0, result.err
+    assert len(proxy.ops("PutObject")) == result.json()["totals"]["uploaded"] + 2  # + manifest, report
+    assert proxy.counts["ListObjectsV2"] >= 1
