@@ -12,6 +12,8 @@ import json
 import math
 import os
 import platform
+import resource
+import shutil
 import signal
 import statistics
 import sys
@@ -21,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import boto3
 from botocore.config import Config
@@ -38,7 +40,7 @@ from libgen import (
     ensure_plan_tree,
     library_stats,
 )
-from measure import Measured, run_measured
+from measure import CLK_TCK, Measured, run_measured
 from servers import CountProxy, MotoServer
 from tools import (
     CREDS,
@@ -60,6 +62,7 @@ from tools import (
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "RESULTS.md"
 LOGS = WORK / "logs"
+KEEP_LOG_DIRS = 5
 MiB = 1024 * 1024
 
 AWS, RCLONE, RCLONE_FL, SYNC = "aws s3 sync", "rclone", "rclone --fast-list", "immich-sync"
@@ -114,6 +117,8 @@ class RequestCount:
     objects: int
     counts: dict[str, int]
     ok: bool
+    # Distinct LIST prefixes: explains a LIST count above the bound (e.g. a prefix split for parallelism).
+    list_prefixes: int = 0
 
     @property
     def list_bound(self) -> int:
@@ -131,6 +136,8 @@ class Report:
     stats: dict[str, LibStats] = field(default_factory=dict)
     plan_summary: str = ""
     versions: dict[str, str] = field(default_factory=dict)
+    cpu_start: tuple[float, float] = field(default_factory=lambda: (system_busy_s(), own_cpu_s()))
+    load_start: str = field(default_factory=lambda: Path("/proc/loadavg").read_text().split(" ", 1)[0])
 
     def row(self, scenario: str, tool: str) -> Row | None:
         return next((r for r in self.rows if r.scenario == scenario and r.tool == tool), None)
@@ -214,7 +221,9 @@ class Bench:
         s3: S3,
         proxy: CountProxy | None,
         sync_ok: bool,
+        logs: Path,
     ) -> None:
+        self.logs = logs
         self.args = args
         self.report = report
         self.moto = moto
@@ -230,7 +239,8 @@ class Bench:
 
     def run(self, label: str, tool: str, lib: Path, t: Target, timeout_s: float) -> Measured:
         inv = invocation_for(tool, lib, t)
-        m = run_measured(label, inv.cmd, inv.env, LOGS / f"{slug(label)}.log", timeout_s, server_pid=self.moto.pid)
+        log_path = self.logs / f"{slug(label)}.log"
+        m = run_measured(label, inv.cmd, inv.env, log_path, timeout_s, server_pid=self.moto.pid)
         status = "ok" if m.ok else ("TIMEOUT" if m.timed_out else f"FAILED rc={m.returncode}")
         log(f"{label}: {m.wall_s:.2f}s wall, {m.cpu_s:.2f}s cpu, {m.maxrss_mb:.0f} MB rss, {status}")
         return m
@@ -254,7 +264,7 @@ class Bench:
                 log(f"  check: {rows[tool].check}")
         if reported:
             for row in rows.values():
-                row.note = f"{reps} run(s), fresh bucket each"
+                row.note = f"median of {reps}" if reps > 1 else "1 run"
                 self.report.record(row)
 
     def seed(self, name: str, lib: Path, timeout_s: float) -> None:
@@ -291,11 +301,13 @@ class Bench:
             self.proxy.reset()
             offset = self.proxy.log_offset()
             m = self.run(f"{name} no-op counted {v}", v, lib, via_proxy, timeout_s)
-            counts = classify_puts(self.proxy.entries_since(offset), t.bucket, t.prefix)
-            log(f"  requests: {dict(counts)}")
+            entries = self.proxy.entries_since(offset)
+            counts = classify_puts(entries, t.bucket, t.prefix)
+            prefixes = list_prefixes(entries)
+            log(f"  requests: {counts}, {prefixes} distinct LIST prefixes")
             if not m.ok:
                 self.report.failures.append(f"{name} counted no-op / {v}: {m.describe_failure()}")
-            self.report.requests.append(RequestCount(name, v, stats.files, counts, m.ok))
+            self.report.requests.append(RequestCount(name, v, stats.files, counts, m.ok, prefixes))
 
     def plan(self, lib: Path, timeout_s: float) -> None:
         if not self.sync_ok:
@@ -304,19 +316,19 @@ class Bench:
         self.s3.create_bucket(bucket)
         t = Target(url=self.moto.url, bucket=bucket, prefix="bench-plan-1m/")
         inv = immich_plan(lib, t)
-        out = WORK / "plan-1m.json"
+        out = self.logs / "plan-1m.json"
         label = "Plan 1M immich-sync plan"
         m = run_measured(
             label,
             inv.cmd,
             inv.env,
-            LOGS / "plan-1m.log",
+            self.logs / "plan-1m.log",
             timeout_s,
             stdout_path=out,
             server_pid=self.moto.pid,
         )
         log(f"{label}: {m.wall_s:.2f}s wall, {m.cpu_s:.2f}s cpu, {m.maxrss_mb:.0f} MB rss, rc={m.returncode}")
-        row = Row("Plan 1M", SYNC, [m], note="1 run; `immich-sync plan -o json`, empty prefix")
+        row = Row("Plan 1M", SYNC, [m], note="1 run; empty bucket")
         self.report.plan_summary = summarize_plan(out)
         row.check = self.report.plan_summary
         self.report.record(row)
@@ -334,28 +346,37 @@ def classify_puts(entries: Iterable[tuple[str, str, str]], bucket: str, prefix: 
     return dict(counts)
 
 
+def list_prefixes(entries: Iterable[tuple[str, str, str]]) -> int:
+    found = set()
+    for kind, _method, target in entries:
+        if kind == "LIST":
+            query = parse_qs(urlsplit(target).query, keep_blank_values=True)
+            found.add((query.get("prefix", [""])[0], query.get("delimiter", [""])[0]))
+    return len(found)
+
+
 def summarize_plan(path: Path) -> str:
-    """Best-effort summary of the plan output; its schema belongs to immich-sync, so only scalars are read."""
+    """Best-effort summary of the plan output. Its schema belongs to immich-sync, so only the status, the
+    non-zero scalar totals and the request counts are read, and anything unexpected degrades to a size."""
     try:
         size = path.stat().st_size
     except OSError:
         return "no output"
+    head = f"{size / 1024:.1f} KiB JSON"
     if size > 256 * MiB:
         return f"{size / MiB:.1f} MiB of output"
     try:
         data = json.loads(path.read_text())
     except ValueError:
-        return f"{size / MiB:.1f} MiB of non-JSON output"
-    if isinstance(data, dict):
-        scalars = {}
-        for key, val in data.items():
-            if isinstance(val, int | float | str | bool) and len(str(val)) < 40:
-                scalars[key] = val
-            elif isinstance(val, dict):
-                scalars.update({f"{key}.{k}": v for k, v in val.items() if isinstance(v, int | float)})
-        text = ", ".join(f"{k}={v}" for k, v in list(scalars.items())[:12])
-        return f"{size / MiB:.1f} MiB JSON: {text}" if text else f"{size / MiB:.1f} MiB JSON"
-    return f"{size / MiB:.1f} MiB JSON ({type(data).__name__})"
+        return f"{size / 1024:.1f} KiB of non-JSON output"
+    if not isinstance(data, dict):
+        return head
+    parts = [f"status={data['status']}"] if "status" in data else []
+    for section in ("totals", "requests"):
+        block = data.get(section)
+        if isinstance(block, dict):
+            parts += [f"{k}={v}" for k, v in block.items() if isinstance(v, int | float) and v]
+    return f"{head}: {', '.join(parts)}" if parts else head
 
 
 # ---------------------------------------------------------------- reporting
@@ -367,6 +388,30 @@ def fmt(val: float | None, digits: int = 2) -> str:
 
 def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b <= 0 else a / b
+
+
+def system_busy_s() -> float:
+    """Non-idle CPU seconds of the whole machine since boot (all cores), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def own_cpu_s() -> float:
+    """CPU of the bench and everything it started and reaped (launchers, tools, moto, proxy)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def foreign_load(report: Report) -> str:
+    """CPU burnt by processes outside the bench while it ran: on a 2-core box that skews every figure."""
+    elapsed = time.time() - report.started.timestamp()
+    other = (system_busy_s() - report.cpu_start[0]) - (own_cpu_s() - report.cpu_start[1])
+    other = max(other, 0.0)
+    share = other / elapsed if elapsed > 0 else 0.0
+    load = f"1-min load at start {report.load_start}"
+    return f"{other:.0f} CPU-s ({share:.2f} cores on average); {load}"
 
 
 def machine_info() -> list[tuple[str, str]]:
@@ -417,7 +462,7 @@ class Goal:
         if self.limit is None:
             return "—"
         if self.value is None:
-            return "✘ (n/a)"
+            return "n/a"
         return "✔" if self.value <= self.limit else "✘"
 
 
@@ -482,9 +527,10 @@ def targets(report: Report) -> list[Goal]:
 def target_lines(report: Report) -> list[str]:
     lines = ["| Target | Value | Limit | Met |", "|---|---:|---:|:---:|"]
     for t in targets(report):
-        value = fmt(t.value) if t.unit == "×" else fmt(t.value, 1)
+        value = fmt(t.value, 3) if t.unit == "×" else fmt(t.value, 1)
         value = f"{value}{t.unit}" if t.value is not None and t.unit == "×" else value
-        limit = "—" if t.limit is None else (f"≤ {t.limit:g}{t.unit}" if t.unit == "×" else f"≤ {t.limit:g}")
+        unit = t.unit if t.unit == "×" else ""
+        limit = "—" if t.limit is None else f"≤ {t.limit:g}{unit}"
         lines.append(f"| {t.label} | {value} | {limit} | {t.verdict()} |")
     for rc in report.requests:
         if rc.tool != SYNC:
@@ -493,7 +539,8 @@ def target_lines(report: Report) -> list[str]:
         puts = sum(rc.counts.get(k, 0) for k in ("PUT", "PUT_PART", "POST_CREATE_MULTIPART"))
         ok_l = "✔" if rc.ok and lists <= rc.list_bound else "✘"
         ok_p = "✔" if rc.ok and puts == 0 else "✘"
-        lines.append(f"| {rc.library} no-op: LIST requests (immich-sync) | {lists} | ≤ {rc.list_bound} | {ok_l} |")
+        what = f"{rc.library} no-op: LIST requests (immich-sync)"
+        lines.append(f"| {what} | {lists} | ≤ {rc.list_bound} | {ok_l} |")
         lines.append(f"| {rc.library} no-op: media PUT requests (immich-sync) | {puts} | = 0 | {ok_p} |")
     return lines
 
@@ -515,15 +562,14 @@ def ratio_lines(report: Report) -> list[str]:
 
 def request_lines(report: Report) -> list[str]:
     kinds = sorted({k for rc in report.requests for k in rc.counts} - {"TOTAL"})
-    head = "| Library | Tool | Objects | LIST bound | " + " | ".join(kinds) + " | Total |"
-    lines = [head, "|---|---|---:|---:|" + "---:|" * (len(kinds) + 1)]
+    head = "| Library | Tool | Objects | LIST bound | LIST prefixes | " + " | ".join(kinds) + " | Total |"
+    lines = [head, "|---|---|---:|---:|---:|" + "---:|" * (len(kinds) + 1)]
     for rc in report.requests:
         cells = " | ".join(str(rc.counts.get(k, 0)) for k in kinds)
         status = "" if rc.ok else " (run failed)"
-        lines.append(
-            f"| {rc.library} | {rc.tool}{status} | {rc.objects} | {rc.list_bound} | {cells} | "
-            f"{rc.counts.get('TOTAL', 0)} |"
-        )
+        who = f"{rc.library} | {rc.tool}{status}"
+        bound = f"{rc.objects} | {rc.list_bound} | {rc.list_prefixes}"
+        lines.append(f"| {who} | {bound} | {cells} | {rc.counts.get('TOTAL', 0)} |")
     return lines
 
 
@@ -545,6 +591,7 @@ def render(report: Report) -> str:
     ]
     out += [f"| {k} | {v} |" for k, v in machine_info()]
     out += [f"| {k} | {v} |" for k, v in report.versions.items()]
+    out.append(f"| other processes' CPU during the bench | {foreign_load(report)} |")
     out += [
         "",
         "## Libraries",
@@ -559,7 +606,8 @@ def render(report: Report) -> str:
         "",
         "## Results",
         "",
-        f"Initial uploads: {a.initial_reps} run(s) per tool, each into a fresh bucket. "
+        f"Initial uploads: A median of {a.a_initial_reps}, B {a.b_initial_reps} run(s) per tool, each into a "
+        "fresh bucket. "
         f"No-op reruns: median of {a.reps} repetitions "
         "(wall and CPU medians taken independently; wall range in parentheses), "
         "repetitions interleaved across tools. Client CPU = user+sys of the tool's whole process tree "
@@ -580,7 +628,10 @@ def render(report: Report) -> str:
         out += [
             "## Requests during one no-op rerun (counted by bench/countproxy.py)",
             "",
-            "LIST bound = ceil(objects / 1000) + 3 prefixes (upload, library, profile).",
+            "LIST bound = ceil(objects / 1000) + 3 prefixes (upload, library, profile); "
+            "LIST prefixes = distinct (prefix, delimiter) pairs listed. "
+            "PUT counts uploads under the tool's media prefix; writes elsewhere (immich-sync's run "
+            "report) are counted separately as `… outside prefix`.",
             "",
             *request_lines(report),
             "",
@@ -614,7 +665,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma list of aws,rclone,sync (default: all)",
     )
     p.add_argument("--reps", type=int, default=3, help="no-op repetitions (median reported)")
-    p.add_argument("--initial-reps", type=int, default=1, help="initial-upload repetitions")
+    p.add_argument("--a-initial-reps", type=int, default=3, help="A initial uploads per tool (median)")
+    p.add_argument("--b-initial-reps", type=int, default=1, help="B initial uploads per tool (median)")
     p.add_argument(
         "--skip-b-initial",
         action="store_true",
@@ -646,6 +698,17 @@ def warm_cache(root: Path) -> None:
                     pass
 
 
+def new_log_dir() -> Path:
+    """One directory per run, so two benches started side by side never mix their per-run files."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    old = sorted(p for p in LOGS.iterdir() if p.is_dir())
+    for stale in old[: max(len(old) - KEEP_LOG_DIRS + 1, 0)]:
+        shutil.rmtree(stale, ignore_errors=True)
+    path = LOGS / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    path.mkdir()
+    return path
+
+
 def on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
@@ -656,7 +719,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenarios = set(args.only or ["A", "B", "plan"])
     report = Report(args=args, started=dt.datetime.now(dt.UTC))
     WORK.mkdir(parents=True, exist_ok=True)
-    LOGS.mkdir(parents=True, exist_ok=True)
+    logs = new_log_dir()
+    log(f"logs in {logs}")
     try:
         if "aws" in args.tools:
             ensure_aws()
@@ -689,15 +753,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             t0 = time.monotonic()
             if ensure_plan_tree(plan_root, args.plan_dirs, args.plan_files):
                 log(f"generated plan tree in {time.monotonic() - t0:.0f}s")
-        with MotoServer(VENV_BIN / "python", LOGS / "moto.log") as moto:
+        with MotoServer(VENV_BIN / "python", logs / "moto.log") as moto:
             log(f"moto server at {moto.url} (pid {moto.pid})")
             s3 = S3(moto.url)
-            proxy_ctx = None if args.no_requests else CountProxy(moto.port, LOGS / "proxy-requests.log")
+            proxy_ctx = None if args.no_requests else CountProxy(moto.port, logs / "proxy-requests.log")
             proxy = proxy_ctx.__enter__() if proxy_ctx else None
             try:
-                bench = Bench(args, report, moto, s3, proxy, sync_ok)
+                bench = Bench(args, report, moto, s3, proxy, sync_ok, logs)
                 if "A" in libs:
-                    bench.initial("A", libs["A"], args.initial_reps, 1800)
+                    bench.initial("A", libs["A"], args.a_initial_reps, 1800)
                     bench.noop("A", libs["A"], args.reps, 900)
                     bench.count_requests("A", libs["A"], report.stats["A"], 900)
                 if "B" in libs:
@@ -705,7 +769,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         bench.seed("B", libs["B"], 1800)
                         report.notes.append("B initial uploads were not timed (--skip-b-initial).")
                     else:
-                        bench.initial("B", libs["B"], args.initial_reps, 1800)
+                        bench.initial("B", libs["B"], args.b_initial_reps, 1800)
                     bench.noop("B", libs["B"], args.reps, 900)
                     bench.count_requests("B", libs["B"], report.stats["B"], 900)
                 if "plan" in scenarios:

@@ -14,7 +14,6 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -88,7 +87,7 @@ class MotoServer:
             raise
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, *exc: object) -> None:
         _stop(self.proc)
 
 
@@ -130,7 +129,7 @@ class CountProxy:
             raise
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, *exc: object) -> None:
         _stop(self.proc)
 
     def _call(self, method: str, path: str) -> dict[str, int]:

@@ -218,6 +218,8 @@ def immich_plan(lib: Path, t: Target) -> Invocation:
         t.prefix,
         "--endpoint-url",
         t.url,
+        "--settle-seconds",
+        "0",
         "-o",
         "json",
     ]
