@@ -117,12 +117,14 @@ class RequestCount:
     objects: int
     counts: dict[str, int]
     ok: bool
-    # Distinct LIST prefixes: explains a LIST count above the bound (e.g. a prefix split for parallelism).
+    # Distinct (prefix, delimiter) pairs the tool listed, counted at the proxy.
     list_prefixes: int = 0
 
     @property
     def list_bound(self) -> int:
-        return math.ceil(self.objects / 1000) + len(BACKED_UP)
+        """ceil(objects / 1000) + number of prefixes listed: one page per 1,000 keys plus, per listed
+        prefix, at most one partly filled page."""
+        return math.ceil(self.objects / 1000) + (self.list_prefixes or len(BACKED_UP))
 
 
 @dataclass
@@ -628,8 +630,8 @@ def render(report: Report) -> str:
         out += [
             "## Requests during one no-op rerun (counted by bench/countproxy.py)",
             "",
-            "LIST bound = ceil(objects / 1000) + 3 prefixes (upload, library, profile); "
-            "LIST prefixes = distinct (prefix, delimiter) pairs listed. "
+            "LIST bound = ceil(objects / 1000) + LIST prefixes, where LIST prefixes = the distinct "
+            "(prefix, delimiter) pairs the tool listed, counted at the proxy. "
             "PUT counts uploads under the tool's media prefix; writes elsewhere (immich-sync's run "
             "report) are counted separately as `… outside prefix`.",
             "",

@@ -57,15 +57,16 @@ class DirectWriter:
         self._region = settings.region
         self._attempts = settings.max_attempts
         timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
-        ca = (os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True)) if self._base.startswith("https") else None
-        self._http = urllib3.PoolManager(
-            num_pools=4,
-            maxsize=settings.max_connections,
-            block=False,
-            retries=False,
-            timeout=timeout,
-            ca_certs=ca,
+        tls = (
+            {"ca_certs": os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True)}
+            if self._base.startswith("https")
+            else {}
         )
+        # One host, so one connection pool: no per-request URL parsing or pool lookup.
+        self._pool = urllib3.connection_from_url(
+            self._base, maxsize=settings.max_connections, block=False, retries=False, timeout=timeout, **tls
+        )
+        self._base_path = urllib.parse.urlsplit(self._base).path
 
     def url(self, key: str, query: str = "") -> str:
         return self._base + urllib.parse.quote(key, safe="/~") + (f"?{query}" if query else "")
@@ -73,14 +74,21 @@ class DirectWriter:
     def put(self, key: str, body: bytes, md5_b64: str, headers: dict[str, str] | None = None, query: str = "") -> Any:
         """PUT the body; returns the response headers. Raises DirectError after retries."""
         url = self.url(key, query)
+        target = self._base_path + url[len(self._base) :]
         extra = {"Content-MD5": md5_b64, "Content-Length": str(len(body)), **(headers or {})}
         for attempt in range(1, self._attempts + 1):
             request = AWSRequest(method="PUT", url=url, data=body, headers=extra)
             request.context["client_config"] = _UNSIGNED_PAYLOAD
             S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
             try:
-                response = self._http.request(
-                    "PUT", url, body=body, headers=dict(request.headers.items()), preload_content=True
+                response = self._pool.urlopen(
+                    "PUT",
+                    target,
+                    body=body,
+                    headers=dict(request.headers.items()),
+                    preload_content=True,
+                    redirect=False,
+                    assert_same_host=False,
                 )
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 error = DirectError("Connection", f"connection to S3 failed ({exc.__class__.__name__})", transport=True)

@@ -105,6 +105,13 @@ class Uploader:
         self.budget = ByteBudget(settings.memory_budget)
 
     def upload(self, item: PlanItem) -> UploadResult:
+        """Never raises: whatever goes wrong becomes this file's result, so no file goes uncounted."""
+        try:
+            return self._upload(item)
+        except Exception as exc:  # an engine bug must still fail the file visibly
+            return UploadResult(item, Outcome.FAILED, error=f"internal error: {exc.__class__.__name__}: {exc}")
+
+    def _upload(self, item: PlanItem) -> UploadResult:
         path = self.settings.library_root / item.local.rel
         attempts = self.settings.max_change_retries + 1
         committed_old = False
