@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 # Immich's top-level folders under the library root. The first three hold originals; the rest are
@@ -91,7 +91,6 @@ class SyncSettings:
     settle_seconds: float = 60.0
     max_change_retries: int = 2
     shard: Shard | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def normalize_prefix(prefix: str) -> str:

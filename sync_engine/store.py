@@ -165,17 +165,13 @@ class ObjectStore:
             return dict(self._counts)
 
     # -- listing ----------------------------------------------------------------------------------
-    def list_objects(self, prefix: str, *, start_after: str | None = None) -> Iterator[RemoteObject]:
+    def list_objects(self, prefix: str) -> Iterator[RemoteObject]:
         """All objects under `prefix` in key order, one ListObjectsV2 request per 1,000 keys."""
-        for page in self.list_pages(prefix, start_after=start_after):
+        for page in self.list_pages(prefix):
             yield from page
 
-    def list_pages(
-        self, prefix: str, *, start_after: str | None = None, delimiter: str | None = None
-    ) -> Iterator[list[RemoteObject]]:
+    def list_pages(self, prefix: str, *, delimiter: str | None = None) -> Iterator[list[RemoteObject]]:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": 1000}
-        if start_after:
-            kwargs["StartAfter"] = start_after
         if delimiter:
             kwargs["Delimiter"] = delimiter  # only the objects directly under the prefix
         while True:
@@ -197,7 +193,6 @@ class ObjectStore:
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
-            kwargs.pop("StartAfter", None)
             kwargs["ContinuationToken"] = token
 
     def prefetch(self, prefix: str, pages: int = 4, *, delimiter: str | None = None) -> PrefetchedListing:
