@@ -260,9 +260,10 @@ def _verify(args: argparse.Namespace, settings: SyncSettings, store: ObjectStore
         print()
     else:
         verdict = "ok" if result.ok else "MISMATCH"
+        runs = f"{result.reports} run{'' if result.reports == 1 else 's'}"
         print(
             f"verify {verdict}: {result.verified:,} of {result.recorded:,} recorded objects match "
-            f"(manifests of {result.reports} runs); {result.missing:,} missing, {result.size_mismatch:,} size "
+            f"(manifests of {runs}); {result.missing:,} missing, {result.size_mismatch:,} size "
             f"and {result.etag_mismatch:,} ETag mismatches; {result.unrecorded:,} objects not in any manifest"
         )
         for p in result.problems:
