@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -22,6 +22,7 @@ from sync_engine.config import SyncSettings
 from sync_engine.models import (
     BLOCKING_PROBLEMS,
     FolderStats,
+    LocalFile,
     Outcome,
     PlanItem,
     ProblemKind,
@@ -29,10 +30,11 @@ from sync_engine.models import (
     ScanProblem,
     UploadResult,
 )
-from sync_engine.plan import Rule, merge_join
-from sync_engine.report import ManifestWriter, RunReport, report_key, utc_iso, write_report
+from sync_engine.plan import Rule, merge_join, trusted_items
+from sync_engine.report import ManifestWriter, RunReport, coverage, report_key, utc_iso, write_report
 from sync_engine.scan import printable, walk_unit
 from sync_engine.store import SETUP_CODES, ObjectStore, PrefetchedListing, SetupError, StoreError
+from sync_engine.trust import Anchor, find_anchor
 from sync_engine.units import ListUnit, list_units
 from sync_engine.upload import Uploader
 
@@ -132,20 +134,23 @@ def run(
     try:
         with ThreadPoolExecutor(settings.workers, thread_name_prefix="upload") as pool:
             try:
+                anchor = find_anchor(
+                    store,
+                    settings.report_prefix,
+                    coverage(settings.media_prefix, list(settings.folders), report.shard),
+                    started,
+                    settings.full_listing_days,
+                    settings.settle_seconds,
+                )
+                report.trusted_run = anchor.run.key if anchor else ""
                 current, folder_start = "", clock()
-                for unit, listing in _listed_units(store, settings, report):
+                for unit, listing in _listed_units(store, settings, report, anchor):
                     if unit.folder != current:
                         if current:
                             report.folder_seconds[current] = round(clock() - folder_start, 3)
                         current, folder_start = unit.folder, clock()
                         observer.folder_started(current)
-                    for entry in merge_join(
-                        walk_unit(settings.library_root, unit.rel_dir, unit.covered),
-                        listing,
-                        key_prefix=settings.media_prefix,
-                        rule=rule,
-                        shard=settings.shard,
-                    ):
+                    for entry in _plan_unit(store, settings, report, rule, unit, listing, anchor):
                         if state.abort_reason:
                             break
                         if _record_planned(state, current, entry, observer, dry_run):
@@ -179,28 +184,65 @@ def run(
 LIST_AHEAD = 4
 
 
+def _prefetch(store: ObjectStore, settings: SyncSettings, unit: ListUnit) -> PrefetchedListing:
+    prefix = f"{settings.media_prefix}{unit.rel_dir}/"
+    return store.prefetch(prefix, delimiter="/" if unit.direct_only else None)
+
+
 def _listed_units(
-    store: ObjectStore, settings: SyncSettings, report: RunReport
-) -> Iterator[tuple[ListUnit, PrefetchedListing]]:
+    store: ObjectStore, settings: SyncSettings, report: RunReport, anchor: Anchor | None
+) -> Iterator[tuple[ListUnit, PrefetchedListing | None]]:
     """Each unit with its listing, the next few already paging in, so the walk never waits on S3.
 
-    The first page doubles as the access check: a wrong key or bucket fails it before any upload."""
+    A unit whose directories have not changed since the anchor run gets no listing here (None): it
+    may be trusted once its files are checked too. The first page requested doubles as the access
+    check: a wrong key or bucket fails it before any upload."""
     units = [unit for folder in settings.folders for unit in list_units(settings.library_root, folder)]
     report.list_units = len(units)
-    started: deque[tuple[ListUnit, PrefetchedListing]] = deque()
+    started: deque[tuple[ListUnit, PrefetchedListing | None]] = deque()
     pending = iter(units)
     try:
         while True:
             while len(started) < LIST_AHEAD and (unit := next(pending, None)) is not None:
-                prefix = f"{settings.media_prefix}{unit.rel_dir}/"
-                started.append((unit, store.prefetch(prefix, delimiter="/" if unit.direct_only else None)))
+                candidate = anchor is not None and unit.dirs_changed_ns < anchor.cutoff_ns
+                started.append((unit, None if candidate else _prefetch(store, settings, unit)))
             if not started:
                 return
             yield started[0]
-            started.popleft()[1].close()
+            listing = started.popleft()[1]
+            if listing is not None:
+                listing.close()
     finally:
         for _, listing in started:
-            listing.close()
+            if listing is not None:
+                listing.close()
+
+
+def _plan_unit(
+    store: ObjectStore,
+    settings: SyncSettings,
+    report: RunReport,
+    rule: Rule,
+    unit: ListUnit,
+    listing: PrefetchedListing | None,
+    anchor: Anchor | None,
+) -> Iterator[PlanItem | ScanProblem]:
+    """Merge-join one unit with its listing, or trust it when nothing in it changed since the anchor."""
+    local: Iterable[LocalFile | ScanProblem] = walk_unit(settings.library_root, unit.rel_dir, unit.covered)
+    if listing is None and anchor is not None:
+        entries = list(local)  # at most one unit's files (units.UNIT_FILES)
+        if all(not isinstance(e, LocalFile) or e.changed_ns < anchor.cutoff_ns for e in entries):
+            report.units_trusted += 1
+            yield from trusted_items(entries, key_prefix=settings.media_prefix, shard=settings.shard)
+            return
+        local = entries
+    report.units_listed += 1
+    remote = listing if listing is not None else _prefetch(store, settings, unit)
+    try:
+        yield from merge_join(local, remote, key_prefix=settings.media_prefix, rule=rule, shard=settings.shard)
+    finally:
+        if listing is None:
+            remote.close()
 
 
 def _record_planned(
@@ -306,7 +348,8 @@ def _finish(
     report.duration_seconds = round(finished - started, 3)
     if state.manifest is None:
         return
-    key = report_key(settings.report_prefix, started, report.run_id, report.shard)
+    report.listing = "incremental" if report.units_trusted else "full"
+    key = report_key(settings.report_prefix, report)
     report.manifest_entries = state.manifest.entries
     try:
         write_report(store, key, report, state.manifest.finish())

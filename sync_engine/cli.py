@@ -70,6 +70,12 @@ def _common(parser: argparse.ArgumentParser, *, s3: bool = True) -> None:
         type=float,
         help="defer files modified this recently (env IMMICH_SYNC_SETTLE_SECONDS, default 60)",
     )
+    run_g.add_argument(
+        "--full-listing-days",
+        type=float,
+        help="list every directory in S3 at least this often; between such runs, directories unchanged "
+        "since the last successful run are not listed (0: always list; default 7)",
+    )
     run_g.add_argument("--storage-class", help="S3 storage class for new objects (default: the bucket's)")
     run_g.add_argument("--shard", metavar="I/N", help="only this slice of the key space (Indexed Jobs)")
     run_g.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")

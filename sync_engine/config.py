@@ -88,6 +88,7 @@ class SyncSettings:
     part_size: int = 16 * MiB
     multipart_threshold: int = 64 * MiB
     memory_budget: int = 256 * MiB
+    full_listing_days: float = 7.0
     settle_seconds: float = 60.0
     max_change_retries: int = 2
     shard: Shard | None = None
@@ -212,8 +213,12 @@ def sync_settings(args: object, env: Mapping[str, str] | None = None) -> SyncSet
     if storage_class and storage_class not in STORAGE_CLASSES:
         raise ConfigError(f"--storage-class must be one of {', '.join(STORAGE_CLASSES)}")
     shard_text = _pick(getattr(args, "shard", None), env, "IMMICH_SYNC_SHARD")
+    full_days = float(_number(args, "full_listing_days", env, "IMMICH_SYNC_FULL_LISTING_DAYS", 7, float))
+    if full_days < 0:
+        raise ConfigError("IMMICH_SYNC_FULL_LISTING_DAYS (--full-listing-days) must not be negative")
     return SyncSettings(
         library_root=root,
+        full_listing_days=full_days,
         media_prefix=media_prefix,
         report_prefix=report_prefix,
         s3=s3_settings(args, env, workers=workers),

@@ -13,10 +13,16 @@ class LocalFile:
     rel: str
     size: int
     mtime_ns: int
+    ctime_ns: int = 0
 
     @property
     def folder(self) -> str:
         return self.rel.split("/", 1)[0]
+
+    @property
+    def changed_ns(self) -> int:
+        """Latest of mtime and ctime: a move or `touch -d` in the past still shows up in ctime."""
+        return max(self.mtime_ns, self.ctime_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +66,7 @@ class Reason(StrEnum):
     UNCHANGED = "unchanged"
     RACED = "raced"  # object written moments after the file changed: may hold mixed bytes
     SETTLING = "settling"  # modified within the settle window: deferred to the next run
+    TRUSTED = "unchanged-since-last-run"  # nothing in its directory changed since a verified run
 
 
 UPLOAD_REASONS = frozenset({Reason.MISSING, Reason.SIZE, Reason.NEWER, Reason.RACED})

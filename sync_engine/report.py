@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import tempfile
 import threading
+import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -27,10 +29,44 @@ def utc_iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def report_key(report_prefix: str, started: float, run_id: str, shard: str | None) -> str:
-    stamp = datetime.fromtimestamp(started, UTC).strftime("%Y%m%dT%H%M%SZ")
-    suffix = f"-shard-{shard.replace('/', '-of-')}" if shard else ""
-    return f"{report_prefix}{stamp}-{run_id}{suffix}.json"
+STAMP = "%Y%m%dT%H%M%SZ"
+_KEY = re.compile(r"(\d{8}T\d{6}Z)-([0-9a-f]+)-([0-9a-f]{8})-(ok|partial|aborted)-(full|incremental)\.json$")
+
+
+def stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime(STAMP)
+
+
+def coverage(media_prefix: str, folders: list[str], shard: str | None) -> str:
+    """What a run was responsible for; only a run with the same coverage can vouch for another."""
+    text = f"{media_prefix}|{','.join(sorted(folders))}|{shard or ''}"
+    return f"{zlib.crc32(text.encode('utf-8')):08x}"
+
+
+def report_key(report_prefix: str, report: RunReport) -> str:
+    """`<start>-<run id>-<coverage>-<status>-<listing>.json`: listing the prefix alone tells a later
+    run when the last successful run of the same coverage started, without reading any report."""
+    started = datetime.strptime(report.started_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    cov = coverage(report.media_prefix, report.folders, report.shard)
+    return f"{report_prefix}{stamp(started)}-{report.run_id}-{cov}-{report.status}-{report.listing}.json"
+
+
+@dataclass(frozen=True)
+class ReportName:
+    key: str
+    started: float
+    run_id: str
+    coverage: str
+    status: str
+    listing: str
+
+
+def parse_report_key(key: str) -> ReportName | None:
+    match = _KEY.search(key)
+    if not match:
+        return None
+    started = datetime.strptime(match[1], STAMP).replace(tzinfo=UTC).timestamp()
+    return ReportName(key, started, match[2], match[3], match[4], match[5])
 
 
 def manifest_key(report_key_: str) -> str:
@@ -62,7 +98,11 @@ class RunReport:
     per_folder: dict[str, FolderStats] = field(default_factory=dict)
     folder_seconds: dict[str, float] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
-    list_units: int = 0  # S3 prefixes listed (see units.py): LISTs <= objects/1000 + units
+    list_units: int = 0  # listing units (see units.py): LISTs <= objects/1000 + units listed
+    units_listed: int = 0
+    units_trusted: int = 0  # skipped: nothing in them changed since `trusted_run`
+    listing: str = "full"  # full | incremental (some units trusted to the previous run)
+    trusted_run: str = ""
     problems: list[dict[str, str]] = field(default_factory=list)
     problems_truncated: int = 0
     error: str = ""

@@ -165,15 +165,19 @@ class ObjectStore:
             return dict(self._counts)
 
     # -- listing ----------------------------------------------------------------------------------
-    def list_objects(self, prefix: str) -> Iterator[RemoteObject]:
+    def list_objects(self, prefix: str, *, start_after: str | None = None) -> Iterator[RemoteObject]:
         """All objects under `prefix` in key order, one ListObjectsV2 request per 1,000 keys."""
-        for page in self.list_pages(prefix):
+        for page in self.list_pages(prefix, start_after=start_after):
             yield from page
 
-    def list_pages(self, prefix: str, *, delimiter: str | None = None) -> Iterator[list[RemoteObject]]:
+    def list_pages(
+        self, prefix: str, *, delimiter: str | None = None, start_after: str | None = None
+    ) -> Iterator[list[RemoteObject]]:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": 1000}
         if delimiter:
             kwargs["Delimiter"] = delimiter  # only the objects directly under the prefix
+        if start_after:
+            kwargs["StartAfter"] = start_after
         while True:
             try:
                 self._count("ListObjectsV2")
@@ -194,6 +198,7 @@ class ObjectStore:
             if not page.get("IsTruncated") or not token:
                 return
             kwargs["ContinuationToken"] = token
+            kwargs.pop("StartAfter", None)
 
     def prefetch(self, prefix: str, pages: int = 4, *, delimiter: str | None = None) -> PrefetchedListing:
         return PrefetchedListing(self.list_pages(prefix, delimiter=delimiter), capacity=pages)

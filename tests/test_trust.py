@@ -1,0 +1,91 @@
+"""Incremental listing: directories unchanged since the last successful run are not listed again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+
+from immich_tui.sandbox import LocalS3, SampleLibrary
+from tests.conftest import list_keys
+from tests.s3proxy import Proxy, fail
+
+PREFIX = "immich/media/"
+
+
+@pytest.fixture
+def settled(monkeypatch: pytest.MonkeyPatch, proxy: Proxy, sync_env: dict[str, str], sample: SampleLibrary) -> Proxy:
+    """The sample copied a moment ago: let its ctimes age past the trust margin, count requests."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint)
+    monkeypatch.setenv("IMMICH_SYNC_SETTLE_SECONDS", "0")
+    time.sleep(2.2)  # report names have one-second resolution, plus the 1 s margin
+    return proxy
+
+
+def _backed_up(sample: SampleLibrary) -> int:
+    return len([k for k in sample.files if k.startswith(("upload/", "library/", "profile/"))])
+
+
+def test_nothing_changed_means_only_the_report_prefix_is_listed(run_sync, settled: Proxy, sample: SampleLibrary):
+    first = run_sync("backup", "-o", "json").json()
+    assert first["listing"] == "full" and first["report_key"].endswith("-ok-full.json")
+    settled.reset()
+    second = run_sync("backup", "-o", "json").json()
+    assert second["listing"] == "incremental"
+    assert second["trusted_run"] == first["report_key"]
+    assert second["units_trusted"] == second["list_units"] and second["units_listed"] == 0
+    assert second["totals"]["unchanged"] == _backed_up(sample) and second["totals"]["uploaded"] == 0
+    assert settled.counts["ListObjectsV2"] == 1  # the report prefix, to find the last successful run
+    assert second["report_key"].endswith("-ok-incremental.json")
+
+
+def test_new_moved_and_renamed_files_are_still_found(
+    run_sync, settled: Proxy, s3: LocalS3, bucket: str, sample: SampleLibrary
+):
+    assert run_sync("backup").code == 0
+    time.sleep(2.2)  # report names have one-second resolution, plus the 1 s margin
+    lib = sample.root
+    old = time.time() - 86_400 * 30
+    # a new photo with an old timestamp (as a camera import would give it)
+    (lib / "library/7f3c2a10-admin/2024/01/IMG_new.jpg").write_bytes(b"n" * 1234)
+    os.utime(lib / "library/7f3c2a10-admin/2024/01/IMG_new.jpg", (old, old))
+    # a file moved in from a skipped folder: mv keeps its mtime
+    thumb = next(p for p in (lib / "thumbs").rglob("*.webp"))
+    shutil.move(thumb, lib / "upload/moved-in.webp")
+    # a renamed directory: its files keep their times
+    (lib / "library/7f3c2a10-admin/2024/06").rename(lib / "library/7f3c2a10-admin/2024/06-june")
+    report = run_sync("backup", "-o", "json").json()
+    keys = list_keys(s3, bucket, PREFIX)
+    assert PREFIX + "library/7f3c2a10-admin/2024/01/IMG_new.jpg" in keys
+    assert PREFIX + "upload/moved-in.webp" in keys
+    assert PREFIX + "library/7f3c2a10-admin/2024/06-june/Café – Zürich.jpg" in keys
+    assert report["totals"]["uploaded"] == 1 + 1 + len(os.listdir(lib / "library/7f3c2a10-admin/2024/06-june"))
+    assert report["listing"] == "incremental" and report["units_trusted"] == 1  # profile/ did not change
+
+
+def test_after_an_unsuccessful_run_everything_is_listed(run_sync, settled: Proxy, sample: SampleLibrary):
+    settled.rules.append(
+        fail(lambda r: r.op == "PutObject" and r.key.endswith("avatar.jpg"), ("error", (403, "AccessDenied")))
+    )
+    assert run_sync("backup", "-o", "json").json()["status"] == "partial"
+    settled.rules.clear()
+    second = run_sync("backup", "-o", "json").json()
+    assert second["listing"] == "full" and second["totals"]["uploaded"] == 2
+    third = run_sync("backup", "-o", "json").json()
+    assert third["listing"] == "incremental" and third["trusted_run"] == second["report_key"]
+
+
+def test_an_object_lost_from_the_bucket_is_healed_by_the_next_full_listing(
+    run_sync, settled: Proxy, s3: LocalS3, bucket: str, sample: SampleLibrary
+):
+    assert run_sync("backup").code == 0
+    victim = PREFIX + "profile/7f3c2a10-admin/avatar.jpg"
+    s3.client().delete_object(Bucket=bucket, Key=victim)
+    trusted = run_sync("backup", "-o", "json").json()
+    assert trusted["listing"] == "incremental" and victim not in list_keys(s3, bucket, PREFIX)
+    assert run_sync("verify").code == 1  # verify sees the gap at any time
+    full = run_sync("backup", "-o", "json", "--full-listing-days", "0").json()
+    assert full["listing"] == "full" and full["totals"]["uploaded"] == 1
+    assert victim in list_keys(s3, bucket, PREFIX)
