@@ -66,10 +66,13 @@ KEEP_LOG_DIRS = 5
 MiB = 1024 * 1024
 
 AWS, RCLONE, RCLONE_FL, SYNC = "aws s3 sync", "rclone", "rclone --fast-list", "immich-sync"
-# Which bucket a variant works on: both rclone modes share rclone's upload.
-OWNER = {AWS: "aws", RCLONE: "rclone", RCLONE_FL: "rclone", SYNC: "sync"}
+# immich-sync lists only directories changed since its last successful run, except on the periodic
+# full listing (weekly by default); this variant forces that full listing every time.
+SYNC_FULL = "immich-sync full listing"
+# Which bucket a variant works on: both rclone modes share rclone's upload, both immich-sync modes its.
+OWNER = {AWS: "aws", RCLONE: "rclone", RCLONE_FL: "rclone", SYNC: "sync", SYNC_FULL: "sync"}
 UPLOADERS = (AWS, RCLONE, SYNC)
-NOOP_VARIANTS = (AWS, RCLONE, RCLONE_FL, SYNC)
+NOOP_VARIANTS = (AWS, RCLONE, RCLONE_FL, SYNC, SYNC_FULL)
 RSS_LIMIT_MB = 200.0
 
 
@@ -207,6 +210,8 @@ def invocation_for(tool: str, lib: Path, t: Target) -> Invocation:
         return rclone_copy(lib, t)
     if tool == RCLONE_FL:
         return rclone_copy(lib, t, fast_list=True)
+    if tool == SYNC_FULL:
+        return immich_sync(lib, t, "--full-listing-days", "0")
     return immich_sync(lib, t)
 
 
@@ -237,7 +242,7 @@ class Bench:
     def tools(self, names: Iterable[str]) -> list[str]:
         wanted = set(self.args.tools)
         out = [t for t in names if OWNER[t] in wanted]
-        return [t for t in out if t != SYNC or self.sync_ok]
+        return [t for t in out if t not in (SYNC, SYNC_FULL) or self.sync_ok]
 
     def run(self, label: str, tool: str, lib: Path, t: Target, timeout_s: float) -> Measured:
         inv = invocation_for(tool, lib, t)
@@ -519,6 +524,21 @@ def targets(report: Report) -> list[Goal]:
             0.4,
         ),
     ]
+    for scn in ("A no-op", "B no-op"):
+        out.append(
+            Goal(
+                f"{scn}: wall immich-sync full listing / better rclone mode",
+                ratio(val(scn, SYNC_FULL, "wall"), best_rclone(scn)),
+                None,
+            )
+        )
+        out.append(
+            Goal(
+                f"{scn}: wall immich-sync full listing / aws",
+                ratio(val(scn, SYNC_FULL, "wall"), val(scn, AWS, "wall")),
+                None,
+            )
+        )
     plan = report.row("Plan 1M", SYNC)
     if plan is not None:
         out.append(Goal("Plan 1M: peak RSS (MB)", plan.rss, RSS_LIMIT_MB, "MB"))
@@ -550,15 +570,18 @@ def target_lines(report: Report) -> list[str]:
 def ratio_lines(report: Report) -> list[str]:
     lines = ["| Scenario | immich-sync vs | Wall ratio | Client CPU ratio |", "|---|---|---:|---:|"]
     for scn in dict.fromkeys(r.scenario for r in report.rows):
-        mine = report.row(scn, SYNC)
-        if mine is None:
-            continue
-        for other in (AWS, RCLONE, RCLONE_FL):
-            r = report.row(scn, other)
-            if r is None:
+        for variant in (SYNC, SYNC_FULL):
+            mine = report.row(scn, variant)
+            if mine is None:
                 continue
-            w, c = ratio(mine.wall, r.wall), ratio(mine.cpu, r.cpu)
-            lines.append(f"| {scn} | {other} | {fmt(w)}{'×' if w else ''} | {fmt(c)}{'×' if c else ''} |")
+            label = "" if variant == SYNC else " (full listing)"
+            for other in (AWS, RCLONE, RCLONE_FL):
+                r = report.row(scn, other)
+                if r is None:
+                    continue
+                w, c = ratio(mine.wall, r.wall), ratio(mine.cpu, r.cpu)
+                cells = f"{fmt(w)}{'×' if w else ''} | {fmt(c)}{'×' if c else ''}"
+                lines.append(f"| {scn}{label} | {other} | {cells} |")
     return lines
 
 

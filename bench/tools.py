@@ -184,7 +184,7 @@ def _sync_env() -> dict[str, str]:
     return env
 
 
-def immich_sync(lib: Path, t: Target) -> Invocation:
+def immich_sync(lib: Path, t: Target, *extra: str) -> Invocation:
     cmd = [
         str(SYNC_BIN),
         "backup",
@@ -202,6 +202,7 @@ def immich_sync(lib: Path, t: Target) -> Invocation:
         "--log-format",
         "text",
         "--quiet",
+        *extra,
     ]
     return Invocation(cmd, _sync_env())
 

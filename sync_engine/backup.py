@@ -137,7 +137,7 @@ def run(
                 anchor = find_anchor(
                     store,
                     settings.report_prefix,
-                    coverage(settings.media_prefix, list(settings.folders), report.shard),
+                    coverage(report.library_root, settings.media_prefix, list(settings.folders), report.shard),
                     started,
                     settings.full_listing_days,
                     settings.settle_seconds,

@@ -37,9 +37,10 @@ def stamp(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime(STAMP)
 
 
-def coverage(media_prefix: str, folders: list[str], shard: str | None) -> str:
-    """What a run was responsible for; only a run with the same coverage can vouch for another."""
-    text = f"{media_prefix}|{','.join(sorted(folders))}|{shard or ''}"
+def coverage(library_root: str, media_prefix: str, folders: list[str], shard: str | None) -> str:
+    """What a run was responsible for; only a run with the same coverage can vouch for another
+    (a run from a partial copy of the library elsewhere must not vouch for the CronJob's)."""
+    text = f"{library_root}|{media_prefix}|{','.join(sorted(folders))}|{shard or ''}"
     return f"{zlib.crc32(text.encode('utf-8')):08x}"
 
 
@@ -47,7 +48,7 @@ def report_key(report_prefix: str, report: RunReport) -> str:
     """`<start>-<run id>-<coverage>-<status>-<listing>.json`: listing the prefix alone tells a later
     run when the last successful run of the same coverage started, without reading any report."""
     started = datetime.strptime(report.started_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    cov = coverage(report.media_prefix, report.folders, report.shard)
+    cov = coverage(report.library_root, report.media_prefix, report.folders, report.shard)
     return f"{report_prefix}{stamp(started)}-{report.run_id}-{cov}-{report.status}-{report.listing}.json"
 
 

@@ -89,3 +89,15 @@ def test_an_object_lost_from_the_bucket_is_healed_by_the_next_full_listing(
     full = run_sync("backup", "-o", "json", "--full-listing-days", "0").json()
     assert full["listing"] == "full" and full["totals"]["uploaded"] == 1
     assert victim in list_keys(s3, bucket, PREFIX)
+
+
+def test_a_run_from_another_library_copy_vouches_for_nothing(
+    run_sync, settled: Proxy, monkeypatch: pytest.MonkeyPatch, tmp_path, sample: SampleLibrary
+):
+    """An operator's partial copy elsewhere, backed up to the same prefix, must not let the CronJob
+    skip directories it never saw."""
+    partial = tmp_path / "partial"
+    shutil.copytree(sample.root / "profile", partial / "profile")
+    assert run_sync("backup", "--library-root", str(partial), "--only", "profile").code == 0
+    report = run_sync("backup", "-o", "json", "--only", "profile").json()
+    assert report["listing"] == "full" and report["trusted_run"] == ""
