@@ -134,14 +134,7 @@ def run(
     try:
         with ThreadPoolExecutor(settings.workers, thread_name_prefix="upload") as pool:
             try:
-                anchor = find_anchor(
-                    store,
-                    settings.report_prefix,
-                    coverage(report.library_root, settings.media_prefix, list(settings.folders), report.shard),
-                    started,
-                    settings.full_listing_days,
-                    settings.settle_seconds,
-                )
+                anchor = _anchor(store, settings, report, started)
                 report.trusted_run = anchor.run.key if anchor else ""
                 current, folder_start = "", clock()
                 for unit, listing in _listed_units(store, settings, report, anchor):
@@ -182,6 +175,24 @@ def run(
 
 
 LIST_AHEAD = 4
+
+
+def _anchor(store: ObjectStore, settings: SyncSettings, report: RunReport, started: float) -> Anchor | None:
+    """The run to trust, if any. A policy that lets the writer list only the media prefix just means
+    every directory is listed; any other refusal is a setup problem and fails the run."""
+    try:
+        return find_anchor(
+            store,
+            settings.report_prefix,
+            coverage(report.library_root, settings.media_prefix, list(settings.folders), report.shard),
+            started,
+            settings.full_listing_days,
+            settings.settle_seconds,
+        )
+    except StoreError as exc:
+        if exc.code != "AccessDenied":
+            raise
+        return None
 
 
 def _prefetch(store: ObjectStore, settings: SyncSettings, unit: ListUnit) -> PrefetchedListing:

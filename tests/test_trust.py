@@ -101,3 +101,19 @@ def test_a_run_from_another_library_copy_vouches_for_nothing(
     assert run_sync("backup", "--library-root", str(partial), "--only", "profile").code == 0
     report = run_sync("backup", "-o", "json", "--only", "profile").json()
     assert report["listing"] == "full" and report["trusted_run"] == ""
+
+
+def test_a_writer_that_may_not_list_the_reports_lists_every_directory(run_sync, settled: Proxy, sample: SampleLibrary):
+    """A policy limiting ListBucket to the media prefix is answered with AccessDenied for the report
+    prefix: the run falls back to a full listing instead of failing."""
+    settled.rules.append(
+        fail(
+            lambda r: r.op == "ListObjectsV2" and r.query.get("prefix", [""])[0].startswith("immich/sync-reports/"),
+            ("error", (403, "AccessDenied")),
+        )
+    )
+    for _ in range(2):
+        result = run_sync("backup", "-o", "json")
+        assert result.code == 0, result.err
+        assert result.json()["listing"] == "full"
+    assert result.json()["totals"]["uploaded"] == 0
