@@ -96,9 +96,5 @@ def walk_unit(root: Path, rel_dir: str, covered: frozenset[str]) -> Iterator[Loc
 
 
 def walk_folder(root: Path, folder: str) -> Iterator[LocalFile | ScanProblem]:
-    """Walk one top-level Immich folder; a missing folder is simply empty."""
-    path = root / folder
-    if path.is_symlink():
-        yield ScanProblem(folder, ProblemKind.SYMLINK, "top-level folder is a symlink, not followed")
-        return
-    yield from walk_sorted(root, folder)
+    """Walk one whole top-level Immich folder; a missing folder is simply empty."""
+    return walk_unit(root, folder, frozenset())
