@@ -1,4 +1,4 @@
-"""Entry points of the operator tools. They arrive with the cluster services; until then they say so."""
+"""Entry points of the operator tools."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import sys
 
 
 def tui_main() -> int:
-    print("immich-tui: not yet available in this version; use `immich-sync` for backups", file=sys.stderr)
+    print("immich-tui: not yet available in this version; use `kubectl immich-backup`", file=sys.stderr)
     return 2
 
 
 def plugin_main() -> int:
-    print("kubectl immich-backup: not yet available in this version", file=sys.stderr)
-    return 2
+    from immich_tui.plugin.cli import main
+
+    return main()

@@ -155,8 +155,15 @@ def _field_ok(obj: dict[str, Any], selector: str) -> bool:
 
 
 def _status(code: int, reason: str, message: str) -> aiohttp.web.Response:
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}  # fmt: skip
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
     return aiohttp.web.json_response(body, status=code)
 
 
@@ -182,10 +189,11 @@ class ClusterEmulator(KubernetesEmulator):
         where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
         qualified = f"{what}.{group}" if group else what
         return _status(
-            403, "Forbidden",
+            403,
+            "Forbidden",
             f'{qualified} is forbidden: User "{self.user}" cannot {verb} resource "{what}" '
             f'in API group "{group}"{where}',
-        )  # fmt: skip
+        )
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         if raw_request.headers.get("Upgrade", "").lower() == "websocket" and raw_request.path.endswith("/exec"):
@@ -207,7 +215,12 @@ class ClusterEmulator(KubernetesEmulator):
             if verb == "create" and isinstance(request.data, dict):
                 self._complete_metadata(request)
         response = await super()._handle(request)
-        if res is not None and request.action is not None and request.action.value.lower() == "create" and response.status < 300:
+        if (
+            res is not None
+            and request.action is not None
+            and request.action.value.lower() == "create"
+            and response.status < 300
+        ):
             for hook in self.on_create:
                 hook(res.plural or "", request.data)
         return response
@@ -226,9 +239,12 @@ class ClusterEmulator(KubernetesEmulator):
     def _review(self, review: dict[str, Any]) -> aiohttp.web.Response:
         attrs_ = review.get("spec", {}).get("resourceAttributes", {})
         allowed = not self.denied(
-            attrs_.get("verb", ""), attrs_.get("group", ""), attrs_.get("resource", ""),
-            attrs_.get("subresource", ""), attrs_.get("namespace", ""),
-        )  # fmt: skip
+            attrs_.get("verb", ""),
+            attrs_.get("group", ""),
+            attrs_.get("resource", ""),
+            attrs_.get("subresource", ""),
+            attrs_.get("namespace", ""),
+        )
         review = dict(review, status={"allowed": allowed, **({} if allowed else {"reason": "no RBAC rule allows it"})})
         review.setdefault("apiVersion", "authorization.k8s.io/v1")
         review.setdefault("kind", "SelfSubjectAccessReview")
@@ -316,8 +332,12 @@ class ClusterEmulator(KubernetesEmulator):
             code = done.returncode
         status: dict[str, Any] = {"metadata": {}, "status": "Success"}
         if code:
-            status = {"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
-                      "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}  # fmt: skip
+            status = {
+                "metadata": {},
+                "status": "Failure",
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+            }
         await ws.send_bytes(b"\x03" + json.dumps(status).encode())
         await ws.close()
         return ws
@@ -403,6 +423,8 @@ class EmulatorServer:
             "kind": "Config",
             "clusters": [{"name": context, "cluster": {"server": self.url}}],
             "users": [{"name": "operator", "user": {"token": "sandbox-token"}}],
-            "contexts": [{"name": context, "context": {"cluster": context, "user": "operator", "namespace": namespace}}],
+            "contexts": [
+                {"name": context, "context": {"cluster": context, "user": "operator", "namespace": namespace}}
+            ],
             "current-context": context,
         }

@@ -97,9 +97,26 @@ def describe_error(exc: BaseException, what: str) -> StoreError:
     raise exc
 
 
-def _make_client(settings: S3Settings) -> tuple[Any, Any]:
+@dataclass(frozen=True, repr=False)
+class StaticCredentials:
+    """Keys handed over explicitly (the operator tools read them from a Secret); never printed."""
+
+    access_key: str
+    secret_key: str
+    session_token: str | None = None
+
+    def __repr__(self) -> str:
+        return "StaticCredentials(<redacted>)"
+
+
+def _make_client(
+    settings: S3Settings, static: StaticCredentials | None = None, profile: str | None = None
+) -> tuple[Any, Any]:
     try:
-        session = botocore.session.get_session()  # botocore alone: boto3's import costs a no-op run 60 ms
+        # botocore alone: boto3's import costs a no-op run 60 ms
+        session = botocore.session.Session(profile=profile) if profile else botocore.session.get_session()
+        if static is not None:
+            session.set_credentials(static.access_key, static.secret_key, static.session_token)
         credentials = session.get_credentials()
     except bexc.PartialCredentialsError as exc:
         raise ConfigError(
@@ -141,10 +158,12 @@ class PutResult:
 class ObjectStore:
     """S3 operations the engine uses, with errors turned into `StoreError`."""
 
-    def __init__(self, settings: S3Settings) -> None:
+    def __init__(
+        self, settings: S3Settings, *, credentials: StaticCredentials | None = None, profile: str | None = None
+    ) -> None:
         self.settings = settings
         self.bucket = settings.bucket
-        self._client, credentials = _make_client(settings)
+        self._client, credentials = _make_client(settings, credentials, profile)
         # Content-MD5 is all the default checksum mode sends, so the hot path can skip botocore's
         # per-call machinery; `when_supported` keeps botocore's own checksum handling.
         self._direct = (

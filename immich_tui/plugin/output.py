@@ -1,0 +1,54 @@
+"""Tables for people, JSON and YAML for machines; the same data either way."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from typing import Any
+
+import humanize
+import yaml
+
+from immich_tui.services import clock
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses, datetimes and nested containers as JSON-ready values (times in RFC 3339, UTC)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr and f.name != "raw"}
+    if isinstance(value, dt.datetime):
+        return clock.iso(value)
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def dump(data: Any, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(plain(data), indent=2, sort_keys=False)
+    return yaml.safe_dump(plain(data), sort_keys=False, allow_unicode=True).rstrip("\n")
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """kubectl's layout: upper-case headers, columns padded by three spaces, no borders."""
+    cells = [[str(h) for h in headers]] + [["-" if c in (None, "") else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def size(n: int | None) -> str:
+    return "-" if n is None else humanize.naturalsize(n, binary=True, format="%.1f")
+
+
+def when(value: dt.datetime | None) -> str:
+    if value is None:
+        return "-"
+    return f"{clock.iso(value)} ({clock.ago(value)})"
+
+
+def duration(seconds: float | None) -> str:
+    return "-" if seconds is None else clock.short(seconds)

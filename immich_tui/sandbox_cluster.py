@@ -1,0 +1,553 @@
+"""A simulated Immich cluster on the emulator: the namespace, the sync CronJob with its Job history, the
+Immich server pod over the sample library, and a CNPG cluster with Backups and a ScheduledBackup.
+
+Two small controllers stand in for Kubernetes and CNPG: a Job gets a pod that really runs
+`immich-sync backup` on the sample library into the local S3 (its output is the pod log), and a
+Backup runs through CNPG's phases to `completed`. The demo and the tests both use this world.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from immich_tui.emulator import (
+    CNPG_RESOURCES,
+    CORE_RESOURCES,
+    PLUGIN_RESOURCES,
+    EmulatorServer,
+    ExecMount,
+    PodLog,
+)
+from immich_tui.services import clock
+
+NS, DB_NS = "immich", "postgresql"
+CRONJOB = "immich-media-offsite-sync"
+DB_CLUSTER = "immich-db"
+IMAGE = "ghcr.io/immich-offsite-backup/immich-sync:0.1.0"
+DB_IMAGE = "ghcr.io/tensorchord/cloudnative-vectorchord:16.9-0.4.3"
+JOB_LABELS = {"app.kubernetes.io/name": CRONJOB, "app.kubernetes.io/part-of": "immich-offsite-backup"}
+SERVER_POD = "immich-server-6d8f9c7b5-q2x7k"
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class SyncTarget:
+    """Where a sandbox Job's `immich-sync backup` writes: the local S3 and the sample library."""
+
+    endpoint: str
+    bucket: str
+    media_prefix: str
+    library: Path
+    access_key: str
+    secret_key: str
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "IMMICH_SYNC_"))}
+        base.update(
+            {
+                "AWS_ACCESS_KEY_ID": self.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL_S3": self.endpoint,
+                "BUCKET_NAME": self.bucket,
+                "MEDIA_PREFIX": self.media_prefix,
+                "LIBRARY_ROOT": str(self.library),
+                "IMMICH_SYNC_SETTLE_SECONDS": "0",
+            }
+        )
+        base.update(self.extra_env)
+        return base
+
+
+def cronjob(schedule: str = "30 2 * * *", *, suspended: bool = False, now: dt.datetime | None = None) -> dict[str, Any]:
+    now = now or clock.now()
+    last = now.replace(hour=2, minute=30, second=0, microsecond=0)
+    if last > now:
+        last -= dt.timedelta(days=1)
+    container = {
+        "name": "sync",
+        "image": IMAGE,
+        "args": ["backup", "--log-format", "json"],
+        "envFrom": [{"secretRef": {"name": "immich-offsite-writer"}}],
+        "volumeMounts": [{"name": "library", "mountPath": "/library", "readOnly": True}],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": CRONJOB, "namespace": NS, "labels": dict(JOB_LABELS)},
+        "spec": {
+            "schedule": schedule,
+            "timeZone": "Etc/UTC",
+            "suspend": suspended,
+            "concurrencyPolicy": "Forbid",
+            "jobTemplate": {
+                "metadata": {"labels": dict(JOB_LABELS)},
+                "spec": {
+                    "backoffLimit": 1,
+                    "activeDeadlineSeconds": 21600,
+                    "template": {
+                        "metadata": {"labels": dict(JOB_LABELS)},
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [container],
+                            "volumes": [
+                                {
+                                    "name": "library",
+                                    "persistentVolumeClaim": {"claimName": "immich-library", "readOnly": True},
+                                }
+                            ],
+                        },
+                    },
+                },
+            },
+        },
+        "status": {"lastScheduleTime": _iso(last), "lastSuccessfulTime": _iso(last + dt.timedelta(minutes=4))},
+    }
+
+
+def job(name: str, cj_uid: str, start: dt.datetime, state: str, *, seconds: int = 240) -> dict[str, Any]:
+    end = start + dt.timedelta(seconds=seconds)
+    status: dict[str, Any] = {"startTime": _iso(start)}
+    if state == "succeeded":
+        status.update(
+            completionTime=_iso(end),
+            succeeded=1,
+            conditions=[{"type": "Complete", "status": "True", "lastTransitionTime": _iso(end)}],
+        )
+    elif state == "failed":
+        status.update(
+            failed=2,
+            conditions=[
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                    "lastTransitionTime": _iso(end),
+                }
+            ],
+        )
+    else:
+        status.update(active=1)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "labels": dict(JOB_LABELS),
+            "creationTimestamp": _iso(start),
+            "annotations": {"batch.kubernetes.io/cronjob-scheduled-timestamp": _iso(start)},
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "CronJob",
+                    "name": CRONJOB,
+                    "uid": cj_uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {"backoffLimit": 1, "template": {"spec": {"containers": [{"name": "sync", "image": IMAGE}]}}},
+        "status": status,
+    }
+
+
+def job_pod(job_name: str, start: dt.datetime, state: str, *, exit_code: int = 0) -> dict[str, Any]:
+    phase = {"succeeded": "Succeeded", "failed": "Failed"}.get(state, "Running")
+    if state == "running":
+        container_state: dict[str, Any] = {"running": {"startedAt": _iso(start)}}
+    else:
+        container_state = {
+            "terminated": {
+                "exitCode": exit_code,
+                "reason": "Completed" if exit_code == 0 else "Error",
+                "startedAt": _iso(start),
+            }
+        }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{job_name}-{abs(hash(job_name)) % 10**5:05d}",
+            "namespace": NS,
+            "creationTimestamp": _iso(start),
+            "labels": {**JOB_LABELS, "job-name": job_name, "batch.kubernetes.io/job-name": job_name},
+        },
+        "spec": {"containers": [{"name": "sync", "image": IMAGE}]},
+        "status": {
+            "phase": phase,
+            "startTime": _iso(start),
+            "containerStatuses": [{"name": "sync", "state": container_state, "ready": state == "running"}],
+        },
+    }
+
+
+def server_pod() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": SERVER_POD,
+            "namespace": NS,
+            "labels": {"app.kubernetes.io/name": "server", "app.kubernetes.io/instance": "immich"},
+        },
+        "spec": {
+            "containers": [
+                {
+                    "name": "immich-server",
+                    "image": "ghcr.io/immich-app/immich-server:v2.3.1",
+                    "volumeMounts": [{"name": "library", "mountPath": "/usr/src/app/upload"}],
+                }
+            ]
+        },
+        "status": {"phase": "Running"},
+    }
+
+
+def db_cluster(mode: str, now: dt.datetime, *, archiving: bool = True, last_backup_ok: bool = True) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "instances": 2,
+        "imageName": DB_IMAGE,
+        "postgresql": {"shared_preload_libraries": ["vchord.so"], "parameters": {"max_connections": "200"}},
+        "storage": {"size": "10Gi", "storageClass": "longhorn"},
+    }
+    status: dict[str, Any] = {
+        "phase": "Cluster in healthy state",
+        "readyInstances": 2,
+        "instances": 2,
+        "image": DB_IMAGE,
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "ClusterIsReady", "lastTransitionTime": _iso(now)},
+            {
+                "type": "ContinuousArchiving",
+                "status": "True" if archiving else "False",
+                "reason": "ContinuousArchivingSuccess" if archiving else "ContinuousArchivingFailing",
+                "message": "" if archiving else "unexpected failure invoking barman-cloud-wal-archive: exit status 4",
+                "lastTransitionTime": _iso(now - dt.timedelta(days=3 if archiving else 0, hours=5)),
+            },
+            {
+                "type": "LastBackupSucceeded",
+                "status": "True" if last_backup_ok else "False",
+                "reason": "LastBackupSucceeded" if last_backup_ok else "LastBackupFailed",
+                "lastTransitionTime": _iso(now - dt.timedelta(hours=4)),
+            },
+        ],
+    }
+    if mode == "plugin":
+        spec["plugins"] = [
+            {
+                "name": "barman-cloud.cloudnative-pg.io",
+                "isWALArchiver": True,
+                "parameters": {"barmanObjectName": "immich-db-store", "serverName": "immich-db-2026"},
+            }
+        ]
+    else:
+        spec["backup"] = {
+            "retentionPolicy": "30d",
+            "barmanObjectStore": {
+                "destinationPath": "s3://immich-offsite/immich/postgres",
+                "serverName": "immich-db-2026",
+                "s3Credentials": {
+                    "accessKeyId": {"name": "immich-offsite-writer", "key": "AWS_ACCESS_KEY_ID"},
+                    "secretAccessKey": {"name": "immich-offsite-writer", "key": "AWS_SECRET_ACCESS_KEY"},
+                },
+                "wal": {"compression": "gzip"},
+            },
+        }
+        status["firstRecoverabilityPoint"] = _iso(now - dt.timedelta(days=30, hours=2))
+        status["lastSuccessfulBackup"] = _iso(now - dt.timedelta(hours=4))
+    return {
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": {"name": DB_CLUSTER, "namespace": DB_NS},
+        "spec": spec,
+        "status": status,
+    }
+
+
+def object_store(now: dt.datetime) -> dict[str, Any]:
+    return {
+        "apiVersion": "barmancloud.cnpg.io/v1",
+        "kind": "ObjectStore",
+        "metadata": {"name": "immich-db-store", "namespace": DB_NS},
+        "spec": {
+            "retentionPolicy": "30d",
+            "configuration": {
+                "destinationPath": "s3://immich-offsite/immich/postgres",
+                "s3Credentials": {
+                    "accessKeyId": {"name": "immich-offsite-writer", "key": "AWS_ACCESS_KEY_ID"},
+                    "secretAccessKey": {"name": "immich-offsite-writer", "key": "AWS_SECRET_ACCESS_KEY"},
+                },
+                "wal": {"compression": "gzip"},
+            },
+        },
+        "status": {
+            "serverRecoveryWindow": {
+                "immich-db-2026": {
+                    "firstRecoverabilityPoint": _iso(now - dt.timedelta(days=30, hours=2)),
+                    "lastSuccessfulBackupTime": _iso(now - dt.timedelta(hours=4)),
+                }
+            }
+        },
+    }
+
+
+def db_backup(name: str, mode: str, start: dt.datetime, phase: str = "completed") -> dict[str, Any]:
+    spec: dict[str, Any] = {"cluster": {"name": DB_CLUSTER}}
+    if mode == "plugin":
+        spec.update(method="plugin", pluginConfiguration={"name": "barman-cloud.cloudnative-pg.io"})
+    else:
+        spec["method"] = "barmanObjectStore"
+    status: dict[str, Any] = {
+        "phase": phase,
+        "startedAt": _iso(start),
+        "method": spec["method"],
+        "serverName": "immich-db-2026",
+        "backupId": start.strftime("%Y%m%dT%H%M%S"),
+    }
+    if phase in ("completed", "failed"):
+        status["stoppedAt"] = _iso(start + dt.timedelta(minutes=3))
+    if phase == "failed":
+        status["error"] = "can't execute backup: exit status 4 (no write access to the object store)"
+    return {
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Backup",
+        "metadata": {
+            "name": name,
+            "namespace": DB_NS,
+            "creationTimestamp": _iso(start),
+            "labels": {"cnpg.io/cluster": DB_CLUSTER},
+        },
+        "spec": spec,
+        "status": status,
+    }
+
+
+def scheduled_backup(mode: str, schedule: str = "0 0 2 * * *") -> dict[str, Any]:
+    spec: dict[str, Any] = {"schedule": schedule, "cluster": {"name": DB_CLUSTER}, "backupOwnerReference": "self"}
+    if mode == "plugin":
+        spec.update(method="plugin", pluginConfiguration={"name": "barman-cloud.cloudnative-pg.io"})
+    return {
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "ScheduledBackup",
+        "metadata": {"name": "immich-db-daily", "namespace": DB_NS},
+        "spec": spec,
+        "status": {"lastScheduleTime": _iso(clock.now().replace(hour=2, minute=0, second=0))},
+    }
+
+
+@dataclass
+class World:
+    """Knobs for one seeded cluster; the defaults are a healthy plugin-based installation."""
+
+    cnpg: str | None = "plugin"  # plugin | in-tree | None (CNPG not installed)
+    jobs: int = 14
+    job_pods: int = 3  # the newest Jobs keep their pods (TTL removes older ones)
+    failed_job_days: tuple[int, ...] = (9,)  # days ago with a failed run
+    backups: int = 14
+    other_pods: int = 0
+    schedule_5_field: bool = False
+    archiving: bool = True
+    suspended: bool = False
+    library: Path | None = None
+    restorer: dict[str, str] | None = None  # the Secret's keys (reader credentials, bucket, prefix)
+
+
+def seed(server: EmulatorServer, world: World) -> None:
+    em = server.emulator
+    em.serve(CORE_RESOURCES)
+    if world.cnpg:
+        em.serve(CNPG_RESOURCES)
+    if world.cnpg == "plugin":
+        em.serve(PLUGIN_RESOURCES)
+    now = clock.now()
+    for ns in (NS, DB_NS):
+        server.put("v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    cj = cronjob(suspended=world.suspended, now=now)
+    server.put("batch/v1/cronjobs", cj)
+    uid = cj["metadata"]["uid"]
+    last = clock.parse(cj["status"]["lastScheduleTime"]) or now
+    for day in range(world.jobs):
+        start = last - dt.timedelta(days=day)
+        state = "failed" if day in world.failed_job_days else "succeeded"
+        name = f"{CRONJOB}-{int(start.timestamp()) // 60}"
+        server.put("batch/v1/jobs", job(name, uid, start, state, seconds=180 + (day * 37) % 120))
+        if day < world.job_pods:
+            pod = job_pod(name, start, state, exit_code=3 if state == "failed" else 0)
+            server.put("v1/pods", pod)
+            em.pod_logs[(NS, pod["metadata"]["name"])] = PodLog(lines=_old_log(start, state), finished=True)
+    server.put("v1/pods", server_pod())
+    if world.library is not None:
+        em.exec_mounts[(NS, SERVER_POD)] = ExecMount("/usr/src/app/upload", str(world.library))
+    for i in range(world.other_pods):
+        server.put(
+            "v1/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"worker-{i:05d}",
+                    "namespace": NS,
+                    "labels": {"app.kubernetes.io/name": "machine-learning"},
+                },
+                "status": {"phase": "Running"},
+            },
+        )
+    if world.restorer is not None:
+        import base64
+
+        data = {k: base64.b64encode(v.encode()).decode() for k, v in world.restorer.items()}
+        server.put(
+            "v1/secrets",
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {"name": "immich-offsite-restorer", "namespace": NS},
+                "data": data,
+            },
+        )
+    if world.cnpg:
+        mode = world.cnpg
+        server.put("postgresql.cnpg.io/v1/clusters", db_cluster(mode, now, archiving=world.archiving))
+        if mode == "plugin":
+            server.put("barmancloud.cnpg.io/v1/objectstores", object_store(now))
+        base = now.replace(hour=2, minute=0, second=0, microsecond=0)
+        if base > now:
+            base -= dt.timedelta(days=1)
+        for day in range(world.backups):
+            start = base - dt.timedelta(days=day)
+            name = f"immich-db-daily-{start:%Y%m%d%H%M%S}"
+            server.put("postgresql.cnpg.io/v1/backups", db_backup(name, mode, start))
+        sched = "30 2 * * *" if world.schedule_5_field else "0 0 2 * * *"
+        server.put("postgresql.cnpg.io/v1/scheduledbackups", scheduled_backup(mode, sched))
+
+
+def _old_log(start: dt.datetime, state: str) -> list[str]:
+    t = _iso(start)
+    lines = [
+        f'{{"time": "{t}", "level": "info", "event": "start", "command": "backup", '
+        '"folders": "upload,library,profile"}}',
+        f'{{"time": "{t}", "level": "info", "event": "listing", "listing": "incremental", "units_trusted": 41}}',
+    ]
+    if state == "failed":
+        lines.append(
+            f'{{"time": "{t}", "level": "error", "event": "aborted", '
+            f'"error": "S3 unreachable after 8 consecutive failures"}}'
+        )
+    else:
+        lines.append(f'{{"time": "{t}", "level": "info", "event": "done", "status": "ok", "uploaded": 12}}')
+    return lines
+
+
+class JobController:
+    """Gives each new Job of the CronJob a pod that runs `immich-sync backup` for real, then records the
+    outcome on the pod, the Job and the CronJob as Kubernetes would."""
+
+    def __init__(
+        self, server: EmulatorServer, target: SyncTarget | None, runner: Callable[[SyncTarget], list[str]] | None = None
+    ) -> None:
+        self.server = server
+        self.target = target
+        self.threads: list[threading.Thread] = []
+        server.emulator.on_create.append(self._created)
+
+    def _created(self, plural: str, obj: dict[str, Any]) -> None:
+        if plural != "jobs":
+            return
+        thread = threading.Thread(target=self._run, args=(obj,), daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def _run(self, job_obj: dict[str, Any]) -> None:
+        name = job_obj["metadata"]["name"]
+        start = clock.now()
+        pod = job_pod(name, start, "running")
+        pod_name = pod["metadata"]["name"]
+        log = PodLog()
+        self.server.emulator.pod_logs[(NS, pod_name)] = log
+        time.sleep(0.2)  # the controller's reaction time: the Job exists before its pod does
+        self.server.put("v1/pods", pod)
+        self.server.patch("batch/v1/jobs", NS, name, {"status": {"startTime": _iso(start), "active": 1}})
+        code = self._execute(log)
+        end = clock.now()
+        state = "succeeded" if code == 0 else "failed"
+        finished = job_pod(name, start, state, exit_code=code)
+        self.server.patch("v1/pods", NS, pod_name, {"status": finished["status"]})
+        log.finish()
+        done = job(name, "", start, state, seconds=max(1, int((end - start).total_seconds())))
+        self.server.patch("batch/v1/jobs", NS, name, {"status": {**done["status"], "active": 0}})
+        if state == "succeeded":
+            self.server.patch("batch/v1/cronjobs", NS, CRONJOB, {"status": {"lastSuccessfulTime": _iso(end)}})
+
+    def _execute(self, log: PodLog) -> int:
+        if self.target is None:
+            log.write('{"level": "error", "event": "config", "error": "no S3 endpoint in this sandbox"}')
+            return 2
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sync_engine", "backup", "--log-format", "json"],
+            env=self.target.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+        return proc.wait()
+
+    def join(self, timeout: float = 120.0) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
+
+
+class BackupController:
+    """Moves a new CNPG Backup through running to completed and updates the recovery window."""
+
+    def __init__(self, server: EmulatorServer, *, fail: bool = False, seconds: float = 0.5) -> None:
+        self.server = server
+        self.fail = fail
+        self.seconds = seconds
+        server.emulator.on_create.append(self._created)
+
+    def _created(self, plural: str, obj: dict[str, Any]) -> None:
+        if plural == "backups":
+            threading.Thread(target=self._run, args=(obj["metadata"]["name"],), daemon=True).start()
+
+    def _run(self, name: str) -> None:
+        start = clock.now()
+        time.sleep(0.1)
+        self.server.patch(
+            "postgresql.cnpg.io/v1/backups",
+            DB_NS,
+            name,
+            {
+                "status": {
+                    "phase": "running",
+                    "startedAt": _iso(start),
+                    "serverName": "immich-db-2026",
+                    "backupId": start.strftime("%Y%m%dT%H%M%S"),
+                }
+            },
+        )
+        time.sleep(self.seconds)
+        end = clock.now()
+        status: dict[str, Any] = {"phase": "failed" if self.fail else "completed", "stoppedAt": _iso(end)}
+        if self.fail:
+            status["error"] = "can't execute backup: exit status 4"
+        self.server.patch("postgresql.cnpg.io/v1/backups", DB_NS, name, {"status": status})

@@ -1,0 +1,146 @@
+"""The one health verdict the plugin, the TUI and monitoring share.
+
+Three checks — media last success age, database last backup age, WAL archiving — each `ok`,
+`stale`, `failing` or `unknown`. The verdict is `healthy` when all are ok, `error` when the
+state could not be read at all, otherwise `degraded`. Exit codes follow: 0, 2, 1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from immich_tui.services import clock
+
+STALE_AFTER_HOURS = 36.0
+
+
+@dataclass
+class Check:
+    name: str  # media | database | wal
+    state: str  # ok | stale | failing | unknown | error
+    age_seconds: float | None
+    detail: str
+    hint: str = ""
+
+
+@dataclass
+class Verdict:
+    state: str  # healthy | degraded | error
+    checks: list[Check]
+    stale_after_hours: float
+    at: dt.datetime = field(default_factory=clock.now)
+
+    @property
+    def exit_code(self) -> int:
+        return {"healthy": 0, "degraded": 1}.get(self.state, 2)
+
+    def check(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+
+def _age(when: dt.datetime | None, now: dt.datetime) -> float | None:
+    return clock.age_seconds(when, now)
+
+
+def media_check(
+    last_success: dt.datetime | None,
+    latest_state: str | None,
+    latest_reason: str,
+    threshold: float,
+    now: dt.datetime,
+    error: str = "",
+) -> Check:
+    if error:
+        return Check("media", "error", None, error)
+    age = _age(last_success, now)
+    if latest_state == "failed":
+        hint = "see `kubectl immich-backup logs` for the failed run, then `kubectl immich-backup sync --wait`"
+        detail = "the latest sync failed" + (f" ({latest_reason})" if latest_reason else "")
+        if last_success:
+            detail += f"; last success {clock.ago(last_success, now)}"
+        return Check("media", "failing", age, detail, hint)
+    if last_success is None:
+        return Check(
+            "media",
+            "unknown",
+            None,
+            "no successful media sync on record",
+            "run `kubectl immich-backup sync --wait` to make the first one",
+        )
+    if age is not None and age > threshold:
+        return Check(
+            "media",
+            "stale",
+            age,
+            f"last success {clock.ago(last_success, now)}",
+            "is the CronJob suspended or failing? see `kubectl immich-backup jobs`",
+        )
+    return Check("media", "ok", age, f"last success {clock.ago(last_success, now)}")
+
+
+def database_check(
+    last_backup: dt.datetime | None,
+    last_backup_condition: str,
+    threshold: float,
+    now: dt.datetime,
+    error: str = "",
+) -> Check:
+    if error:
+        return Check("database", "error" if "not installed" not in error else "unknown", None, error)
+    age = _age(last_backup, now)
+    if last_backup_condition == "False":
+        return Check(
+            "database",
+            "failing",
+            age,
+            "the last base backup failed (LastBackupSucceeded=False)",
+            "see `kubectl immich-backup db backups` for the error",
+        )
+    if last_backup is None:
+        return Check(
+            "database",
+            "unknown",
+            None,
+            "no completed base backup on record",
+            "run `kubectl immich-backup db backup --wait`",
+        )
+    if age is not None and age > threshold:
+        return Check(
+            "database",
+            "stale",
+            age,
+            f"last base backup {clock.ago(last_backup, now)}",
+            "check the ScheduledBackup (6-field cron, not suspended)",
+        )
+    return Check("database", "ok", age, f"last base backup {clock.ago(last_backup, now)}")
+
+
+def wal_check(
+    status: str, reason: str, message: str, since: dt.datetime | None, now: dt.datetime, error: str = ""
+) -> Check:
+    if error:
+        return Check("wal", "error" if "not installed" not in error else "unknown", None, error)
+    if status == "True":
+        return Check("wal", "ok", None, "continuous archiving works")
+    if status == "False":
+        detail = f"WAL archiving failing since {clock.ago(since, now)}" if since else "WAL archiving failing"
+        return Check(
+            "wal",
+            "failing",
+            _age(since, now),
+            f"{detail}: {message or reason}".rstrip(": "),
+            "check the object store credentials and the instance logs",
+        )
+    return Check("wal", "unknown", None, "no ContinuousArchiving condition on the cluster")
+
+
+def verdict(checks: list[Check], threshold_hours: float = STALE_AFTER_HOURS) -> Verdict:
+    states = {c.state for c in checks}
+    if "error" in states:
+        state = "error"
+    elif states == {"ok"}:
+        state = "healthy"
+    else:
+        state = "degraded"
+    return Verdict(state, checks, threshold_hours)

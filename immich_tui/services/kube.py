@@ -1,0 +1,226 @@
+"""One connection to the cluster, with its errors turned into one-line messages and every write guarded.
+
+Responses are read as plain JSON (`_preload_content=False`): the client's model classes cost more CPU
+than the requests themselves on hundreds of Jobs, and CNPG objects are dicts anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+PAGE = 500  # items per list request; every list is paginated
+TIMEOUT = (5.0, 30.0)  # connect, read
+
+
+class ClusterError(Exception):
+    """Anything that stops a cluster call; the message is the one line shown to the operator."""
+
+
+class Unreachable(ClusterError):
+    pass
+
+
+class Forbidden(ClusterError):
+    pass
+
+
+class NotFound(ClusterError):
+    pass
+
+
+class ReadOnly(ClusterError):
+    pass
+
+
+@dataclass(frozen=True)
+class Access:
+    """A verb on a resource, as RBAC and SelfSubjectAccessReview name it."""
+
+    verb: str
+    resource: str
+    namespace: str
+    group: str = ""
+    subresource: str = ""
+    name: str = ""
+
+    def __str__(self) -> str:
+        what = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+        qualified = f"{what}.{self.group}" if self.group else what
+        return f"{self.verb} {qualified} in namespace {self.namespace}"
+
+
+def _message(exc: ApiException) -> str:
+    try:
+        body = json.loads(exc.body or "{}")
+        return str(body.get("message") or exc.reason or "").strip()
+    except (ValueError, TypeError):
+        return str(exc.reason or "").strip()
+
+
+class Kube:
+    """The operator's cluster access: kubeconfig (with `--context`) or the in-cluster service account."""
+
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None, *, read_only: bool = False) -> None:
+        self.read_only = read_only
+        self.context = context or ""
+        self.server = ""
+        self.api = self._connect(kubeconfig, context)
+        self.core = client.CoreV1Api(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.auth = client.AuthorizationV1Api(self.api)
+
+    def _connect(self, kubeconfig: str | None, context: str | None) -> client.ApiClient:
+        path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or str(Path.home() / ".kube/config")
+        if kubeconfig and not Path(kubeconfig).is_file():
+            raise ClusterError(f"kubeconfig {kubeconfig} does not exist")
+        if Path(path).is_file():
+            try:
+                contexts, active = config.list_kube_config_contexts(config_file=path)
+                names = [c["name"] for c in contexts or []]
+                if context and context not in names:
+                    raise ClusterError(f"context {context!r} is not in {path} (has: {', '.join(names) or 'none'})")
+                self.context = context or (active or {}).get("name", "")
+                cfg = client.Configuration()
+                config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
+            except ConfigException as exc:
+                raise ClusterError(f"cannot use kubeconfig {path}: {exc}") from None
+        else:
+            try:
+                cfg = client.Configuration()
+                config.load_incluster_config(client_configuration=cfg)
+                self.context = "in-cluster"
+            except ConfigException:
+                raise ClusterError(
+                    f"no kubeconfig at {path} and not running in a cluster: pass --kubeconfig or set KUBECONFIG"
+                ) from None
+        cfg.retries = 1
+        self.server = cfg.host
+        return client.ApiClient(cfg)
+
+    def close(self) -> None:
+        self.api.close()
+
+    # Calls ---------------------------------------------------------------------------------------
+    def _raise(self, exc: Exception, access: Access) -> None:
+        if isinstance(exc, ApiException):
+            if exc.status == 403:
+                raise Forbidden(f"RBAC denies {access}: {_message(exc)}") from None
+            if exc.status == 401:
+                raise ClusterError(f"the cluster rejected the credentials of context {self.context!r}") from None
+            if exc.status == 404:
+                raise NotFound(f"not found: {access.resource} {access.name or ''} in namespace {access.namespace}")
+            raise ClusterError(f"cannot {access}: HTTP {exc.status} {_message(exc)}") from None
+        if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+            reason = getattr(exc, "reason", None) or exc
+            text = str(reason).split(": ", 1)[-1] if "Errno" not in str(reason) else str(reason).split("] ")[-1]
+            raise Unreachable(f"cannot reach the cluster at {self.server}: {text}") from None
+        raise exc
+
+    def call(self, access: Access, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One API call with the JSON body returned as dicts."""
+        try:
+            response = fn(*args, _preload_content=False, _request_timeout=TIMEOUT, **kwargs)
+            return json.loads(response.data or b"null")
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            self._raise(exc, access)
+            raise  # unreachable: _raise always raises
+
+    def stream(self, access: Access, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A call whose raw response is consumed incrementally (pod logs)."""
+        try:
+            return fn(*args, _preload_content=False, _request_timeout=(TIMEOUT[0], None), **kwargs)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            self._raise(exc, access)
+            raise
+
+    def list(
+        self,
+        access: Access,
+        fn: Callable[..., Any],
+        *args: Any,
+        label_selector: str = "",
+        field_selector: str = "",
+        max_items: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every list is scoped (selectors) and paginated; `max_items` bounds the total."""
+        token: str | None = None
+        seen = 0
+        while True:
+            page = PAGE if max_items is None else max(1, min(PAGE, max_items - seen))
+            kwargs: dict[str, Any] = {"limit": page}
+            if label_selector:
+                kwargs["label_selector"] = label_selector
+            if field_selector:
+                kwargs["field_selector"] = field_selector
+            if token:
+                kwargs["_continue"] = token
+            body = self.call(access, fn, *args, **kwargs)
+            for item in body.get("items") or []:
+                yield item
+                seen += 1
+            token = (body.get("metadata") or {}).get("continue")
+            if not token or (max_items is not None and seen >= max_items):
+                return
+
+    def group_served(self, group: str, version: str) -> bool:
+        """Whether an API group is installed (CNPG, its Barman Cloud plugin)."""
+        try:
+            self.api.call_api(
+                f"/apis/{group}/{version}",
+                "GET",
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=TIMEOUT,
+            )
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            self._raise(exc, Access("get", "apiresources", "", group))
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            self._raise(exc, Access("get", "apiresources", "", group))
+        return False
+
+    # Writes --------------------------------------------------------------------------------------
+    def allowed(self, access: Access) -> tuple[bool, str]:
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "namespace": access.namespace,
+                    "verb": access.verb,
+                    "group": access.group,
+                    "resource": access.resource,
+                    "subresource": access.subresource,
+                    "name": access.name,
+                }
+            },
+        }
+        body = self.call(
+            Access("create", "selfsubjectaccessreviews", access.namespace, "authorization.k8s.io"),
+            self.auth.create_self_subject_access_review,
+            review,
+        )
+        status = body.get("status") or {}
+        return bool(status.get("allowed")), str(status.get("reason") or "")
+
+    def write(self, access: Access, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """The one door for every change to the cluster: read-only mode, then RBAC, then the call."""
+        if self.read_only:
+            raise ReadOnly(f"read-only mode: refusing to {access}")
+        ok, reason = self.allowed(access)
+        if not ok:
+            raise Forbidden(f"RBAC denies {access}" + (f": {reason}" if reason else ""))
+        return self.call(access, fn, *args, **kwargs)

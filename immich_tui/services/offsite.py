@@ -1,0 +1,298 @@
+"""What is offsite: objects per Immich folder in the bucket, and the sync engine's run reports.
+
+The operator reads S3 with *reader* credentials — an AWS profile, the environment, or the
+`immich-offsite-restorer` Secret read through the cluster — never with the CronJob's writer keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from immich_tui.services import clock
+from immich_tui.services.kube import Access, ClusterError, Kube, NotFound
+from sync_engine.config import (
+    IMMICH_FOLDERS,
+    ConfigError,
+    S3Settings,
+    default_report_prefix,
+    normalize_prefix,
+    s3_settings,
+)
+from sync_engine.report import RunReport, load_report, parse_report_key, stamp
+from sync_engine.store import ObjectStore, StaticCredentials, StoreError
+
+READER_SECRET = "immich-offsite-restorer"
+WRITER_SECRET = "immich-offsite-writer"
+REPORT_DAYS = 62  # report history listed by default (keys start with the run's UTC time)
+
+
+class OffsiteUnavailable(Exception):
+    """No usable read access to the bucket; the message says what is missing."""
+
+
+@dataclass
+class Reader:
+    """Where the operator's S3 access comes from. Holds no secret in its printable fields."""
+
+    source: str
+    settings: S3Settings
+    media_prefix: str
+    report_prefix: str
+    credentials: StaticCredentials | None = field(default=None, repr=False)
+    profile: str | None = None
+
+    def store(self) -> ObjectStore:
+        return ObjectStore(self.settings, credentials=self.credentials, profile=self.profile)
+
+
+@dataclass
+class FolderObjects:
+    folder: str
+    objects: int = 0
+    bytes: int = 0
+    storage_classes: dict[str, int] = field(default_factory=dict)
+    newest: dt.datetime | None = None
+
+
+@dataclass
+class RunSummary:
+    key: str
+    started: dt.datetime | None
+    finished: dt.datetime | None
+    status: str  # ok | partial | aborted
+    listing: str  # full | incremental
+    files: int = 0
+    bytes: int = 0
+    uploaded: int = 0
+    uploaded_bytes: int = 0
+    deferred: int = 0
+    failed: int = 0
+    unstable: int = 0
+    duration_seconds: float = 0.0
+    error: str = ""
+    per_folder: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass
+class Reports:
+    runs: list[RunSummary]  # newest first, bodies loaded
+    total: int  # report objects in the listed window
+    latest_ok: RunSummary | None
+
+
+@dataclass
+class OffsiteState:
+    source: str
+    bucket: str
+    media_prefix: str
+    basis: str  # "bucket listing" | "run report <key>"
+    folders: list[FolderObjects]
+    reports: Reports
+    requests: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_objects(self) -> int:
+        return sum(f.objects for f in self.folders)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.bytes for f in self.folders)
+
+
+def _decode(data: Mapping[str, str]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode("utf-8", "replace").strip() for k, v in (data or {}).items()}
+
+
+def read_secret(kube: Kube, namespace: str, name: str) -> dict[str, str]:
+    if name == WRITER_SECRET:  # a guard against ever wiring the writer keys into the operator tools
+        raise ValueError("the operator tools never read the writer secret")
+    body = kube.call(Access("get", "secrets", namespace, name=name), kube.core.read_namespaced_secret, name, namespace)
+    return _decode(body.get("data") or {})
+
+
+def _settings(values: Mapping[str, str], who: str) -> tuple[S3Settings, str, str]:
+    try:
+        settings = s3_settings(None, values, workers=8)
+    except ConfigError as exc:
+        raise OffsiteUnavailable(f"{who}: {exc}") from None
+    media = values.get("MEDIA_PREFIX", "").strip()
+    if not media:
+        raise OffsiteUnavailable(f"{who}: MEDIA_PREFIX is not set")
+    media = normalize_prefix(media)
+    return (
+        settings,
+        media,
+        normalize_prefix(values.get("IMMICH_SYNC_REPORT_PREFIX", "")) or default_report_prefix(media),
+    )
+
+
+def resolve_reader(
+    kube: Kube | None,
+    namespace: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    profile: str | None = None,
+) -> Reader:
+    """An AWS profile or environment keys first (with BUCKET_NAME, MEDIA_PREFIX, AWS_REGION from the
+    environment or else from the restorer Secret), then the restorer Secret's own keys."""
+    env = dict(os.environ if env is None else env)
+    profile = profile or env.get("AWS_PROFILE") or None
+    secret: dict[str, str] = {}
+    secret_problem = ""
+    if kube is not None:
+        try:
+            secret = read_secret(kube, namespace, READER_SECRET)
+        except NotFound:
+            secret_problem = f"Secret {namespace}/{READER_SECRET} does not exist"
+        except ClusterError as exc:
+            secret_problem = str(exc)
+    config_keys = ("BUCKET_NAME", "MEDIA_PREFIX", "AWS_REGION", "AWS_ENDPOINT_URL_S3", "IMMICH_SYNC_REPORT_PREFIX")
+    merged = {k: secret[k] for k in config_keys if secret.get(k)}
+    merged.update({k: env[k] for k in (*config_keys, "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL") if env.get(k)})
+    if profile:
+        settings, media, reports = _settings(merged, f"AWS profile {profile}")
+        return Reader(f"AWS profile {profile}", settings, media, reports, profile=profile)
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        creds = StaticCredentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env.get("AWS_SESSION_TOKEN"))
+        settings, media, reports = _settings(merged, "environment credentials")
+        return Reader("environment (AWS_ACCESS_KEY_ID)", settings, media, reports, credentials=creds)
+    if secret.get("AWS_ACCESS_KEY_ID") and secret.get("AWS_SECRET_ACCESS_KEY"):
+        creds = StaticCredentials(secret["AWS_ACCESS_KEY_ID"], secret["AWS_SECRET_ACCESS_KEY"])
+        who = f"Secret {namespace}/{READER_SECRET}"
+        settings, media, reports = _settings({**{k: v for k, v in secret.items()}, **merged}, who)
+        return Reader(who, settings, media, reports, credentials=creds)
+    if secret:
+        secret_problem = f"Secret {namespace}/{READER_SECRET} lacks AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+    raise OffsiteUnavailable(
+        "no S3 read credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY with "
+        "BUCKET_NAME, MEDIA_PREFIX and AWS_REGION, or create the restorer Secret"
+        + (f" ({secret_problem})" if secret_problem else "")
+    )
+
+
+def summarize(report: RunReport) -> RunSummary:
+    totals = report.totals
+    return RunSummary(
+        key=report.report_key,
+        started=clock.parse(report.started_at),
+        finished=clock.parse(report.finished_at),
+        status=report.status,
+        listing=report.listing,
+        files=totals.files,
+        bytes=totals.bytes,
+        uploaded=totals.uploaded,
+        uploaded_bytes=totals.uploaded_bytes,
+        deferred=totals.deferred,
+        failed=totals.failed,
+        unstable=totals.unstable,
+        duration_seconds=report.duration_seconds,
+        error=report.error,
+        per_folder={
+            name: {
+                "files": s.files,
+                "bytes": s.bytes,
+                "uploaded": s.uploaded,
+                "uploaded_bytes": s.uploaded_bytes,
+                "deferred": s.deferred,
+                "failed": s.failed,
+                "unstable": s.unstable,
+            }
+            for name, s in report.per_folder.items()
+        },
+    )
+
+
+class Offsite:
+    """The bucket as the operator sees it."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        self._store: ObjectStore | None = None
+
+    @property
+    def store(self) -> ObjectStore:
+        if self._store is None:
+            try:
+                self._store = self.reader.store()
+            except ConfigError as exc:
+                raise OffsiteUnavailable(f"{self.reader.source}: {exc}") from None
+        return self._store
+
+    def reports(self, limit: int = 10, days: float = REPORT_DAYS) -> Reports:
+        """The newest run reports; one bounded listing (keys since `days` ago) and `limit` GETs."""
+        since = clock.now() - dt.timedelta(days=days)
+        start = f"{self.reader.report_prefix}{stamp(since.timestamp())}"
+        try:
+            keys = [o.key for o in self.store.list_objects(self.reader.report_prefix, start_after=start)]
+        except StoreError as exc:
+            raise OffsiteUnavailable(str(exc)) from None
+        parsed = [parse_report_key(key) for key in keys if key.endswith(".json")]
+        names = sorted((n for n in parsed if n is not None), key=lambda n: (n.started, n.key), reverse=True)
+        wanted = [n.key for n in names[:limit]]
+        ok_key = next((n.key for n in names if n.status == "ok"), None)
+        if ok_key and ok_key not in wanted:
+            wanted.append(ok_key)
+        loaded: dict[str, RunSummary] = {}
+        for key in wanted:
+            try:
+                report = load_report(self.store, key)
+            except (StoreError, ValueError) as exc:
+                if isinstance(exc, StoreError) and exc.code in ("AccessDenied", "403"):
+                    raise OffsiteUnavailable(f"{self.reader.source} may not read run reports: {exc}") from None
+                continue
+            report.report_key = key
+            loaded[key] = summarize(report)
+        runs = [loaded[n.key] for n in names[:limit] if n.key in loaded]
+        return Reports(runs, len(names), loaded.get(ok_key) if ok_key else None)
+
+    def folders_from_listing(self) -> list[FolderObjects]:
+        """Every object under the media prefix, counted per Immich folder (one LIST per 1,000 objects)."""
+        rows = {name: FolderObjects(name) for name in IMMICH_FOLDERS}
+        prefix = self.reader.media_prefix
+        try:
+            for obj in self.store.list_objects(prefix):
+                folder = obj.key[len(prefix) :].split("/", 1)[0]
+                row = rows.setdefault(folder, FolderObjects(folder))
+                row.objects += 1
+                row.bytes += obj.size
+                row.storage_classes[obj.storage_class] = row.storage_classes.get(obj.storage_class, 0) + 1
+                when = dt.datetime.fromtimestamp(obj.last_modified, dt.UTC)
+                if row.newest is None or when > row.newest:
+                    row.newest = when
+        except StoreError as exc:
+            raise OffsiteUnavailable(str(exc)) from None
+        return list(rows.values())
+
+    @staticmethod
+    def folders_from_report(run: RunSummary) -> list[FolderObjects]:
+        """Totals as of the last successful run: its files per folder are what it left in the bucket."""
+        rows = []
+        for name in IMMICH_FOLDERS:
+            stats = run.per_folder.get(name)
+            if stats:
+                stored = stats["files"] - stats["deferred"] - stats["failed"] - stats["unstable"]
+                stored_bytes = stats["bytes"]
+                rows.append(FolderObjects(name, max(0, stored), stored_bytes, {}, run.finished))
+        return rows
+
+    def state(self, *, listing: bool = True, report_limit: int = 10) -> OffsiteState:
+        reports = self.reports(limit=report_limit)
+        if listing:
+            folders, basis = self.folders_from_listing(), "bucket listing"
+        elif reports.latest_ok:
+            folders, basis = self.folders_from_report(reports.latest_ok), f"run report {reports.latest_ok.key}"
+        else:
+            folders, basis = [], "no successful run report yet"
+        return OffsiteState(
+            self.reader.source,
+            self.reader.settings.bucket,
+            self.reader.media_prefix,
+            basis,
+            folders,
+            reports,
+            self.store.request_counts(),
+        )

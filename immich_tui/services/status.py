@@ -1,0 +1,149 @@
+"""One entry point to every service for a given cluster target, and the status they add up to.
+
+The plugin and the TUI both hold a `Services`; each section of the status is read on its own
+thread and fails on its own, so a missing CNPG or an unreadable bucket never hides the rest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from immich_tui.services import clock, health
+from immich_tui.services.cnpg import Database, DbState
+from immich_tui.services.kube import ClusterError, Kube
+from immich_tui.services.library import Library
+from immich_tui.services.media import DEFAULT_CRONJOB, JobHistory, MediaBackup
+from immich_tui.services.offsite import Offsite, OffsiteState, OffsiteUnavailable, Reader, resolve_reader
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Target:
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str = "immich"
+    db_namespace: str = "postgresql"
+    db_cluster: str = "immich-db"
+    cronjob: str = DEFAULT_CRONJOB
+    read_only: bool = False
+    stale_after_hours: float = health.STALE_AFTER_HOURS
+    s3_profile: str | None = None
+
+
+@dataclass
+class Section:
+    """A part of the status: its value, or the one-line reason it could not be read."""
+
+    value: Any = None
+    error: str = ""
+
+
+@dataclass
+class StatusReport:
+    context: str
+    namespace: str
+    media: Section
+    database: Section
+    offsite: Section
+    verdict: health.Verdict
+    at: Any = field(default_factory=clock.now)
+
+
+def _section(fn: Callable[[], T]) -> Section:
+    try:
+        return Section(fn())
+    except (ClusterError, OffsiteUnavailable) as exc:
+        return Section(None, str(exc))
+
+
+class Services:
+    def __init__(self, target: Target, env: Mapping[str, str] | None = None) -> None:
+        self.target = target
+        self.env = dict(os.environ if env is None else env)
+        self._kube: Kube | None = None
+        self._reader: Reader | None = None
+
+    @property
+    def kube(self) -> Kube:
+        if self._kube is None:
+            self._kube = Kube(self.target.kubeconfig, self.target.context, read_only=self.target.read_only)
+        return self._kube
+
+    @property
+    def media(self) -> MediaBackup:
+        return MediaBackup(self.kube, self.target.namespace, self.target.cronjob)
+
+    @property
+    def database(self) -> Database:
+        return Database(self.kube, self.target.db_namespace, self.target.db_cluster)
+
+    @property
+    def library(self) -> Library:
+        return Library(self.kube, self.target.namespace)
+
+    def reader(self) -> Reader:
+        if self._reader is None:
+            try:
+                kube: Kube | None = self.kube
+            except ClusterError:
+                kube = None  # environment or profile credentials still work without a cluster
+            self._reader = resolve_reader(kube, self.target.namespace, self.env, profile=self.target.s3_profile)
+        return self._reader
+
+    def offsite(self) -> Offsite:
+        return Offsite(self.reader())
+
+    def close(self) -> None:
+        if self._kube is not None:
+            self._kube.close()
+
+    # The verdict ---------------------------------------------------------------------------------
+    def status(self) -> StatusReport:
+        kube = self.kube  # connection errors surface here, before threads start
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            media = pool.submit(_section, lambda: self.media.history(limit=5))
+            database = pool.submit(_section, self.database.state)
+            offsite = pool.submit(_section, lambda: self.offsite().state(listing=False, report_limit=3))
+            m, d, o = media.result(), database.result(), offsite.result()
+        return StatusReport(kube.context, self.target.namespace, m, d, o, self.judge(m, d, o))
+
+    def judge(self, media: Section, database: Section, offsite: Section) -> health.Verdict:
+        now = clock.now()
+        threshold = self.target.stale_after_hours * 3600
+        history: JobHistory | None = media.value
+        last_success = None
+        latest_state, latest_reason = None, ""
+        if history is not None:
+            last_success = self.media_last_success(history, offsite.value)
+            finished = [j for j in history.jobs if j.status in ("succeeded", "failed")]
+            if finished:
+                latest_state, latest_reason = finished[0].status, finished[0].exit_reason
+        media_check = health.media_check(last_success, latest_state, latest_reason, threshold, now, media.error)
+        db: DbState | None = database.value
+        if db is None:
+            checks = [
+                health.database_check(None, "", threshold, now, database.error),
+                health.wal_check("", "", "", None, now, database.error),
+            ]
+        else:
+            arch = db.cluster.continuous_archiving
+            checks = [
+                health.database_check(db.last_backup, db.cluster.last_backup_succeeded.status, threshold, now),
+                health.wal_check(arch.status, arch.reason, arch.message, arch.since, now),
+            ]
+        return health.verdict([media_check, *checks], self.target.stale_after_hours)
+
+    @staticmethod
+    def media_last_success(history: JobHistory, offsite: OffsiteState | None) -> Any:
+        """The newest of the CronJob's lastSuccessfulTime, a succeeded Job, and an `ok` run report."""
+        candidates = [history.cronjob.last_success]
+        candidates += [j.finished for j in history.jobs if j.status == "succeeded"]
+        if offsite is not None and offsite.reports.latest_ok is not None:
+            candidates.append(offsite.reports.latest_ok.finished)
+        known = [c for c in candidates if c]
+        return max(known) if known else None
