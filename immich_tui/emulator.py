@@ -177,9 +177,15 @@ class ClusterEmulator(KubernetesEmulator):
     on_create: list[Callable[[str, dict[str, Any]], None]] = attrs.field(factory=list)
     user: str = "operator"
 
+    @property
+    def requests(self) -> list[Any]:
+        """Every request served so far, in order (kmock records them), for assertions on scoping."""
+        return list(self._requests)
+
     def serve(self, resources: tuple[tuple[str, str, bool], ...]) -> None:
         for key, kind, namespaced in resources:
-            self.resources[key] = ResourceInfo(kind=kind, namespaced=namespaced, verbs={"list", "get", "create"})
+            verbs = {"list", "get", "create", "patch", "update", "delete", "watch"}
+            self.resources[key] = ResourceInfo(kind=kind, singular=kind.lower(), namespaced=namespaced, verbs=verbs)
 
     def denied(self, verb: str, group: str, res: str, sub: str, namespace: str) -> bool:
         return any(d.matches(verb, group, res, sub, namespace) for d in self.denials)
@@ -284,7 +290,7 @@ class ClusterEmulator(KubernetesEmulator):
             return _status(404, "NotFound", f'pods "{key[1]}" not found')
         log = self.pod_logs.setdefault(key, PodLog())
         params = request.params
-        follow = params.get("follow") in ("true", "1")
+        follow = params.get("follow", "").lower() in ("true", "1", "t")  # Go's ParseBool: the client sends "True"
         tail = int(params["tailLines"]) if params.get("tailLines") else None
         response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
         await response.prepare(request._raw_request)
@@ -407,9 +413,10 @@ class EmulatorServer:
 
     def get(self, key: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         def read() -> dict[str, Any] | None:
-            if (key, namespace, name) not in self.emulator.objects:
+            try:
+                obj = self.emulator.objects[key, namespace, name]
+            except KeyError:
                 return None
-            obj = self.emulator.objects[key, namespace, name]
             return None if obj.deleted else obj.raw
 
         return self.call(read)

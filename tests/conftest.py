@@ -115,3 +115,6 @@ def list_keys(s3: LocalS3, bucket: str, prefix: str = "") -> dict[str, dict[str,
 
 def open_multipart_uploads(s3: LocalS3, bucket: str) -> list[dict[str, Any]]:
     return list(s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+
+
+pytest_plugins = ["tests.cluster"]

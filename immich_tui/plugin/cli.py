@@ -8,6 +8,7 @@ RBAC, configuration), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -460,6 +461,7 @@ def main(
 ) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # retries are reported once, as our own error line
     try:
         args = parse(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from immich_tui.services import clock, health
 from immich_tui.services.cnpg import Database, DbState
-from immich_tui.services.kube import ClusterError, Kube
+from immich_tui.services.kube import ClusterError, Kube, Unreachable
 from immich_tui.services.library import Library
 from immich_tui.services.media import DEFAULT_CRONJOB, JobHistory, MediaBackup
 from immich_tui.services.offsite import Offsite, OffsiteState, OffsiteUnavailable, Reader, resolve_reader
@@ -41,6 +41,7 @@ class Section:
 
     value: Any = None
     error: str = ""
+    unreachable: bool = field(default=False, repr=False)
 
 
 @dataclass
@@ -58,7 +59,7 @@ def _section(fn: Callable[[], T]) -> Section:
     try:
         return Section(fn())
     except (ClusterError, OffsiteUnavailable) as exc:
-        return Section(None, str(exc))
+        return Section(None, str(exc), isinstance(exc, Unreachable))
 
 
 class Services:
@@ -110,6 +111,8 @@ class Services:
             database = pool.submit(_section, self.database.state)
             offsite = pool.submit(_section, lambda: self.offsite().state(listing=False, report_limit=3))
             m, d, o = media.result(), database.result(), offsite.result()
+        if m.unreachable and d.unreachable:
+            raise Unreachable(m.error)  # nothing to judge: say so once, as an error
         return StatusReport(kube.context, self.target.namespace, m, d, o, self.judge(m, d, o))
 
     def judge(self, media: Section, database: Section, offsite: Section) -> health.Verdict:
