@@ -516,3 +516,63 @@ def test_usage_names_the_kubectl_plugin(capsys: pytest.CaptureFixture[str]) -> N
         assert command in out
     assert main(["bogus"]) == 2
     assert "kubectl immich-backup: error: argument COMMAND: invalid choice" in capsys.readouterr().err
+
+
+def test_kubectl_finds_and_runs_the_plugin(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """Through kubectl itself: `kubectl immich-backup` resolves to the `kubectl-immich_backup` executable."""
+    cluster = make_cluster()
+    bindir = Path(sys.executable).parent
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(cluster.kubeconfig.parent)}
+    done = subprocess.run(
+        [str(bindir / "kubectl"), "immich-backup", "jobs", "--limit", "2", "--kubeconfig", str(cluster.kubeconfig)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 of 14 jobs" in done.stdout
+    plugins = subprocess.run([str(bindir / "kubectl"), "plugin", "list"], capture_output=True, text=True, env=env)
+    assert "kubectl-immich_backup" in plugins.stdout
+
+
+def test_db_backup_json_and_a_failed_backup(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    from immich_tui.sandbox_cluster import BackupController
+
+    cluster = make_cluster()
+    created = cluster.run("db", "backup", "-o", "json")
+    assert created.code == 0
+    data = created.json()
+    assert data["name"].startswith("immich-db-ondemand-") and data["method"] == "plugin"
+    cluster.emulator.on_create.clear()
+    BackupController(cluster.server, fail=True)
+    failed = cluster.run("db", "backup", "--wait")
+    assert failed.code == 1
+    assert "failed: can't execute backup: exit status 4" in failed.out
+
+
+def test_a_log_follow_can_be_stopped(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    from immich_tui.services.status import Services, Target
+
+    cluster = make_cluster()
+    services = Services(Target(kubeconfig=str(cluster.kubeconfig)), env={})
+    job, pod = services.media.newest_job_pod(None)
+    log = PodLog(lines=["one", "two"])  # never finishes: a pod still running
+    cluster.emulator.pod_logs[(NS, pod)] = log
+    stream = services.media.logs(pod, follow=True)
+    seen: list[str] = []
+
+    def consume() -> None:
+        for line in stream:
+            seen.append(line)
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stream.close()
+    reader.join(5)
+    assert not reader.is_alive(), "closing the stream ends the follow"
+    assert seen == ["one", "two"]
+    services.close()

@@ -9,6 +9,8 @@ detected; the recovery window comes from the Cluster status or from the ObjectSt
 from __future__ import annotations
 
 import datetime as dt
+import random
+import string
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -336,7 +338,8 @@ class Database:
         cluster = self.cluster()
         if cluster.method == "none":
             raise NotFound(f"Cluster {self.namespace}/{self.name} has no backup configuration (no object store)")
-        name = f"{cluster.name[:40]}-ondemand-{clock.now():%Y%m%d%H%M%S}"
+        suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=4))  # two in one second
+        name = f"{cluster.name[:36]}-ondemand-{clock.now():%Y%m%d%H%M%S}-{suffix}"
         body = self.backup_manifest(cluster, name)
         created = self.kube.write(
             self._custom("create", "backups"),
