@@ -401,6 +401,8 @@ class EmulatorServer:
             async with self.emulator._lock:
                 return fn()
 
+        if not self._loop.is_running():
+            raise RuntimeError("the Kubernetes emulator has stopped")
         future: Future[Any] = asyncio.run_coroutine_threadsafe(run(), self._loop)
         return future.result(30)
 

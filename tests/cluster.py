@@ -69,6 +69,7 @@ def make_cluster(
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
     started: list[EmulatorServer] = []
+    controllers: list[JobController] = []
 
     def make(world: World | None = None, *, restorer: bool = True, sync_bucket: str | None = None) -> Cluster:
         world = world or World()
@@ -98,11 +99,14 @@ def make_cluster(
         )
         target = SyncTarget(s3.endpoint, sync_bucket or bucket, "immich/media/", sample.root, "AKIAW", "writer")
         jobs = JobController(server, target)
+        controllers.append(jobs)
         BackupController(server)
         kubeconfig = tmp_path / f"kubeconfig-{len(started)}"
         kubeconfig.write_text(yaml.safe_dump(server.kubeconfig()))
         return Cluster(server, kubeconfig, {"PATH": os.environ.get("PATH", "")}, jobs)
 
     yield make
+    for controller in controllers:
+        controller.join()  # a Job still running when the test ended finishes before its cluster goes away
     for server in started:
         server.stop()

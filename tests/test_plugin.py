@@ -556,7 +556,7 @@ def test_a_log_follow_can_be_stopped(make_cluster) -> None:  # type: ignore[no-u
 
     cluster = make_cluster()
     services = Services(Target(kubeconfig=str(cluster.kubeconfig)), env={})
-    job, pod = services.media.newest_job_pod(None)
+    _job, pod = services.media.newest_job_pod(None)
     log = PodLog(lines=["one", "two"])  # never finishes: a pod still running
     cluster.emulator.pod_logs[(NS, pod)] = log
     stream = services.media.logs(pod, follow=True)
