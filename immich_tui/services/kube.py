@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,8 +123,9 @@ class Kube:
                 raise NotFound(f"not found: {access.resource} {access.name or ''} in namespace {access.namespace}")
             raise ClusterError(f"cannot {access}: HTTP {exc.status} {_message(exc)}") from None
         if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
-            reason = getattr(exc, "reason", None) or exc
-            text = str(reason).split(": ", 1)[-1] if "Errno" not in str(reason) else str(reason).split("] ")[-1]
+            text = str(getattr(exc, "reason", None) or exc)
+            errno = re.search(r"\[Errno -?\d+\] ([^)\]]+)", text)
+            text = errno.group(1).strip() if errno else text.split(": ", 1)[-1]
             raise Unreachable(f"cannot reach the cluster at {self.server}: {text}") from None
         raise exc
 
