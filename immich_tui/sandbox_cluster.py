@@ -219,7 +219,15 @@ def server_pod() -> dict[str, Any]:
     }
 
 
-def db_cluster(mode: str, now: dt.datetime, *, archiving: bool = True, last_backup_ok: bool = True) -> dict[str, Any]:
+def db_cluster(
+    mode: str,
+    now: dt.datetime,
+    *,
+    archiving: bool = True,
+    last_backup_ok: bool = True,
+    last_backup: dt.datetime | None = None,
+) -> dict[str, Any]:
+    last_backup = last_backup or now - dt.timedelta(hours=4)
     spec: dict[str, Any] = {
         "instances": 2,
         "imageName": DB_IMAGE,
@@ -270,7 +278,7 @@ def db_cluster(mode: str, now: dt.datetime, *, archiving: bool = True, last_back
             },
         }
         status["firstRecoverabilityPoint"] = _iso(now - dt.timedelta(days=30, hours=2))
-        status["lastSuccessfulBackup"] = _iso(now - dt.timedelta(hours=4))
+        status["lastSuccessfulBackup"] = _iso(last_backup)
     return {
         "apiVersion": "postgresql.cnpg.io/v1",
         "kind": "Cluster",
@@ -280,7 +288,8 @@ def db_cluster(mode: str, now: dt.datetime, *, archiving: bool = True, last_back
     }
 
 
-def object_store(now: dt.datetime) -> dict[str, Any]:
+def object_store(now: dt.datetime, last_backup: dt.datetime | None = None) -> dict[str, Any]:
+    last_backup = last_backup or now - dt.timedelta(hours=4)
     return {
         "apiVersion": "barmancloud.cnpg.io/v1",
         "kind": "ObjectStore",
@@ -424,12 +433,14 @@ def seed(server: EmulatorServer, world: World) -> None:
         )
     if world.cnpg:
         mode = world.cnpg
-        server.put("postgresql.cnpg.io/v1/clusters", db_cluster(mode, now, archiving=world.archiving))
-        if mode == "plugin":
-            server.put("barmancloud.cnpg.io/v1/objectstores", object_store(now))
         base = now.replace(hour=2, minute=0, second=0, microsecond=0)
         if base > now:
             base -= dt.timedelta(days=1)
+        finished = base + dt.timedelta(minutes=3)  # the newest Backup's stoppedAt
+        cluster = db_cluster(mode, now, archiving=world.archiving, last_backup=finished)
+        server.put("postgresql.cnpg.io/v1/clusters", cluster)
+        if mode == "plugin":
+            server.put("barmancloud.cnpg.io/v1/objectstores", object_store(now, finished))
         for day in range(world.backups):
             start = base - dt.timedelta(days=day)
             name = f"immich-db-daily-{start:%Y%m%d%H%M%S}"
