@@ -1,13 +1,75 @@
-"""Entry points of the operator tools."""
+"""Entry points: `immich-tui` (and `kubectl immich-backup tui`) and `kubectl-immich_backup`."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+from collections.abc import Sequence
+
+from immich_tui.plugin.cli import GLOBAL_DEFAULTS, _global_flags
+from immich_tui.services.status import Services, Target
 
 
-def tui_main() -> int:
-    print("immich-tui: not yet available in this version; use `kubectl immich-backup`", file=sys.stderr)
-    return 2
+def tui_parser(prog: str = "immich-tui") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        parents=[_global_flags()],
+        description="Terminal UI: is Immich backed up offsite, and since when? Act on the media sync and the "
+        "CloudNativePG backups.",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="run on an embedded sandbox: sample library, local S3 (moto) and a simulated cluster",
+    )
+    return parser
+
+
+def run_tui(args: argparse.Namespace) -> int:
+    from immich_tui.app import ImmichApp
+
+    for name, value in GLOBAL_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    blink = os.environ.get("IMMICH_TUI_CURSOR_BLINK", "1") != "0"
+    if getattr(args, "demo", False):
+        from immich_tui.sandbox_world import Sandbox
+
+        print("Starting the sandbox: sample library, local S3, simulated cluster…", file=sys.stderr, flush=True)
+        with Sandbox() as box:
+            target = Target(
+                kubeconfig=str(box.kubeconfig),
+                context="sandbox",
+                read_only=args.read_only,
+                stale_after_hours=args.stale_after,
+            )
+            services = Services(target, env=box.env)
+            ImmichApp(services, cursor_blink=blink).run()
+            services.close()
+        return 0
+    target = Target(
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        namespace=args.namespace,
+        db_namespace=args.db_namespace,
+        db_cluster=args.db_cluster,
+        cronjob=args.cronjob,
+        read_only=args.read_only,
+        stale_after_hours=args.stale_after,
+        s3_profile=args.s3_profile,
+    )
+    services = Services(target)
+    try:
+        ImmichApp(services, cursor_blink=blink).run()
+    finally:
+        services.close()
+    return 0
+
+
+def tui_main(argv: Sequence[str] | None = None) -> int:
+    args = tui_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    return run_tui(args)
 
 
 def plugin_main() -> int:

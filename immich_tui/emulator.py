@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
 import json
 import random
 import string
@@ -27,6 +26,8 @@ from typing import Any
 import aiohttp.web
 import attrs
 from kmock import KubernetesEmulator, ResourceInfo, Server, resource
+
+from immich_tui.services import clock
 
 VERBS = {"list": "list", "watch": "watch", "fetch": "get", "create": "create", "update": "patch", "delete": "delete"}
 
@@ -49,7 +50,8 @@ PLUGIN_RESOURCES = (("barmancloud.cnpg.io/v1/objectstores", "ObjectStore", True)
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Creation times follow the services' clock, so a pinned clock gives reproducible objects."""
+    return clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,7 +184,7 @@ def job_pod(job_name: str, start: dt.datetime, state: str, *, exit_code: int = 0
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": f"{job_name}-{abs(hash(job_name)) % 10**5:05d}",
+            "name": f"{job_name}-{zlib.crc32(job_name.encode()) % 10**5:05d}",
             "namespace": NS,
             "creationTimestamp": _iso(start),
             "labels": {**JOB_LABELS, "job-name": job_name, "batch.kubernetes.io/job-name": job_name},
@@ -309,7 +310,7 @@ def object_store(now: dt.datetime, last_backup: dt.datetime | None = None) -> di
             "serverRecoveryWindow": {
                 "immich-db-2026": {
                     "firstRecoverabilityPoint": _iso(now - dt.timedelta(days=30, hours=2)),
-                    "lastSuccessfulBackupTime": _iso(now - dt.timedelta(hours=4)),
+                    "lastSuccessfulBackupTime": _iso(last_backup),
                 }
             }
         },

@@ -117,4 +117,4 @@ def open_multipart_uploads(s3: LocalS3, bucket: str) -> list[dict[str, Any]]:
     return list(s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
 
-pytest_plugins = ["tests.cluster"]
+pytest_plugins = ["tests.cluster", "tests.tui"]

@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     off = add("offsite", "what is in the bucket per folder, and the recent sync runs")
     off.add_argument("--from-report", action="store_true", help="totals from the last run report, without listing")
     off.add_argument("--runs", type=int, default=10, help="run reports shown (default 10)")
+    tui = add("tui", "open the terminal UI on the same cluster (as `immich-tui`)")
+    tui.add_argument("--demo", action="store_true", help="run on the embedded sandbox instead of a cluster")
     db = add("db", "the CloudNativePG database backups")
     dbsub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
     dbsub.add_parser("status", parents=[common], help="cluster, archiving and recovery window")
@@ -187,6 +189,11 @@ class Cli:
         state = self.services.offsite().state(listing=not self.args.from_report, report_limit=self.args.runs)
         self.emit(state, render_offsite(state))
         return 0
+
+    def tui(self) -> int:
+        from immich_tui.cli import run_tui
+
+        return run_tui(self.args)
 
     # database ------------------------------------------------------------------------------------
     def db(self) -> int:

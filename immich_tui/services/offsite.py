@@ -11,6 +11,7 @@ import datetime as dt
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from immich_tui.services import clock
 from immich_tui.services.kube import Access, ClusterError, Kube, NotFound
@@ -18,12 +19,14 @@ from sync_engine.config import (
     IMMICH_FOLDERS,
     ConfigError,
     S3Settings,
+    SyncSettings,
     default_report_prefix,
     normalize_prefix,
     s3_settings,
 )
 from sync_engine.report import RunReport, load_report, parse_report_key, stamp
 from sync_engine.store import ObjectStore, StaticCredentials, StoreError
+from sync_engine.verify import VerifyResult, verify
 
 READER_SECRET = "immich-offsite-restorer"
 WRITER_SECRET = "immich-offsite-writer"
@@ -278,6 +281,19 @@ class Offsite:
                 stored_bytes = stats["bytes"]
                 rows.append(FolderObjects(name, max(0, stored), stored_bytes, {}, run.finished))
         return rows
+
+    def verify(self) -> VerifyResult:
+        """The engine's own verify with the reader's credentials: manifests against a fresh listing."""
+        settings = SyncSettings(
+            library_root=Path("/"),
+            media_prefix=self.reader.media_prefix,
+            report_prefix=self.reader.report_prefix,
+            s3=self.reader.settings,
+        )
+        try:
+            return verify(settings, self.store)
+        except StoreError as exc:
+            raise OffsiteUnavailable(str(exc)) from None
 
     def state(self, *, listing: bool = True, report_limit: int = 10) -> OffsiteState:
         reports = self.reports(limit=report_limit)

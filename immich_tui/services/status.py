@@ -104,12 +104,12 @@ class Services:
             self._kube.close()
 
     # The verdict ---------------------------------------------------------------------------------
-    def status(self) -> StatusReport:
+    def status(self, report_limit: int = 3) -> StatusReport:
         kube = self.kube  # connection errors surface here, before threads start
         with ThreadPoolExecutor(max_workers=3) as pool:
             media = pool.submit(_section, lambda: self.media.history(limit=5))
             database = pool.submit(_section, self.database.state)
-            offsite = pool.submit(_section, lambda: self.offsite().state(listing=False, report_limit=3))
+            offsite = pool.submit(_section, lambda: self.offsite().state(listing=False, report_limit=report_limit))
             m, d, o = media.result(), database.result(), offsite.result()
         if m.unreachable and d.unreachable:
             raise Unreachable(m.error)  # nothing to judge: say so once, as an error

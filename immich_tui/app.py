@@ -1,0 +1,296 @@
+"""`immich-tui`: is Immich safe offsite, and since when — and the actions to keep it so.
+
+The app owns one `Services` (the same layer as `kubectl immich-backup`). Every call to the cluster
+or the bucket runs on a thread worker; results come back as worker state messages. Only the verdict
+and the visible tab are polled, and a poll never starts while the previous one of the same kind runs.
+Writes (trigger, suspend/resume, DB backup) are confirmed first and refused in read-only mode by
+`check_action`, the one place that decides.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
+
+from immich_tui.services.kube import ClusterError
+from immich_tui.services.status import Services, StatusReport
+from immich_tui.widgets.database import DatabasePane
+from immich_tui.widgets.dialogs import ConfirmScreen, HelpScreen
+from immich_tui.widgets.jobs import JobsPane
+from immich_tui.widgets.library import LibraryPane
+from immich_tui.widgets.offsite import OffsitePane
+from immich_tui.widgets.overview import OverviewPane, chips
+from immich_tui.widgets.pane import Pane, one_line
+
+PANES: tuple[tuple[str, str, type[Pane]], ...] = (
+    ("overview", "Overview", OverviewPane),
+    ("library", "Library", LibraryPane),
+    ("offsite", "Offsite", OffsitePane),
+    ("jobs", "Jobs", JobsPane),
+    ("database", "Database", DatabasePane),
+)
+WRITE_ACTIONS = frozenset({"trigger_sync", "toggle_suspend", "backup_db"})
+STATUS_SECONDS = 30.0
+OVERVIEW_RUNS = 12
+
+
+class ImmichApp(App[None]):
+    CSS_PATH = Path(__file__).with_name("app.tcss")
+    TITLE = "immich-tui"
+
+    BINDINGS: ClassVar = [
+        *(Binding(str(i), f"show_pane('{pid}')", title, show=False) for i, (pid, title, _) in enumerate(PANES, 1)),
+        Binding("t", "trigger_sync", "Trigger sync"),
+        Binding("s", "toggle_suspend", "Suspend/Resume"),
+        Binding("b", "backup_db", "Backup DB"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("slash", "filter", "Filter"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, services: Services, *, tick_seconds: float = 1.0, cursor_blink: bool = True) -> None:
+        super().__init__()
+        self.services = services
+        self.read_only = services.target.read_only
+        self.tick_seconds = tick_seconds
+        self.cursor_blink = cursor_blink
+        self.report: StatusReport | None = None
+        self._status_worker: Worker[Any] | None = None
+        self._status_at: float | None = None
+        self._context_name = services.target.context or ""
+
+    # Layout --------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="topbar"):
+            yield Static(" immich-tui", id="app-title")
+            yield Static(self._context_text(), id="app-context")
+            yield Static(chips(None), id="verdict")
+        with TabbedContent(id="tabs"):
+            for pid, title, cls in PANES:
+                with TabPane(title, id=f"tab-{pid}"):
+                    yield cls(id=pid)
+        yield Input(placeholder="filter the pane — Esc clears", id="filter")
+        yield Footer()
+
+    def _context_text(self) -> str:
+        t = self.services.target
+        ro = "  [reverse yellow] READ-ONLY [/]" if self.read_only else ""
+        return f" ctx: {self._context_name or '-'}  ns: {t.namespace} / {t.db_namespace}{ro}"
+
+    def on_mount(self) -> None:
+        self.query_one("#filter", Input).cursor_blink = self.cursor_blink
+        self.refresh_status()
+        self.set_interval(self.tick_seconds, self.tick)
+
+    # Loading -------------------------------------------------------------------------------------
+    @property
+    def active_pane(self) -> Pane:
+        active = self.query_one("#tabs", TabbedContent).active.removeprefix("tab-")
+        return self.query_one(f"#{active}", Pane)
+
+    def tick(self) -> None:
+        """Poll only what is visible: the verdict, and the active tab when its data is due."""
+        if self._status_at is None or time.monotonic() - self._status_at >= STATUS_SECONDS:
+            self.refresh_status()
+        pane = self.active_pane
+        if not isinstance(pane, OverviewPane) and pane.due():
+            pane.load()
+
+    def refresh_status(self) -> None:
+        if self._status_worker is not None and self._status_worker.state in (WorkerState.PENDING, WorkerState.RUNNING):
+            return
+        self._status_at = time.monotonic()
+        self._status_worker = self.run_worker(
+            lambda: self.services.status(report_limit=OVERVIEW_RUNS), thread=True, group="status", exit_on_error=False
+        )
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is self._status_worker:
+            self._status_done(event)
+        elif event.worker.group == "write":
+            self._write_done(event)
+
+    def _status_done(self, event: Worker.StateChanged) -> None:
+        overview = self.query_one("#overview", OverviewPane)
+        if event.state == WorkerState.SUCCESS:
+            self.report = event.worker.result
+            assert self.report is not None
+            self._context_name = self.report.context or self._context_name
+            self.query_one("#app-context", Static).update(self._context_text())
+            self.query_one("#verdict", Static).update(chips(self.report.verdict))
+            overview.loaded_at = time.monotonic()
+            overview.show(self.report)
+        elif event.state == WorkerState.ERROR:
+            message = one_line(event.worker.error or RuntimeError("status failed"))
+            self.query_one("#verdict", Static).update(
+                chips(None, "cluster unreachable" if "reach" in message else "error")
+            )
+            overview.show_error(message)
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        pane = self.active_pane
+        if isinstance(pane, OverviewPane):
+            return
+        if pane.due():
+            pane.load()
+        filter_input = self.query_one("#filter", Input)
+        if filter_input.value:
+            pane.apply_filter(filter_input.value)
+
+    # Navigation and help -------------------------------------------------------------------------
+    def action_show_pane(self, pane: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = f"tab-{pane}"
+
+    def action_refresh(self) -> None:
+        self.refresh_status()
+        pane = self.active_pane
+        if not isinstance(pane, OverviewPane):
+            pane.load()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.read_only))
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":
+            self.active_pane.apply_filter(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            self.active_pane.focus()
+
+    def on_key(self, event: Any) -> None:
+        box = self.query_one("#filter", Input)
+        if event.key == "escape" and box.has_focus:
+            box.value = ""
+            box.display = False
+            self.active_pane.apply_filter("")
+            self.active_pane.focus()
+            event.stop()
+
+    # Writes: one guard, one confirmation, one worker ---------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Read-only mode hides and refuses every write here, for keys and the command palette alike."""
+        return not (self.read_only and action in WRITE_ACTIONS)
+
+    def _confirm_then(self, title: str, body: str, confirm: str, work: Callable[[], Any], name: str) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.notify(f"{name}…", timeout=3)
+                self.run_worker(work, thread=True, group="write", name=name, exit_on_error=False)
+            else:
+                self.notify(f"{name}: cancelled", timeout=3)
+
+        self.push_screen(ConfirmScreen(title, body, confirm), answered)
+
+    def action_trigger_sync(self) -> None:
+        t = self.services.target
+        self._confirm_then(
+            "Start a media sync now?",
+            f"Creates a Job from cronjob/{t.cronjob} in namespace {t.namespace}, exactly as\n"
+            f"`kubectl create job --from=cronjob/{t.cronjob}` does. Its log streams in the Jobs tab.",
+            "Start sync",
+            self.services.media.trigger,
+            "trigger sync",
+        )
+
+    def action_toggle_suspend(self) -> None:
+        history = self.query_one("#jobs", JobsPane).history
+        report_history = self.report.media.value if self.report else None
+        cronjob = (history or report_history).cronjob if (history or report_history) else None
+        suspended = bool(cronjob and cronjob.suspended)
+        verb = "Resume" if suspended else "Suspend"
+        t = self.services.target
+        body = f"Patches cronjob/{t.cronjob} in {t.namespace}: spec.suspend = {str(not suspended).lower()}.\n" + (
+            "Nightly syncs start again at the next scheduled time."
+            if suspended
+            else "No nightly sync runs until you resume it; running Jobs are not stopped."
+        )
+        self._confirm_then(
+            f"{verb} the nightly media sync?",
+            body,
+            verb,
+            lambda: self.services.media.set_suspended(not suspended),
+            f"{verb.lower()} sync",
+        )
+
+    def action_backup_db(self) -> None:
+        t = self.services.target
+        self._confirm_then(
+            "Take a database backup now?",
+            f"Creates a CNPG Backup of cluster {t.db_cluster} in {t.db_namespace} with the method the\n"
+            "cluster uses (Barman Cloud Plugin or in-tree barmanObjectStore).",
+            "Back up",
+            self.services.database.backup_now,
+            "database backup",
+        )
+
+    def _write_done(self, event: Worker.StateChanged) -> None:
+        name = event.worker.name
+        if event.state == WorkerState.ERROR:
+            self.notify(f"{name} failed: {one_line(event.worker.error or ClusterError())}", severity="error", timeout=8)
+            return
+        if event.state != WorkerState.SUCCESS:
+            return
+        result = event.worker.result
+        if name == "trigger sync":
+            self.notify(f"job/{result.name} created", timeout=5)
+            self.action_show_pane("jobs")
+            self.query_one("#jobs", JobsPane).show_job(result.name)
+        elif name == "database backup":
+            self.notify(f"backup/{result.name} created ({result.method})", timeout=5)
+            self.query_one("#database", DatabasePane).load()
+        else:
+            self.notify(f"cronjob/{result.name} {'suspended' if result.suspended else 'resumed'}", timeout=5)
+            self.query_one("#jobs", JobsPane).load()
+        self.refresh_status()
+
+    # Command palette -----------------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """Every pane and every action; writes only when allowed (the same check as the keys)."""
+        yield from super().get_system_commands(screen)
+        for pid, title, _ in PANES:
+            yield SystemCommand(f"Go to {title}", f"Show the {title} tab", lambda p=pid: self.action_show_pane(p))
+        actions = (
+            ("trigger_sync", "Trigger media sync", "Start a Job from the CronJob now", self.action_trigger_sync),
+            (
+                "toggle_suspend",
+                "Suspend / resume media sync",
+                "Toggle the CronJob's suspend",
+                self.action_toggle_suspend,
+            ),
+            ("backup_db", "Back up the database now", "Create a CNPG Backup", self.action_backup_db),
+            ("refresh", "Refresh", "Reload the verdict and the visible tab", self.action_refresh),
+            ("filter", "Filter", "Filter the visible tab", self.action_filter),
+            ("help", "Help", "Keys and panes", self.action_help),
+        )
+        for action, title, help_, fn in actions:
+            if self.check_action(action, ()):
+                yield SystemCommand(title, help_, fn)
+        offsite = self.query_one("#offsite", OffsitePane)
+
+        def on_offsite(fn: Callable[[], None]) -> Callable[[], None]:
+            def run() -> None:
+                self.action_show_pane("offsite")
+                fn()
+
+            return run
+
+        yield SystemCommand("List the bucket", "Exact object counts per folder", on_offsite(offsite.action_list_bucket))
+        yield SystemCommand(
+            "Verify offsite", "Check the bucket against the run manifests", on_offsite(offsite.action_verify)
+        )

@@ -1,0 +1,107 @@
+"""The Database tab: the CNPG cluster, its recovery window, Backups and ScheduledBackups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import DataTable, Static
+
+from immich_tui.services import clock
+from immich_tui.services.cnpg import DbState
+from immich_tui.widgets.pane import Pane
+
+PHASE_STYLE = {"completed": "green", "failed": "red", "walArchivingFailing": "red"}
+WINDOW_WIDTH = 48
+
+
+def window_bar(state: DbState) -> Text:
+    """`first point ▕████████▏ now`, one cell per day-ish, the newest base backup marked."""
+    c = state.cluster
+    first = c.window.first_point
+    text = Text(" Recovery window  ")
+    if first is None:
+        return text.append("no recoverability point yet (no completed base backup)", style="yellow")
+    days = max(1.0, (clock.age_seconds(first) or 0) / 86400)
+    text.append(f"{first:%Y-%m-%d %H:%M} ")
+    text.append("▕" + "█" * WINDOW_WIDTH + "▏", style="green" if c.continuous_archiving.status == "True" else "yellow")
+    text.append(f" now ({days:.0f} days)")
+    return text
+
+
+class DatabasePane(Pane):
+    title = "Database"
+    poll_seconds = 30.0
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.state: DbState | None = None
+        self.filter = ""
+
+    def compose(self) -> ComposeResult:
+        yield self.banner()
+        yield Static("reading the CNPG cluster…", id="db-cluster")
+        yield Static("", id="db-window")
+        backups: DataTable[str] = DataTable(id="db-backups", cursor_type="row", zebra_stripes=True)
+        backups.add_columns("Backup", "Phase", "Method", "Started (UTC)", "Took", "Backup ID", "Error")
+        yield backups
+        yield Static(" ScheduledBackups", id="db-schedules-title")
+        schedules: DataTable[str] = DataTable(id="db-schedules", cursor_type="row")
+        schedules.add_columns("Name", "Schedule", "Method", "Suspended", "Last", "Warning")
+        yield schedules
+
+    def fetch(self) -> DbState:
+        return self.immich.services.database.state()
+
+    def show(self, data: Any) -> None:
+        self.state = data
+        self.render_tables()
+
+    def render_tables(self) -> None:
+        state = self.state
+        if state is None:
+            return
+        c = state.cluster
+        method = {
+            "plugin": f"Barman Cloud Plugin (ObjectStore {c.object_store})",
+            "barmanObjectStore": f"in-tree barmanObjectStore ({c.object_store})",
+        }.get(c.method, c.method)
+        arch = c.continuous_archiving
+        arch_text = (
+            "[green]archiving ok[/]"
+            if arch.status == "True"
+            else f"[red]archiving {arch.status}: {arch.message or arch.reason}[/]"
+        )
+        self.query_one("#db-cluster", Static).update(
+            f" cluster/{c.name} · {c.phase} · {c.ready_instances}/{c.instances} ready · {c.image}\n"
+            f" {method} · server {c.server_name} · {arch_text} · last backup {clock.ago(state.last_backup)}"
+        )
+        self.query_one("#db-window", Static).update(window_bar(state))
+        backups = self.query_one("#db-backups", DataTable)
+        backups.clear()
+        for b in state.backups:
+            if self.filter and self.filter.lower() not in f"{b.name} {b.phase}".lower():
+                continue
+            took = clock.short((b.stopped - b.started).total_seconds()) if b.started and b.stopped else "-"
+            style = PHASE_STYLE.get(b.phase, "yellow")
+            backups.add_row(
+                b.name,
+                f"[{style}]{b.phase}[/]",
+                b.method,
+                f"{b.started:%Y-%m-%d %H:%M}" if b.started else "-",
+                took,
+                b.backup_id or "-",
+                b.error or "",
+                key=b.name,
+            )
+        schedules = self.query_one("#db-schedules", DataTable)
+        schedules.clear()
+        for s in state.schedules:
+            last = f"{s.last_schedule:%Y-%m-%d %H:%M}" if s.last_schedule else "-"
+            warning = f"[red]{s.warning}[/]" if s.warning else ""
+            schedules.add_row(s.name, s.schedule, s.method, "yes" if s.suspended else "no", last, warning, key=s.name)
+
+    def apply_filter(self, text: str) -> None:
+        self.filter = text
+        self.render_tables()

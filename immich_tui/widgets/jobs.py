@@ -1,0 +1,156 @@
+"""The Jobs tab: the sync CronJob, its Job history, and the selected Job's pod log following live."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Static
+from textual.worker import Worker, WorkerState
+
+from immich_tui.services import clock
+from immich_tui.services.media import JobHistory, JobInfo
+from immich_tui.widgets.logview import LogView
+from immich_tui.widgets.pane import Pane, one_line
+
+JOBS_SHOWN = 50
+LOG_TAIL = 2_000
+STATUS_STYLE = {"succeeded": "green", "failed": "red", "running": "yellow", "pending": "yellow"}
+
+
+def short_name(name: str, prefix: str) -> str:
+    """`…-29929110` for `immich-media-offsite-sync-29929110`: the CronJob's name is on the line above."""
+    return f"…-{name.removeprefix(prefix)}" if name.startswith(prefix) else name
+
+
+class JobsPane(Pane):
+    title = "Jobs"
+    poll_seconds = 10.0
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.history: JobHistory | None = None
+        self.selected: str | None = None  # Job name whose log is shown
+        self.follow_job: str | None = None  # a Job just triggered: select it once it shows up
+        self._opening: Worker[Any] | None = None
+        self._waiting_for_pod = False  # the selected Job runs but its pod is not listed yet
+
+    def compose(self) -> ComposeResult:
+        yield self.banner()
+        yield Static("reading the CronJob…", id="jobs-cronjob")
+        with Horizontal(id="jobs-split"):
+            table: DataTable[str] = DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
+            table.add_columns("Job", "Result", "Started (UTC)", "Took", "Reason")
+            yield table
+            with Vertical(id="jobs-log-box"):
+                yield Static("select a Job to see its log", id="jobs-log-status")
+                yield LogView(id="jobs-log")
+
+    def due(self) -> bool:
+        """Every few seconds while a Job is starting, so its log opens as soon as its pod exists."""
+        starting = self.follow_job is not None or self._log_status_is_waiting()
+        if starting and self.loaded_at is not None and time.monotonic() - self.loaded_at >= 2.0:
+            return True
+        return super().due()
+
+    def fetch(self) -> JobHistory:
+        return self.immich.services.media.history(limit=JOBS_SHOWN)
+
+    def show(self, data: Any) -> None:
+        self.history = data
+        cj = data.cronjob
+        nxt = "suspended" if cj.suspended else f"next run {clock.ago(cj.next_run)}" if cj.next_run else "no next run"
+        state = "[yellow]SUSPENDED[/]" if cj.suspended else "[green]active[/]"
+        warning = f"  [red]{cj.schedule_error}[/]" if cj.schedule_error else ""
+        self.query_one("#jobs-cronjob", Static).update(
+            f" cronjob/{cj.name}  [b]{cj.schedule}[/] ({cj.timezone})  {state}  {nxt}  "
+            f"· {len(data.jobs)} of {data.total} jobs{warning}"
+        )
+        table = self.query_one("#jobs-table", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        for job in data.jobs:
+            table.add_row(*self._row(job, f"{cj.name}-"), key=job.name)
+        if self.follow_job and any(j.name == self.follow_job for j in data.jobs):
+            table.move_cursor(row=table.get_row_index(self.follow_job))
+            self.follow_job = None
+        elif data.jobs:
+            table.move_cursor(row=min(cursor, len(data.jobs) - 1))
+        self._select_current()
+
+    @staticmethod
+    def _row(job: JobInfo, prefix: str) -> tuple[str, ...]:
+        style = STATUS_STYLE.get(job.status, "white")
+        started = f"{job.started:%m-%d %H:%M}" if job.started else "-"
+        took = clock.short(job.duration_seconds) if job.duration_seconds is not None else "-"
+        name = short_name(job.name, prefix) + (" ✋" if job.manual else "")
+        return name, f"[{style}]{job.status}[/]", started, took, job.exit_reason or ""
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self._select_current()
+
+    def _select_current(self) -> None:
+        table = self.query_one("#jobs-table", DataTable)
+        if self.history is None or table.row_count == 0:
+            return
+        name = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        job = next((j for j in self.history.jobs if j.name == name), None)
+        if job is None:
+            return
+        if name == self.selected and not (job.pod and self._log_status_is_waiting()):
+            return
+        self.selected = name
+        status = self.query_one("#jobs-log-status", Static)
+        log = self.query_one(LogView)
+        log.detach()
+        log.clear()
+        self._waiting_for_pod = not job.pod and job.status in ("pending", "running")
+        if not job.pod:
+            status.update(f" job/{name}: no pod (not started yet, or cleaned up by the TTL)")
+            return
+        status.update(f" pod/{job.pod} · opening log…")
+        pod = job.pod
+        self._opening = self.run_worker(
+            lambda: self.immich.services.media.logs(pod, follow=True, tail=LOG_TAIL),
+            thread=True,
+            group="jobs-log-open",
+            name=pod,
+            exit_on_error=False,
+        )
+
+    def _log_status_is_waiting(self) -> bool:
+        return self.selected is not None and self._waiting_for_pod
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is not self._opening:
+            super().on_worker_state_changed(event)
+            return
+        status = self.query_one("#jobs-log-status", Static)
+        if event.state == WorkerState.SUCCESS:
+            self.query_one(LogView).attach(event.worker.result)
+            status.update(f" pod/{event.worker.name} · following · f follow  w wrap  G end  / filter")
+        elif event.state == WorkerState.ERROR:
+            status.update(f" [red]pod/{event.worker.name}: {one_line(event.worker.error or RuntimeError())}[/]")
+
+    def on_log_view_ended(self, event: LogView.Ended) -> None:
+        status = self.query_one("#jobs-log-status", Static)
+        status.update(f" pod/{self._pod_name()} · log ended (pod finished) · w wrap  / filter")
+        self.load()  # the Job's result is in by now
+
+    def on_log_view_failed(self, event: LogView.Failed) -> None:
+        self.query_one("#jobs-log-status", Static).update(f" [red]log: {event.message}[/]")
+
+    def _pod_name(self) -> str:
+        job = next((j for j in (self.history.jobs if self.history else []) if j.name == self.selected), None)
+        return job.pod if job else "?"
+
+    def show_job(self, name: str) -> None:
+        """After a trigger: reload and select the new Job as soon as it is listed."""
+        self.follow_job = name
+        self.load()
+
+    def apply_filter(self, text: str) -> None:
+        self.query_one(LogView).set_filter(text)

@@ -1,0 +1,122 @@
+"""The Library tab: the PVC per Immich folder, live through the server pod or from the last run report."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Static
+
+from immich_tui.services import clock
+from immich_tui.services.library import FolderCount, FolderInfo, LibraryInventory
+from immich_tui.services.offsite import OffsiteUnavailable
+from immich_tui.widgets.overview import size
+from immich_tui.widgets.pane import Pane
+
+
+def _newest(value: Any) -> str:
+    return f"{value:%Y-%m-%d %H:%M}" if value else "-"
+
+
+class LibraryPane(Pane):
+    title = "Library"
+    poll_seconds = 300.0  # a live count walks the whole PVC; every five minutes is plenty
+
+    BINDINGS = [
+        Binding("enter", "drill", "Open folder", show=False),
+        Binding("backspace,escape", "up", "Back", show=False),
+    ]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.inventory: LibraryInventory | None = None
+        self.folder: FolderInfo | None = None  # drilled into
+        self.filter = ""
+
+    def compose(self) -> ComposeResult:
+        yield self.banner()
+        yield Static("counting…", id="library-source")
+        table: DataTable[str] = DataTable(id="library-table", cursor_type="row", zebra_stripes=True)
+        table.add_columns("Folder", "Files", "Size", "Newest file", "Pending", "Backed up", ".immich")
+        yield table
+        yield Static("", id="library-total")
+
+    def fetch(self) -> LibraryInventory:
+        services = self.immich.services
+        last_ok = None
+        with contextlib.suppress(OffsiteUnavailable):  # no reader: the live count works, pending is unknown
+            last_ok = services.offsite().reports(limit=1).latest_ok
+        return services.library.inventory(last_ok)
+
+    def show(self, data: Any) -> None:
+        self.inventory = data
+        self.render_rows()
+
+    def render_rows(self) -> None:
+        inv = self.inventory
+        table = self.query_one("#library-table", DataTable)
+        table.clear()
+        source = self.query_one("#library-source", Static)
+        if inv is None:
+            return
+        if inv.source == "none":
+            source.update(f"[yellow]No inventory: {inv.detail}[/]")
+            return
+        age = clock.ago(inv.taken_at)
+        if inv.source == "live":
+            source.update(f" Source: live count through {inv.detail}, {age}")
+        else:
+            source.update(f" Source: last run report ({age}); live count unavailable: {inv.fallback_reason}")
+        rows: list[FolderCount] = list(self.folder.children) if self.folder else list(inv.folders)
+        if self.filter:
+            rows = [r for r in rows if self.filter.lower() in r.name.lower()]
+        for row in rows:
+            top = self.folder or row
+            backed_up = getattr(top, "backed_up", False)
+            marker = getattr(row, "marker", None)
+            exists = getattr(row, "exists", True)
+            pending = "-" if not backed_up else f"{row.pending} ({size(row.pending_bytes)})" if row.pending else "0"
+            table.add_row(
+                row.name + ("/" if not self.folder else ""),
+                f"{row.files:,}" if exists else "missing",
+                size(row.bytes),
+                _newest(row.newest),
+                pending,
+                "yes" if backed_up else "skipped",
+                "" if marker is None else ("yes" if marker else "MISSING"),
+                key=row.name,
+            )
+        shown = self.folder.name + "/ — backspace to go up" if self.folder else "enter on a folder to open it"
+        self.query_one("#library-total", Static).update(
+            f" {inv.total_files:,} files, {size(inv.total_bytes)} in the library · {shown}"
+        )
+
+    def action_drill(self) -> None:
+        if self.inventory is None or self.folder is not None:
+            return
+        table = self.query_one("#library-table", DataTable)
+        if table.row_count == 0:
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        self.folder = next((f for f in self.inventory.folders if f.name == key), None)
+        self.render_rows()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_drill()
+
+    def action_up(self) -> None:
+        if self.folder is not None:
+            self.folder = None
+            self.render_rows()
+
+    def apply_filter(self, text: str) -> None:
+        self.filter = text
+        self.render_rows()
+
+    def show_error(self, message: str) -> None:
+        super().show_error(message)
+        if self.inventory is None:
+            self.query_one("#library-source", Static).update("")

@@ -1,0 +1,142 @@
+"""The Offsite tab: what the bucket holds per folder, the history of sync runs, and verify on demand.
+
+Folder totals come from the latest successful run report (two requests, however big the bucket);
+`l` lists the bucket for exact counts and storage classes, `v` runs the engine's verify. Both run on
+worker threads and show progress in the status line; the tables never hold more than a few dozen rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Sparkline, Static
+from textual.worker import Worker, WorkerState
+
+from immich_tui.services import clock
+from immich_tui.services.offsite import FolderObjects, OffsiteState
+from immich_tui.widgets.overview import size
+from immich_tui.widgets.pane import Pane, one_line
+
+RUNS_SHOWN = 30
+
+
+class OffsitePane(Pane):
+    title = "Offsite"
+    poll_seconds = 60.0
+
+    BINDINGS = [
+        Binding("l", "list_bucket", "List bucket"),
+        Binding("v", "verify", "Verify"),
+    ]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.state: OffsiteState | None = None
+        self.listed: list[FolderObjects] | None = None
+        self.filter = ""
+        self._task: Worker[Any] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield self.banner()
+        yield Static("reading run reports…", id="offsite-source")
+        folders: DataTable[str] = DataTable(id="offsite-folders", cursor_type="row")
+        folders.add_columns("Folder", "Objects", "Size", "Storage class", "Newest")
+        yield folders
+        yield Static(" Bytes uploaded per run, oldest → newest", id="offsite-spark-title")
+        yield Sparkline([], id="offsite-sparkline")
+        runs: DataTable[str] = DataTable(id="offsite-runs", cursor_type="row", zebra_stripes=True)
+        runs.add_columns("Started (UTC)", "Status", "Listing", "Uploaded", "Files", "Not stored", "Took")
+        yield runs
+        yield Static("", id="offsite-task")
+
+    def fetch(self) -> OffsiteState:
+        return self.immich.services.offsite().state(listing=False, report_limit=RUNS_SHOWN)
+
+    def show(self, data: Any) -> None:
+        self.state = data
+        self.render_tables()
+
+    def render_tables(self) -> None:
+        state = self.state
+        if state is None:
+            return
+        latest = state.reports.latest_ok
+        if self.listed is not None:
+            basis = "totals from a bucket listing"
+        elif latest is not None and latest.started:
+            basis = f"totals as of the run of {latest.started:%Y-%m-%d %H:%M} UTC (l lists the bucket)"
+        else:
+            basis = state.basis
+        self.query_one("#offsite-source", Static).update(
+            f" s3://{state.bucket}/{state.media_prefix} · via {state.source}\n {basis} · v verifies"
+        )
+        folders = self.query_one("#offsite-folders", DataTable)
+        folders.clear()
+        rows = self.listed if self.listed is not None else state.folders
+        for f in rows:
+            if self.filter and self.filter.lower() not in f.folder:
+                continue
+            classes = ", ".join(f"{k} {v:,}" for k, v in sorted(f.storage_classes.items())) or "-"
+            newest = f"{f.newest:%Y-%m-%d %H:%M}" if f.newest else "-"
+            folders.add_row(f.folder, f"{f.objects:,}", size(f.bytes), classes, newest, key=f.folder)
+        runs = self.query_one("#offsite-runs", DataTable)
+        runs.clear()
+        for r in state.reports.runs:
+            if self.filter and self.filter.lower() not in f"{r.status} {r.listing} {r.key}".lower():
+                continue
+            style = {"ok": "green", "partial": "yellow"}.get(r.status, "red")
+            runs.add_row(
+                f"{r.started:%Y-%m-%d %H:%M}" if r.started else "-",
+                f"[{style}]{r.status}[/]",
+                r.listing,
+                f"{r.uploaded:,} ({size(r.uploaded_bytes)})",
+                f"{r.files:,}",
+                f"{r.deferred + r.failed + r.unstable:,}",
+                clock.short(r.duration_seconds),
+                key=r.key,
+            )
+        spark = [float(r.uploaded_bytes) for r in reversed(state.reports.runs)]
+        self.query_one("#offsite-sparkline", Sparkline).data = spark or [0.0]
+
+    # Actions on demand -------------------------------------------------------------------------
+    def _start(self, label: str, fn: Any) -> None:
+        if self._task is not None and self._task.state in (WorkerState.PENDING, WorkerState.RUNNING):
+            self.immich.notify("still busy with the previous request", severity="warning")
+            return
+        self.query_one("#offsite-task", Static).update(f" {label}…")
+        self._task = self.run_worker(fn, thread=True, group="offsite-task", name=label, exit_on_error=False)
+
+    def action_list_bucket(self) -> None:
+        self._start("listing the bucket", lambda: self.immich.services.offsite().folders_from_listing())
+
+    def action_verify(self) -> None:
+        self._start("verifying the bucket against the run manifests", lambda: self.immich.services.offsite().verify())
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is not self._task:
+            super().on_worker_state_changed(event)
+            return
+        line = self.query_one("#offsite-task", Static)
+        if event.state == WorkerState.ERROR:
+            line.update(f" [red]{event.worker.name} failed: {one_line(event.worker.error or RuntimeError())}[/]")
+        elif event.state == WorkerState.SUCCESS:
+            result = event.worker.result
+            if isinstance(result, list):
+                self.listed = result
+                total = sum(f.objects for f in result)
+                line.update(f" bucket listed: {total:,} objects, {size(sum(f.bytes for f in result))}")
+                self.render_tables()
+            else:
+                verdict = "[green]verify ok[/]" if result.ok else "[red]verify found problems[/]"
+                line.update(
+                    f" {verdict}: {result.verified:,} of {result.recorded:,} recorded objects match; "
+                    f"missing {result.missing}, size differs {result.size_mismatch}, "
+                    f"ETag differs {result.etag_mismatch}, unrecorded {result.unrecorded:,} "
+                    f"({result.reports} reports)"
+                )
+
+    def apply_filter(self, text: str) -> None:
+        self.filter = text
+        self.render_tables()

@@ -1,0 +1,88 @@
+"""Every pane and every dialog at 120x40, on the sandbox with a pinned clock (SVGs in __snapshots__/).
+
+Regenerate after an intended change with `pytest tests/test_tui_snapshots.py --snapshot-update`,
+then look at each changed SVG before committing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from immich_tui.sandbox_cluster import World
+from tests.tui import SIZE, PinnedClock, make_app, start_sandbox
+
+
+async def settle(pilot: Pilot[Any]) -> None:
+    """Let every worker finish and every posted message be handled."""
+    for _ in range(3):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+def keys(*pressed: str, after: Callable[[Pilot[Any]], Any] | None = None) -> Callable[[Pilot[Any]], Any]:
+    async def run(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        for key in pressed:
+            await pilot.press(key)
+            await settle(pilot)
+        if after is not None:
+            await after(pilot)
+            await settle(pilot)
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("name", "pressed"),
+    [
+        ("overview", ()),
+        ("library", ("2",)),
+        ("library_drill", ("2", "down", "enter")),
+        ("offsite", ("3",)),
+        ("jobs", ("4",)),
+        ("database", ("5",)),
+        ("confirm_trigger", ("t",)),
+        ("confirm_suspend", ("s",)),
+        ("confirm_backup", ("b",)),
+        ("help", ("question_mark",)),
+        ("filter", ("5", "slash", "2", "6", "1", "1")),
+    ],
+)
+def test_pane_and_dialog(snap_compare, sandbox, name: str, pressed: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    with PinnedClock():
+        assert snap_compare(make_app(sandbox), terminal_size=SIZE, run_before=keys(*pressed))
+
+
+def test_command_palette(snap_compare, sandbox) -> None:  # type: ignore[no-untyped-def]
+    async def quiet_cursor(pilot: Pilot[Any]) -> None:
+        from textual.command import CommandInput
+
+        pilot.app.screen.query_one(CommandInput).cursor_blink = False
+        await pilot.press(*"sync")
+
+    with PinnedClock():
+        assert snap_compare(make_app(sandbox), terminal_size=SIZE, run_before=keys("ctrl+p", after=quiet_cursor))
+
+
+def test_read_only(snap_compare, sandbox) -> None:  # type: ignore[no-untyped-def]
+    with PinnedClock():
+        assert snap_compare(make_app(sandbox, read_only=True), terminal_size=SIZE, run_before=keys())
+
+
+def test_degraded_cluster_without_cnpg(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A failing pane: CNPG not installed, a failed last sync, exec denied — the app says so and goes on."""
+    from immich_tui.emulator import Denial
+
+    with PinnedClock():
+        box = start_sandbox(tmp_path, World(cnpg=None, failed_job_days=(0,)))
+        try:
+            box.server.emulator.denials.append(Denial("create", "pods", subresource="exec"))
+            assert snap_compare(make_app(box), terminal_size=SIZE, run_before=keys())
+            assert snap_compare(make_app(box), terminal_size=SIZE, run_before=keys("5"))
+        finally:
+            box.stop()
