@@ -46,6 +46,7 @@ OVERVIEW_RUNS = 12
 class ImmichApp(App[None]):
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "immich-tui"
+    AUTO_FOCUS = "Tabs"  # the tab strip: keys reach the app, arrows switch tabs
 
     BINDINGS: ClassVar = [
         *(Binding(str(i), f"show_pane('{pid}')", title, show=False) for i, (pid, title, _) in enumerate(PANES, 1)),
@@ -79,7 +80,7 @@ class ImmichApp(App[None]):
             for pid, title, cls in PANES:
                 with TabPane(title, id=f"tab-{pid}"):
                     yield cls(id=pid)
-        yield Input(placeholder="filter the pane — Esc clears", id="filter")
+        yield Input(placeholder="filter the pane — Esc clears", id="filter", disabled=True)
         yield Footer()
 
     def _context_text(self) -> str:
@@ -141,6 +142,7 @@ class ImmichApp(App[None]):
         pane = self.active_pane
         if isinstance(pane, OverviewPane):
             return
+        pane.focus_main()
         if pane.due():
             pane.load()
         filter_input = self.query_one("#filter", Input)
@@ -162,6 +164,7 @@ class ImmichApp(App[None]):
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
+        box.disabled = False
         box.display = True
         box.focus()
 
@@ -171,15 +174,16 @@ class ImmichApp(App[None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "filter":
-            self.active_pane.focus()
+            self.active_pane.focus_main()
 
     def on_key(self, event: Any) -> None:
         box = self.query_one("#filter", Input)
         if event.key == "escape" and box.has_focus:
             box.value = ""
             box.display = False
+            box.disabled = True
             self.active_pane.apply_filter("")
-            self.active_pane.focus()
+            self.active_pane.focus_main()
             event.stop()
 
     # Writes: one guard, one confirmation, one worker ---------------------------------------------

@@ -389,9 +389,14 @@ def seed(server: EmulatorServer, world: World) -> None:
     for ns in (NS, DB_NS):
         server.put("v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     cj = cronjob(suspended=world.suspended, now=now)
+    last = clock.parse(cj["status"]["lastScheduleTime"]) or now
+    good_day = next((d for d in range(world.jobs) if d not in world.failed_job_days), None)
+    if good_day is None:
+        del cj["status"]["lastSuccessfulTime"]
+    else:  # the controller records the last Job that succeeded, not the last one that ran
+        cj["status"]["lastSuccessfulTime"] = _iso(last - dt.timedelta(days=good_day) + dt.timedelta(minutes=4))
     server.put("batch/v1/cronjobs", cj)
     uid = cj["metadata"]["uid"]
-    last = clock.parse(cj["status"]["lastScheduleTime"]) or now
     for day in range(world.jobs):
         start = last - dt.timedelta(days=day)
         state = "failed" if day in world.failed_job_days else "succeeded"

@@ -45,9 +45,10 @@ def start_sandbox(root: Path, world: World | None = None) -> Sandbox:
     return Sandbox(root, world=world, initial_sync=False).start()
 
 
-def make_app(box: Sandbox, *, read_only: bool = False, target: Target | None = None) -> ImmichApp:
-    target = target or Target(kubeconfig=str(box.kubeconfig), context="sandbox", read_only=read_only)
-    return ImmichApp(Services(target, env=box.env), tick_seconds=3600, cursor_blink=False)
+def make_app(box: Sandbox, *, read_only: bool = False, tick_seconds: float = 3600) -> ImmichApp:
+    """No polling by default, so a snapshot is taken of exactly one load of each pane."""
+    target = Target(kubeconfig=str(box.kubeconfig), context="sandbox", read_only=read_only)
+    return ImmichApp(Services(target, env=box.env), tick_seconds=tick_seconds, cursor_blink=False)
 
 
 @pytest.fixture(scope="module")

@@ -131,13 +131,13 @@ class JobsPane(Pane):
         status = self.query_one("#jobs-log-status", Static)
         if event.state == WorkerState.SUCCESS:
             self.query_one(LogView).attach(event.worker.result)
-            status.update(f" pod/{event.worker.name} · following · f follow  w wrap  G end  / filter")
+            status.update(f" pod/{event.worker.name} · following")
         elif event.state == WorkerState.ERROR:
             status.update(f" [red]pod/{event.worker.name}: {one_line(event.worker.error or RuntimeError())}[/]")
 
     def on_log_view_ended(self, event: LogView.Ended) -> None:
         status = self.query_one("#jobs-log-status", Static)
-        status.update(f" pod/{self._pod_name()} · log ended (pod finished) · w wrap  / filter")
+        status.update(f" pod/{self._pod_name()} · log ended")
         self.load()  # the Job's result is in by now
 
     def on_log_view_failed(self, event: LogView.Failed) -> None:

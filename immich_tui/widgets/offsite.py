@@ -36,7 +36,7 @@ class OffsitePane(Pane):
         self.state: OffsiteState | None = None
         self.listed: list[FolderObjects] | None = None
         self.filter = ""
-        self._task: Worker[Any] | None = None
+        self._side_worker: Worker[Any] | None = None
 
     def compose(self) -> ComposeResult:
         yield self.banner()
@@ -102,11 +102,11 @@ class OffsitePane(Pane):
 
     # Actions on demand -------------------------------------------------------------------------
     def _start(self, label: str, fn: Any) -> None:
-        if self._task is not None and self._task.state in (WorkerState.PENDING, WorkerState.RUNNING):
+        if self._side_worker is not None and self._side_worker.state in (WorkerState.PENDING, WorkerState.RUNNING):
             self.immich.notify("still busy with the previous request", severity="warning")
             return
         self.query_one("#offsite-task", Static).update(f" {label}…")
-        self._task = self.run_worker(fn, thread=True, group="offsite-task", name=label, exit_on_error=False)
+        self._side_worker = self.run_worker(fn, thread=True, group="offsite-task", name=label, exit_on_error=False)
 
     def action_list_bucket(self) -> None:
         self._start("listing the bucket", lambda: self.immich.services.offsite().folders_from_listing())
@@ -115,7 +115,7 @@ class OffsitePane(Pane):
         self._start("verifying the bucket against the run manifests", lambda: self.immich.services.offsite().verify())
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker is not self._task:
+        if event.worker is not self._side_worker:
             super().on_worker_state_changed(event)
             return
         line = self.query_one("#offsite-task", Static)

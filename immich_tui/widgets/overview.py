@@ -67,9 +67,10 @@ def render(report: StatusReport) -> Text:
     if history and history.jobs:
         done = [j.started for j in history.jobs if j.status == "succeeded" and j.started]
         last_sync = max([t for t in (last_sync, *done[:1]) if t], default=None)
-    loss_db = (
-        "the last WAL archived (continuous)" if wal_check.state == "ok" else f"{when(db.last_backup) if db else '?'}"
-    )
+    if wal_check.state == "ok":
+        loss_db = "the last WAL archived (continuous)"
+    else:
+        loss_db = when(db.last_backup) if db and db.last_backup else "an unknown time"
     out.append(
         f"  Worst-case loss if the cluster died now: photos since {when(last_sync)}"
         f" ({clock.short(clock.age_seconds(last_sync) or 0) if last_sync else '-'}), DB since {loss_db}.\n\n"

@@ -82,6 +82,12 @@ class Pane(Vertical):
             self.loaded_at = time.monotonic()
             self.show_error(one_line(event.worker.error or RuntimeError("failed")))
 
+    def focus_main(self) -> None:
+        """Put the cursor in the pane's first table, so its keys and arrows work right away."""
+        for widget in self.query("DataTable"):
+            widget.focus()
+            return
+
     # Filtering (`/`): panes with tables filter their rows; the Jobs pane filters the log.
     def apply_filter(self, text: str) -> None:
         pass
