@@ -32,6 +32,7 @@ def window_bar(state: DbState) -> Text:
 
 class DatabasePane(Pane):
     title = "Database"
+    placeholder = "db-cluster"
     poll_seconds = 30.0
 
     def __init__(self, **kwargs: Any) -> None:
@@ -50,6 +51,10 @@ class DatabasePane(Pane):
         schedules: DataTable[str] = DataTable(id="db-schedules", cursor_type="row")
         schedules.add_columns("Name", "Schedule", "Method", "Suspended", "Last", "Warning")
         yield schedules
+
+    @property
+    def has_data(self) -> bool:
+        return self.state is not None
 
     def fetch(self) -> DbState:
         return self.immich.services.database.state()
@@ -101,6 +106,13 @@ class DatabasePane(Pane):
             last = f"{s.last_schedule:%Y-%m-%d %H:%M}" if s.last_schedule else "-"
             warning = f"[red]{s.warning}[/]" if s.warning else ""
             schedules.add_row(s.name, s.schedule, s.method, "yes" if s.suspended else "no", last, warning, key=s.name)
+
+    def show_error(self, message: str) -> None:
+        super().show_error(message)
+        if self.state is None and "not installed" in message:
+            self.query_one("#db-cluster", Static).update(
+                " Install CloudNativePG, or point --db-namespace / --db-cluster at the Immich database."
+            )
 
     def apply_filter(self, text: str) -> None:
         self.filter = text

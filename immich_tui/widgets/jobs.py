@@ -27,6 +27,7 @@ def short_name(name: str, prefix: str) -> str:
 
 class JobsPane(Pane):
     title = "Jobs"
+    placeholder = "jobs-cronjob"
     poll_seconds = 10.0
 
     def __init__(self, **kwargs: Any) -> None:
@@ -54,6 +55,10 @@ class JobsPane(Pane):
         if starting and self.loaded_at is not None and time.monotonic() - self.loaded_at >= 2.0:
             return True
         return super().due()
+
+    @property
+    def has_data(self) -> bool:
+        return self.history is not None
 
     def fetch(self) -> JobHistory:
         return self.immich.services.media.history(limit=JOBS_SHOWN)

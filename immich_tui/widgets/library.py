@@ -22,6 +22,7 @@ def _newest(value: Any) -> str:
 
 class LibraryPane(Pane):
     title = "Library"
+    placeholder = "library-source"
     poll_seconds = 300.0  # a live count walks the whole PVC; every five minutes is plenty
 
     BINDINGS = [
@@ -42,6 +43,10 @@ class LibraryPane(Pane):
         table.add_columns("Folder", "Files", "Size", "Newest file", "Pending", "Backed up", ".immich")
         yield table
         yield Static("", id="library-total")
+
+    @property
+    def has_data(self) -> bool:
+        return self.inventory is not None
 
     def fetch(self) -> LibraryInventory:
         services = self.immich.services
@@ -78,8 +83,11 @@ class LibraryPane(Pane):
             marker = getattr(row, "marker", None)
             exists = getattr(row, "exists", True)
             pending = "-" if not backed_up else f"{row.pending} ({size(row.pending_bytes)})" if row.pending else "0"
+            label = row.name + "/" if not self.folder else row.name
+            if self.folder and row.name == self.folder.name:
+                label = "(top level)"  # the .immich marker and files directly in the folder
             table.add_row(
-                row.name + ("/" if not self.folder else ""),
+                label,
                 f"{row.files:,}" if exists else "missing",
                 size(row.bytes),
                 _newest(row.newest),
@@ -116,7 +124,3 @@ class LibraryPane(Pane):
         self.filter = text
         self.render_rows()
 
-    def show_error(self, message: str) -> None:
-        super().show_error(message)
-        if self.inventory is None:
-            self.query_one("#library-source", Static).update("")

@@ -24,6 +24,7 @@ RUNS_SHOWN = 30
 
 class OffsitePane(Pane):
     title = "Offsite"
+    placeholder = "offsite-source"
     poll_seconds = 60.0
 
     BINDINGS = [
@@ -50,6 +51,10 @@ class OffsitePane(Pane):
         runs.add_columns("Started (UTC)", "Status", "Listing", "Uploaded", "Files", "Not stored", "Took")
         yield runs
         yield Static("", id="offsite-task")
+
+    @property
+    def has_data(self) -> bool:
+        return self.state is not None
 
     def fetch(self) -> OffsiteState:
         return self.immich.services.offsite().state(listing=False, report_limit=RUNS_SHOWN)

@@ -28,6 +28,7 @@ class Pane(Vertical):
 
     title = ""
     poll_seconds = 30.0  # how stale the data may get while the tab is visible
+    placeholder = ""  # id of the line that says "loading…" until the first data arrives
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -66,6 +67,12 @@ class Pane(Vertical):
         banner = self.query_one(f"#{self.id}-error", Static)
         banner.update(f"⚠ {message}")
         banner.display = True
+        if self.placeholder and self.loaded_at is not None and not self.has_data:
+            self.query_one(f"#{self.placeholder}", Static).update(" Nothing to show yet: r retries.")
+
+    @property
+    def has_data(self) -> bool:
+        return False
 
     def clear_error(self) -> None:
         self.error = ""
