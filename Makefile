@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-status clean
+.PHONY: demo test lint bench bench-status bench-tui bench-log clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,17 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/status_bench.py
+	$(BIN)/python bench/tui_bench.py
+	$(BIN)/python bench/log_bench.py
 
 bench-status: $(STAMP)
 	$(BIN)/python bench/status_bench.py
+
+bench-tui: $(STAMP)
+	$(BIN)/python bench/tui_bench.py
+
+bench-log: $(STAMP)
+	$(BIN)/python bench/log_bench.py
 
 clean:
 	rm -rf $(VENV) .demo bench/.work

@@ -170,7 +170,7 @@ def main() -> int:
         "|---|---|---|",
         f"| First paint on the sandbox, spawn → first frame, median of {args.runs} | **{paint_median:.2f} s** "
         f"({min(paint):.2f}–{max(paint):.2f}) | < {PAINT_TARGET_S:.0f} s: {paint_met} |",
-        f"| Key latency while loading ({result['keys']} keys, {args.objects:,} objects, {args.jobs:,} Jobs): "
+        f"| Key latency while loading ({result['keys']} key events, {args.objects:,} objects, {args.jobs:,} Jobs): "
         f"p50 / p95 / max | {p50:.1f} / {p95:.1f} / **{worst:.1f} ms** | ≤ 100 ms: {key_met} |",
         f"| Largest table while loading | {result['max_rows']} rows | no 100,000-row table |",
         f"| Bucket listing on its worker | {result['listed']} after {result['listing_seconds']:.0f} s | — |",

@@ -576,3 +576,12 @@ def test_a_log_follow_can_be_stopped(make_cluster) -> None:  # type: ignore[no-u
     assert not reader.is_alive(), "closing the stream ends the follow"
     assert seen == ["one", "two"]
     services.close()
+
+
+def test_tui_subcommand_opens_the_same_app(capsys: pytest.CaptureFixture[str]) -> None:
+    from immich_tui.plugin.cli import main, parse
+
+    args = parse(["tui", "--read-only", "--context", "homelab"])
+    assert (args.command, args.read_only, args.context, args.namespace) == ("tui", True, "homelab", "immich")
+    assert main(["tui", "--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: kubectl immich-backup tui")
