@@ -53,7 +53,7 @@ def keys(*pressed: str, after: Callable[[Pilot[Any]], Any] | None = None) -> Cal
         ("confirm_suspend", ("s",)),
         ("confirm_backup", ("b",)),
         ("help", ("question_mark",)),
-        ("filter", ("5", "slash", "2", "6", "1", "1")),
+        ("filter", ("5", "slash", "1", "1", "2", "6")),
     ],
 )
 def test_pane_and_dialog(snap_compare, sandbox, name: str, pressed: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
