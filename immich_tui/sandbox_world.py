@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import random
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -140,6 +142,7 @@ class Sandbox:
             write_report(store, report_key(REPORT_PREFIX, report), report, b"")
         if self.initial_sync:
             self.sync()
+            self.add_new_photos()
         self.server.start()
         restorer = {
             "AWS_ACCESS_KEY_ID": DEMO_KEY_ID,
@@ -154,6 +157,17 @@ class Sandbox:
         self.backups = BackupController(self.server, seconds=2.0)
         self.kubeconfig.write_text(yaml.safe_dump(self.server.kubeconfig()))
         return self
+
+    def add_new_photos(self, count: int = 3) -> None:
+        """Photos taken since the last sync: the Library tab shows them pending, `t` uploads them."""
+        rng = random.Random(count)
+        when = time.time()  # after the first sync started, so they count as pending
+        folder = self.library / "library" / "7f3c2a10-admin" / "2026" / "11"
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in range(count):
+            path = folder / f"IMG_{9001 + n}.jpg"
+            path.write_bytes(rng.randbytes(rng.randint(150_000, 400_000)))
+            os.utime(path, (when, when))
 
     def sync(self) -> int:
         """One real `immich-sync backup` of the sample library into the bucket."""
