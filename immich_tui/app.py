@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import yaml
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -30,6 +31,7 @@ from immich_tui.widgets.library import LibraryPane
 from immich_tui.widgets.offsite import OffsitePane
 from immich_tui.widgets.overview import OverviewPane, chips
 from immich_tui.widgets.pane import Pane, one_line
+from immich_tui.widgets.restore import DbRestoreScreen, MediaRestoreRequest, MediaRestoreScreen, RestoreRequest
 
 PANES: tuple[tuple[str, str, type[Pane]], ...] = (
     ("overview", "Overview", OverviewPane),
@@ -38,7 +40,7 @@ PANES: tuple[tuple[str, str, type[Pane]], ...] = (
     ("jobs", "Jobs", JobsPane),
     ("database", "Database", DatabasePane),
 )
-WRITE_ACTIONS = frozenset({"trigger_sync", "toggle_suspend", "backup_db"})
+WRITE_ACTIONS = frozenset({"trigger_sync", "toggle_suspend", "backup_db", "apply_restore", "media_restore"})
 STATUS_SECONDS = 30.0
 OVERVIEW_RUNS = 12
 
@@ -53,6 +55,7 @@ class ImmichApp(App[None]):
         Binding("t", "trigger_sync", "Trigger sync"),
         Binding("s", "toggle_suspend", "Suspend/Resume"),
         Binding("b", "backup_db", "Backup DB"),
+        Binding("R", "restore", "Restore…"),
         Binding("r", "refresh", "Refresh"),
         Binding("slash", "filter", "Filter"),
         Binding("question_mark", "help", "Help"),
@@ -243,6 +246,55 @@ class ImmichApp(App[None]):
             "database backup",
         )
 
+    def action_restore(self) -> None:
+        """Database tab: the recovery wizard (preview allowed read-only). Offsite tab: the media restore Job."""
+        pane = self.active_pane
+        if isinstance(pane, DatabasePane):
+            if pane.state is None:
+                self.notify("the Database tab has no cluster data yet", severity="warning")
+                return
+            latest = self.report.offsite.value.reports.latest_ok if self.report and self.report.offsite.value else None
+            can_apply = bool(self.check_action("apply_restore", ()))
+            screen = DbRestoreScreen(pane.state, latest.started if latest else None, can_apply=can_apply)
+            self.push_screen(screen, self._db_restore_answer)
+        elif isinstance(pane, OffsitePane):
+            if not self.check_action("media_restore", ()):
+                self.notify("read-only mode: a media restore is a change to the cluster", severity="warning")
+                return
+            bucket = pane.state.bucket if pane.state else "the bucket"
+            self.push_screen(MediaRestoreScreen(self.services.target.namespace, bucket), self._media_restore_answer)
+        else:
+            self.notify("R restores: the database from the Database tab, the media from the Offsite tab")
+
+    def _db_restore_answer(self, request: RestoreRequest | None) -> None:
+        if request is None:
+            self.notify("restore: cancelled", timeout=3)
+        elif request.apply and self.check_action("apply_restore", ()):
+            manifest = request.plan.manifest
+            self.run_worker(
+                lambda: self.services.database.create_cluster(manifest),
+                thread=True,
+                group="write",
+                name="database restore",
+                exit_on_error=False,
+            )
+        elif request.path is not None:
+            request.path.write_text(yaml.safe_dump(request.plan.manifest, sort_keys=False))
+            self.notify(f"wrote {request.path} — apply it with kubectl or commit it for GitOps", timeout=8)
+
+    def _media_restore_answer(self, request: MediaRestoreRequest | None) -> None:
+        if request is None:
+            self.notify("media restore: cancelled", timeout=3)
+            return
+        pvc, force = request.pvc, request.force
+        self.run_worker(
+            lambda: self.services.media.start_restore(pvc, force=force),
+            thread=True,
+            group="write",
+            name="media restore",
+            exit_on_error=False,
+        )
+
     def _write_done(self, event: Worker.StateChanged) -> None:
         name = event.worker.name
         if event.state == WorkerState.ERROR:
@@ -251,10 +303,14 @@ class ImmichApp(App[None]):
         if event.state != WorkerState.SUCCESS:
             return
         result = event.worker.result
-        if name == "trigger sync":
+        if name in ("trigger sync", "media restore"):
             self.notify(f"job/{result.name} created", timeout=5)
             self.action_show_pane("jobs")
             self.query_one("#jobs", JobsPane).show_job(result.name)
+        elif name == "database restore":
+            meta = result.get("metadata", {})
+            self.notify(f"cluster/{meta.get('name')} created in {meta.get('namespace')}: it recovers now", timeout=8)
+            self.query_one("#database", DatabasePane).load()
         elif name == "database backup":
             self.notify(f"backup/{result.name} created ({result.method})", timeout=5)
             self.query_one("#database", DatabasePane).load()
@@ -278,6 +334,7 @@ class ImmichApp(App[None]):
                 self.action_toggle_suspend,
             ),
             ("backup_db", "Back up the database now", "Create a CNPG Backup", self.action_backup_db),
+            ("restore", "Restore…", "Database recovery wizard or media restore Job", self.action_restore),
             ("refresh", "Refresh", "Reload the verdict and the visible tab", self.action_refresh),
             ("filter", "Filter", "Filter the visible tab", self.action_filter),
             ("help", "Help", "Keys and panes", self.action_help),

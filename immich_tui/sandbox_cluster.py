@@ -54,6 +54,7 @@ class SyncTarget:
     access_key: str
     secret_key: str
     extra_env: dict[str, str] = field(default_factory=dict)
+    restore_root: Path | None = None  # where a restore Job's `/target` volume lives
 
     def env(self) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "IMMICH_SYNC_"))}
@@ -501,7 +502,7 @@ class JobController:
         time.sleep(0.2)  # the controller's reaction time: the Job exists before its pod does
         self.server.put("v1/pods", pod)
         self.server.patch("batch/v1/jobs", NS, name, {"status": {"startTime": _iso(start), "active": 1}})
-        code = self._execute(log)
+        code = self._execute(log, job_obj)
         end = clock.now()
         state = "succeeded" if code == 0 else "failed"
         finished = job_pod(name, start, state, exit_code=code)
@@ -512,12 +513,19 @@ class JobController:
         if state == "succeeded":
             self.server.patch("batch/v1/cronjobs", NS, CRONJOB, {"status": {"lastSuccessfulTime": _iso(end)}})
 
-    def _execute(self, log: PodLog) -> int:
+    def _execute(self, log: PodLog, job_obj: dict[str, Any]) -> int:
+        """The Job's own container arguments, with its volumes mapped to sandbox directories."""
         if self.target is None:
             log.write('{"level": "error", "event": "config", "error": "no S3 endpoint in this sandbox"}')
             return 2
+        containers = job_obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or [{}]
+        args = list(containers[0].get("args") or ["backup", "--log-format", "json"])
+        volumes = {"/library": str(self.target.library)}
+        if self.target.restore_root is not None:
+            volumes["/target"] = str(self.target.restore_root)
+        args = [volumes.get(arg, arg) for arg in args]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sync_engine", "backup", "--log-format", "json"],
+            [sys.executable, "-m", "sync_engine", *args],
             env=self.target.env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -540,11 +548,18 @@ class BackupController:
         self.server = server
         self.fail = fail
         self.seconds = seconds
+        self.threads: list[threading.Thread] = []
         server.emulator.on_create.append(self._created)
 
     def _created(self, plural: str, obj: dict[str, Any]) -> None:
         if plural == "backups":
-            threading.Thread(target=self._run, args=(obj["metadata"]["name"],), daemon=True).start()
+            thread = threading.Thread(target=self._run, args=(obj["metadata"]["name"],), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def join(self, timeout: float = 30.0) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
 
     def _run(self, name: str) -> None:
         start = clock.now()

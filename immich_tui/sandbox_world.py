@@ -125,7 +125,9 @@ class Sandbox:
         }
 
     def sync_target(self) -> SyncTarget:
-        return SyncTarget(self.s3.endpoint, BUCKET, MEDIA_PREFIX, self.library, DEMO_KEY_ID, DEMO_SECRET)
+        target = SyncTarget(self.s3.endpoint, BUCKET, MEDIA_PREFIX, self.library, DEMO_KEY_ID, DEMO_SECRET)
+        target.restore_root = self.root / "restored-volume"  # the PVC a media restore Job writes to
+        return target
 
     def store(self) -> ObjectStore:
         settings = S3Settings(bucket=BUCKET, region="us-east-1", endpoint_url=self.s3.endpoint)
@@ -182,6 +184,7 @@ class Sandbox:
     def stop(self) -> None:
         if hasattr(self, "jobs"):
             self.jobs.join(30)
+            self.backups.join(30)
         self.server.stop()
         self.s3.stop()
         if self._own_root:

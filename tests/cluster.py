@@ -69,7 +69,7 @@ def make_cluster(
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
     started: list[EmulatorServer] = []
-    controllers: list[JobController] = []
+    controllers: list[JobController | BackupController] = []
 
     def make(world: World | None = None, *, restorer: bool = True, sync_bucket: str | None = None) -> Cluster:
         world = world or World()
@@ -98,9 +98,10 @@ def make_cluster(
             },
         )
         target = SyncTarget(s3.endpoint, sync_bucket or bucket, "immich/media/", sample.root, "AKIAW", "writer")
+        target.restore_root = tmp_path / f"restored-{len(started)}"
         jobs = JobController(server, target)
         controllers.append(jobs)
-        BackupController(server)
+        controllers.append(BackupController(server))
         kubeconfig = tmp_path / f"kubeconfig-{len(started)}"
         kubeconfig.write_text(yaml.safe_dump(server.kubeconfig()))
         return Cluster(server, kubeconfig, {"PATH": os.environ.get("PATH", "")}, jobs)

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+import yaml
+
 from immich_tui.plugin import output as out
 from immich_tui.services import clock
 from immich_tui.services.cnpg import CnpgMissing
@@ -21,6 +23,7 @@ from immich_tui.services.kube import ClusterError
 from immich_tui.services.library import LibraryInventory
 from immich_tui.services.media import DEFAULT_CRONJOB, JobHistory
 from immich_tui.services.offsite import OffsiteState, OffsiteUnavailable
+from immich_tui.services.restore import RestoreError, parse_target_time, plan_restore
 from immich_tui.services.status import Services, StatusReport, Target
 
 PROG = "kubectl immich-backup"
@@ -95,6 +98,38 @@ def build_parser() -> argparse.ArgumentParser:
     dbsub.add_parser("backups", parents=[common], help="Backups newest first, and ScheduledBackups")
     dbb = dbsub.add_parser("backup", parents=[common], help="take a base backup now, with the cluster's method")
     dbb.add_argument("--wait", action="store_true", help="wait until the Backup completes or fails")
+    dbr = dbsub.add_parser(
+        "restore",
+        parents=[common],
+        help="plan a point-in-time recovery into a NEW cluster (preview; --apply creates it)",
+        description="Generate a new CNPG Cluster that recovers from the object store. The existing cluster is "
+        "never modified. Default target: the start of the latest successful media sync.",
+    )
+    which = dbr.add_mutually_exclusive_group()
+    which.add_argument("--backup", metavar="NAME", help="recover to the end of this completed Backup")
+    which.add_argument("--target-time", metavar="RFC3339", help="recover to this time (explicit zone required)")
+    dbr.add_argument("--name", help="name of the new cluster (default: <cluster>-restore-<time>)")
+    dbr.add_argument("--apply", action="store_true", help="create the new Cluster now")
+    dbc = dbsub.add_parser(
+        "catalog",
+        parents=[common],
+        help="base backups and WAL range read straight from the object store (works without the cluster)",
+    )
+    dbc.add_argument("--destination-path", metavar="S3URL", help="barman destinationPath (default: the cluster's)")
+    dbc.add_argument("--server-name", help="barman serverName (default: the cluster's)")
+    media = add("media", "restore the media library from the bucket")
+    msub = media.add_subparsers(dest="media_command", metavar="MEDIA_COMMAND", required=True)
+    mr = msub.add_parser(
+        "restore",
+        parents=[common],
+        help="run `immich-sync restore` in a Job that mounts the library PVC read-write",
+        description="Create a Job that restores the media into a PVC with the restorer's read-only credentials. "
+        "Stop Immich first (scale the server to 0) so nothing writes to the volume meanwhile.",
+    )
+    mr.add_argument("--pvc", default="immich-library", help="target PersistentVolumeClaim (default immich-library)")
+    mr.add_argument("--force", action="store_true", help="restore into a volume that already holds files")
+    mr.add_argument("--only", metavar="F[,F]", help="only these folders (default: every folder in the bucket)")
+    mr.add_argument("--wait", action="store_true", help="follow the Job's log and exit with its result")
     return parser
 
 
@@ -190,6 +225,103 @@ class Cli:
         self.emit(state, render_offsite(state))
         return 0
 
+    def _latest_media_sync(self) -> Any:
+        try:
+            latest = self.services.offsite().reports(limit=1).latest_ok
+        except (OffsiteUnavailable, ClusterError) as exc:
+            self.stderr.write(f"note: the latest media sync is unknown ({exc})\n")
+            return None
+        return latest.started if latest else None
+
+    def db_restore(self) -> int:
+        database = self.services.database
+        state = database.state()  # the plugin's ObjectStore holds the recovery window
+        cluster = state.cluster
+        backups = database.backups(limit=10_000)[0] if self.args.backup else state.backups
+        target = parse_target_time(self.args.target_time) if self.args.target_time else None
+        plan = plan_restore(
+            cluster,
+            backups,
+            backup_name=self.args.backup,
+            target_time=target,
+            name=self.args.name,
+            media_sync=self._latest_media_sync(),
+        )
+        for warning in plan.warnings:
+            self.stderr.write(f"warning: {warning}\n")
+        manifest_yaml = yaml.safe_dump(plan.manifest, sort_keys=False)
+        if self.args.output == "yaml" and not self.args.apply:
+            self.stdout.write(manifest_yaml)
+            return 0
+        if self.args.output == "json":
+            print(out.dump(plan, "json"), file=self.stdout)
+        else:
+            window = out.when(plan.window_start)
+            print(
+                f"Recovery of cluster/{plan.source} into a NEW cluster/{plan.name} in {plan.namespace}\n"
+                f"  target          {plan.target.describe()}\n"
+                f"  recovery window {window} → now\n"
+                f"  latest media    {out.when(plan.media_sync)}\n"
+                f"  archives as     serverName {plan.server_name} (the source's archive is only read)\n",
+                file=self.stdout,
+            )
+            if not self.args.apply:
+                print(
+                    "# preview — rerun with --apply to create it, or -o yaml > cluster.yaml for GitOps",
+                    file=self.stdout,
+                )
+                self.stdout.write(manifest_yaml)
+        if self.args.apply:
+            self.services.database.create_cluster(plan.manifest)
+            self.say(
+                f"cluster/{plan.name} created; watch it with `kubectl -n {plan.namespace} get cluster {plan.name} -w`."
+                f" Once healthy, point Immich at it (DB_HOSTNAME={plan.name}-rw.{plan.namespace}.svc)."
+            )
+        return 0
+
+    def db_catalog(self) -> int:
+        from immich_tui.services.barman import CatalogError, read_catalog
+
+        destination, server = self.args.destination_path, self.args.server_name
+        if not destination or not server:
+            try:
+                cluster = self.services.database.cluster()
+            except ClusterError as exc:
+                raise ClusterError(
+                    f"{exc}; pass --destination-path and --server-name to read the bucket alone"
+                ) from None
+            server = server or cluster.server_name
+            if cluster.method == "plugin":
+                destination = destination or self.services.database.object_store(cluster.object_store).destination_path
+            else:
+                destination = destination or cluster.object_store
+        store = self.services.offsite().store_for(destination)
+        try:
+            catalog = read_catalog(store, destination, server)
+        except CatalogError as exc:
+            raise OffsiteUnavailable(str(exc)) from None
+        self.emit(catalog, render_catalog(catalog))
+        return 0
+
+    def media(self) -> int:
+        media = self.services.media
+        job = media.start_restore(self.args.pvc, force=self.args.force, only=self.args.only)
+        if not self.args.wait:
+            self.emit(job, f"job/{job.name} created: restoring the media into pvc/{self.args.pvc}\n" + AFTER_RESTORE)
+            return 0
+        self.say(f"job/{job.name} created; waiting for its pod")
+        pod = media.wait_for_pod(job.name)
+        if pod is not None:
+            for line in media.logs(pod["metadata"]["name"], follow=True, tail=None):
+                self.say(line)
+        final = media.wait_for_job(job.name)
+        extra = f": {final.exit_reason}" if final.exit_reason else ""
+        self.say(f"job/{final.name} {final.status}{extra}")
+        if final.status == "succeeded":
+            self.say(AFTER_RESTORE)
+            return 0
+        return final.exit_code if final.exit_code and final.exit_code < 126 else FAILED
+
     def tui(self) -> int:
         from immich_tui.cli import run_tui
 
@@ -210,6 +342,10 @@ class Cli:
                 render_db_backups(state),
             )
             return 0
+        if command == "restore":
+            return self.db_restore()
+        if command == "catalog":
+            return self.db_catalog()
         backup = database.backup_now()
         if not self.args.wait:
             self.emit(backup, f"backup/{backup.name} created (method {backup.method})")
@@ -420,6 +556,43 @@ def render_db_status(state: Any) -> str:
     return "\n".join(lines)
 
 
+AFTER_RESTORE = (
+    "After the media restore, before starting Immich: restore the database to a time no later than the latest "
+    "media sync (`kubectl immich-backup db restore`), then in Immich → Administration → Jobs run "
+    '"Generate Thumbnails" (All) and "Transcode Videos" (All) — thumbs/ and encoded-video/ are not backed up.'
+)
+
+
+def render_catalog(catalog: Any) -> str:
+    rows = [
+        [
+            b.backup_id,
+            b.status,
+            out.when(b.begin_time),
+            out.when(b.end_time),
+            b.begin_wal,
+            b.end_wal,
+            b.timeline,
+            out.size(b.size),
+        ]
+        for b in reversed(catalog.backups)
+    ]
+    wal = catalog.wal
+    return "\n".join(
+        [
+            f"{catalog.destination_path} · serverName {catalog.server_name}",
+            "",
+            out.table(["BACKUP ID", "STATUS", "BEGIN", "END", "BEGIN WAL", "END WAL", "TL", "SIZE"], rows)
+            if rows
+            else "no base backups",
+            "",
+            f"WAL archive: {wal.count} files, {wal.first or '-'} → {wal.last or '-'} (timelines "
+            f"{', '.join(map(str, wal.timelines)) or '-'})",
+            f"recoverable from {out.when(catalog.first_recoverability_point)} (end of the oldest DONE backup)",
+        ]
+    )
+
+
 def render_db_backups(state: Any) -> str:
     rows = [
         [
@@ -492,7 +665,7 @@ def main(
     except CnpgMissing as exc:
         print(f"{PROG}: {exc}", file=stderr)
         return ERROR
-    except (ClusterError, OffsiteUnavailable) as exc:
+    except (ClusterError, OffsiteUnavailable, RestoreError) as exc:
         print(f"{PROG}: error: {exc}", file=stderr)
         return ERROR
     except KeyboardInterrupt:

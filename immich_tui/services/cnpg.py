@@ -352,6 +352,14 @@ class Database:
         )
         return _backup(created)
 
+    def create_cluster(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create a new Cluster (a recovery); existing clusters are never patched or replaced."""
+        namespace = manifest["metadata"].get("namespace") or self.namespace
+        access = Access("create", "clusters", namespace, GROUP)
+        return self.kube.write(
+            access, self.kube.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, "clusters", manifest
+        )
+
     def wait_backup(self, name: str, timeout: float = 6 * 3600.0, poll: float = 2.0) -> DbBackup:
         deadline = time.monotonic() + timeout
         while True:

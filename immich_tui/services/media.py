@@ -20,6 +20,9 @@ from immich_tui.services import clock
 from immich_tui.services.kube import Access, Kube, NotFound
 
 DEFAULT_CRONJOB = "immich-media-offsite-sync"
+RESTORER_SECRET = "immich-offsite-restorer"
+RESTORE_MOUNT = "/target"
+RESTORE_NAME = "immich-media-restore"
 JOB_LIMIT = 20  # Jobs shown by default; the history is listed in full (paginated) to sort it
 
 
@@ -217,9 +220,21 @@ class MediaBackup:
             newest.setdefault(job, pod)
         return newest
 
+    def _restore_jobs(self) -> list[dict[str, Any]]:
+        """Media restore Jobs are not the CronJob's, but their logs belong in the same history."""
+        return list(
+            self.kube.list(
+                Access("list", "jobs", self.namespace, "batch"),
+                self.kube.batch.list_namespaced_job,
+                self.namespace,
+                label_selector=f"app.kubernetes.io/name={RESTORE_NAME}",
+                max_items=50,
+            )
+        )
+
     def history(self, limit: int = JOB_LIMIT) -> JobHistory:
         raw = self._raw_cronjob()
-        jobs = _newest(self._owned_jobs(raw))
+        jobs = _newest(self._owned_jobs(raw) + self._restore_jobs())
         shown = jobs[:limit]
         pods = self._pods_of([j["metadata"]["name"] for j in shown])
         infos = [_job_info(job, pods.get(job["metadata"]["name"])) for job in shown]
@@ -263,6 +278,63 @@ class MediaBackup:
         suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
         name = f"{self.name[: 63 - 13]}-manual-{suffix}"
         body = self.manual_job(raw, name)
+        access = Access("create", "jobs", self.namespace, "batch")
+        created = self.kube.write(access, self.kube.batch.create_namespaced_job, self.namespace, body)
+        return _job_info(created, None)
+
+    def restore_job(
+        self, pvc: str, *, force: bool = False, only: str | None = None, secret: str = RESTORER_SECRET
+    ) -> dict[str, Any]:
+        """A Job that runs `immich-sync restore` into `pvc`, mounted read-write, with the restorer's
+        read-only credentials. Image, pod security context and scheduling come from the sync CronJob,
+        so it runs where and as the nightly sync runs."""
+        raw = self._raw_cronjob()
+        pod = raw.get("spec", {}).get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec", {})
+        containers = pod.get("containers") or [{}]
+        image = containers[0].get("image", "")
+        if not image:
+            raise NotFound(f"CronJob {self.namespace}/{self.name} names no container image to restore with")
+        args = ["restore", "--to", RESTORE_MOUNT, "--log-format", "json"]
+        if force:
+            args.append("--force")
+        if only:
+            args += ["--only", only]
+        container: dict[str, Any] = {
+            "name": "restore",
+            "image": image,
+            "args": args,
+            "envFrom": [{"secretRef": {"name": secret}}],
+            "volumeMounts": [{"name": "target", "mountPath": RESTORE_MOUNT}],
+        }
+        for key in ("securityContext", "resources", "imagePullPolicy"):
+            if containers[0].get(key):
+                container[key] = copy.deepcopy(containers[0][key])
+        spec: dict[str, Any] = {
+            "restartPolicy": "Never",
+            "containers": [container],
+            "volumes": [{"name": "target", "persistentVolumeClaim": {"claimName": pvc}}],
+        }
+        for key in ("securityContext", "nodeSelector", "tolerations", "imagePullSecrets", "serviceAccountName"):
+            if pod.get(key):
+                spec[key] = copy.deepcopy(pod[key])
+        stamp = clock.now().strftime("%Y%m%d-%H%M%S")
+        labels = {
+            "app.kubernetes.io/name": "immich-media-restore",
+            "app.kubernetes.io/part-of": "immich-offsite-backup",
+        }
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": f"immich-media-restore-{stamp}", "namespace": self.namespace, "labels": labels},
+            "spec": {
+                "backoffLimit": 2,  # a restore resumes where it stopped, so a retry is cheap
+                "ttlSecondsAfterFinished": 7 * 86400,
+                "template": {"metadata": {"labels": dict(labels)}, "spec": spec},
+            },
+        }
+
+    def start_restore(self, pvc: str, *, force: bool = False, only: str | None = None) -> JobInfo:
+        body = self.restore_job(pvc, force=force, only=only)
         access = Access("create", "jobs", self.namespace, "batch")
         created = self.kube.write(access, self.kube.batch.create_namespaced_job, self.namespace, body)
         return _job_info(created, None)

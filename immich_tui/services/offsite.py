@@ -225,6 +225,23 @@ class Offsite:
                 raise OffsiteUnavailable(f"{self.reader.source}: {exc}") from None
         return self._store
 
+    def store_for(self, destination_path: str) -> ObjectStore:
+        """The reader's access to another location of the same endpoint (CNPG's barman destinationPath)."""
+        from immich_tui.services.barman import parse_destination
+
+        bucket, _ = parse_destination(destination_path)
+        settings = S3Settings(
+            bucket=bucket,
+            region=self.reader.settings.region,
+            endpoint_url=self.reader.settings.endpoint_url,
+            path_style=self.reader.settings.path_style,
+            checksum_mode=self.reader.settings.checksum_mode,
+        )
+        try:
+            return ObjectStore(settings, credentials=self.reader.credentials, profile=self.reader.profile)
+        except ConfigError as exc:
+            raise OffsiteUnavailable(f"{self.reader.source}: {exc}") from None
+
     def reports(self, limit: int = 10, days: float = REPORT_DAYS) -> Reports:
         """The newest run reports; one bounded listing (keys since `days` ago) and `limit` GETs."""
         since = clock.now() - dt.timedelta(days=days)

@@ -47,7 +47,9 @@ HELP = """\
  2  Library (PVC)             s  suspend / resume the nightly sync
  3  Offsite (S3)              b  take a database backup now
  4  Jobs + live logs          r  refresh now
- 5  Database (CNPG)           /  filter the pane (Esc clears)
+ 5  Database (CNPG)           R  restore: DB wizard (Database tab),
+                                 media Job (Offsite tab)
+                              /  filter the pane (Esc clears)
                               ctrl+p  every action and pane
 [b]Jobs pane[/]                  [b]Offsite pane[/]
  ↑↓ pick a Job, its log       l  list the bucket (exact counts)
@@ -69,7 +71,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="help"):
             yield Static("immich-tui — keys", id="help-title")
-            note = "\n[yellow]Read-only mode: t, s and b are disabled.[/]" if self.read_only else ""
+            note = "\n[yellow]Read-only: t, s, b and applying a restore are disabled.[/]" if self.read_only else ""
             yield Static(HELP + note, id="help-body")
             yield Static("Esc to close", id="help-foot")
 

@@ -123,4 +123,3 @@ class LibraryPane(Pane):
     def apply_filter(self, text: str) -> None:
         self.filter = text
         self.render_rows()
-

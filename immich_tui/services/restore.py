@@ -1,0 +1,191 @@
+"""Database point-in-time recovery, planned: a *new* CNPG Cluster that bootstraps from the object store.
+
+The source cluster is never touched. The new one copies what Immich needs from it (image — a
+VectorChord/pgvector build —, `postgresql.parameters` and `shared_preload_libraries`, storage size and
+class, resources), recovers from the source's archive (in-tree `barmanObjectStore` or the Barman Cloud
+Plugin's `ObjectStore`, whichever the source uses) and archives under a serverName of its own, so it
+cannot fail with "Expected empty archive" or write into the source's history.
+
+The default target is the start of the latest successful media sync: a database from later than
+that would reference photos the offsite copy may not have.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from immich_tui.services import clock
+from immich_tui.services.cnpg import GROUP, PLUGIN_NAME, VERSION, DbBackup, DbCluster
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "immich-backup"}
+ORIGIN = "origin"  # the externalClusters entry that points at the source's archive
+
+
+class RestoreError(Exception):
+    """A restore that must not be planned as asked; the message says why and what to do."""
+
+
+@dataclass
+class RestoreTarget:
+    kind: str  # time | backup
+    time: dt.datetime | None = None
+    backup: DbBackup | None = None
+
+    def describe(self) -> str:
+        if self.kind == "backup" and self.backup is not None:
+            when = clock.iso(self.backup.stopped) or "?"
+            return f"the end of Backup {self.backup.name} (backupID {self.backup.backup_id}, {when})"
+        return rfc3339(self.time)
+
+
+@dataclass
+class RestorePlan:
+    source: str
+    namespace: str
+    name: str
+    server_name: str
+    target: RestoreTarget
+    window_start: dt.datetime | None
+    media_sync: dt.datetime | None
+    manifest: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def rfc3339(value: dt.datetime | None) -> str:
+    """Always with an explicit zone: CNPG reads a zoneless time as UTC, a person may not."""
+    return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if value else ""
+
+
+def parse_target_time(text: str) -> dt.datetime:
+    value = clock.parse(text)
+    has_zone = text.strip().upper().endswith("Z") or "+" in text[10:] or "-" in text[10:]
+    if value is None or not has_zone:
+        raise RestoreError(
+            f"--target-time {text!r} must be RFC 3339 with an explicit zone, e.g. 2026-11-27T02:30:00Z or "
+            "2026-11-27T03:30:00+01:00"
+        )
+    return value
+
+
+def default_name(source: str, now: dt.datetime) -> str:
+    return f"{source[:40]}-restore-{now:%Y%m%d%H%M}"
+
+
+def _copy(spec: dict[str, Any], key: str) -> Any:
+    return copy.deepcopy(spec[key]) if spec.get(key) not in (None, {}, []) else None
+
+
+def recovery_manifest(
+    cluster: DbCluster, name: str, target: RestoreTarget, namespace: str | None = None
+) -> dict[str, Any]:
+    """The new Cluster, ready to apply. Only fields the CNPG CRD defines; validated in the tests."""
+    src = cluster.raw.get("spec", {})
+    spec: dict[str, Any] = {"instances": cluster.instances or 1}
+    if src.get("imageCatalogRef"):
+        spec["imageCatalogRef"] = copy.deepcopy(src["imageCatalogRef"])
+    elif cluster.image:
+        spec["imageName"] = cluster.image
+    for key in ("postgresql", "storage", "walStorage", "resources", "affinity", "enableSuperuserAccess"):
+        value = _copy(src, key)
+        if value is not None:
+            spec[key] = value
+    recovery: dict[str, Any] = {"source": ORIGIN}
+    initdb = (src.get("bootstrap") or {}).get("initdb") or {}
+    for key in ("database", "owner", "secret"):
+        if initdb.get(key):
+            recovery[key] = copy.deepcopy(initdb[key])
+    if target.kind == "backup" and target.backup is not None:
+        recovery["recoveryTarget"] = {"backupID": target.backup.backup_id, "targetImmediate": True}
+    elif target.time is not None:
+        recovery["recoveryTarget"] = {"targetTime": rfc3339(target.time)}
+    spec["bootstrap"] = {"recovery": recovery}
+    server = name
+    if cluster.method == "plugin":
+        params = {"barmanObjectName": cluster.object_store, "serverName": cluster.server_name}
+        spec["externalClusters"] = [{"name": ORIGIN, "plugin": {"name": PLUGIN_NAME, "parameters": params}}]
+        own = {"barmanObjectName": cluster.object_store, "serverName": server}
+        spec["plugins"] = [{"name": PLUGIN_NAME, "isWALArchiver": True, "parameters": own}]
+    elif cluster.method == "barmanObjectStore":
+        store = copy.deepcopy(src["backup"]["barmanObjectStore"])
+        origin = dict(store, serverName=cluster.server_name)
+        spec["externalClusters"] = [{"name": ORIGIN, "barmanObjectStore": origin}]
+        backup = copy.deepcopy(src["backup"])
+        backup["barmanObjectStore"] = dict(store, serverName=server)
+        spec["backup"] = backup
+    else:
+        raise RestoreError(f"Cluster {cluster.name} has no object store to recover from (method {cluster.method})")
+    annotations = {
+        "immich-backup/restored-from": f"{cluster.namespace}/{cluster.name}",
+        "immich-backup/recovery-target": target.describe(),
+    }
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Cluster",
+        "metadata": {
+            "name": name,
+            "namespace": namespace or cluster.namespace,
+            "labels": dict(MANAGED_BY),
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }
+
+
+def plan_restore(
+    cluster: DbCluster,
+    backups: list[DbBackup],
+    *,
+    backup_name: str | None = None,
+    target_time: dt.datetime | None = None,
+    name: str | None = None,
+    media_sync: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> RestorePlan:
+    """Check the target against the recovery window and the media copy, then build the manifest."""
+    now = now or clock.now()
+    if backup_name and target_time:
+        raise RestoreError("choose either --backup or --target-time, not both")
+    warnings: list[str] = []
+    first = cluster.window.first_point
+    if backup_name:
+        backup = next((b for b in backups if b.name == backup_name), None)
+        if backup is None:
+            raise RestoreError(f"Backup {backup_name} of cluster {cluster.name} not found (see `db backups`)")
+        if backup.phase != "completed" or not backup.backup_id:
+            raise RestoreError(f"Backup {backup_name} is {backup.phase}: only a completed backup can be restored")
+        target = RestoreTarget("backup", backup.stopped, backup)
+    else:
+        when = target_time or media_sync
+        if when is None:
+            raise RestoreError(
+                "no target: there is no successful media sync on record to default to; "
+                "pass --target-time (RFC 3339 with a zone) or --backup NAME"
+            )
+        if target_time is None:
+            warnings.append(f"target defaults to the start of the latest media sync, {rfc3339(when)}")
+        target = RestoreTarget("time", when)
+    when = target.time
+    if when is not None:
+        if first is None:
+            raise RestoreError(f"Cluster {cluster.name} has no recoverability point yet (no completed base backup)")
+        if when < first:
+            raise RestoreError(
+                f"target {rfc3339(when)} is before the recovery window, which starts at {rfc3339(first)}"
+            )
+        if when > now:
+            raise RestoreError(f"target {rfc3339(when)} is in the future (now is {rfc3339(now)})")
+        if media_sync is not None and when > media_sync:
+            warnings.append(
+                f"target {rfc3339(when)} is after the start of the latest media sync ({rfc3339(media_sync)}): "
+                "the database may reference photos that the offsite media copy does not have"
+            )
+    elif media_sync is None:
+        warnings.append("no successful media sync on record: check the media copy before relying on this database")
+    name = name or default_name(cluster.name, now)
+    if name == cluster.name:
+        raise RestoreError("the restored cluster needs a new name: recovery never overwrites the existing cluster")
+    manifest = recovery_manifest(cluster, name, target)
+    return RestorePlan(cluster.name, cluster.namespace, name, name, target, first, media_sync, manifest, warnings)

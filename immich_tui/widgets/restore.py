@@ -1,0 +1,172 @@
+"""Restore dialogs: the database recovery wizard (Database tab, `R`) and the media restore (Offsite tab, `R`).
+
+The wizard plans with data the Database tab already holds — no request until Apply — and shows the
+new Cluster as YAML before anything is created. Apply and the media restore are writes: the app's
+read-only guard refuses them in one place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from rich.syntax import Syntax
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Input, Static
+
+from immich_tui.services.cnpg import DbState
+from immich_tui.services.restore import RestoreError, RestorePlan, parse_target_time, plan_restore, rfc3339
+
+
+@dataclass
+class RestoreRequest:
+    """What the wizard hands back: apply this plan, or write it to `path`."""
+
+    plan: RestorePlan
+    apply: bool
+    path: Path | None = None
+
+
+class DbRestoreScreen(ModalScreen[RestoreRequest | None]):
+    BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
+
+    def __init__(self, state: DbState, media_sync: dt.datetime | None, *, can_apply: bool) -> None:
+        super().__init__()
+        self.state = state
+        self.media_sync = media_sync
+        self.can_apply = can_apply
+        self.plan: RestorePlan | None = None
+
+    def compose(self) -> ComposeResult:
+        c = self.state.cluster
+        recent = ", ".join(b.name for b in self.state.backups[:3] if b.phase == "completed") or "none"
+        with Vertical(id="wizard"):
+            yield Static(f"Restore the database into a NEW cluster (cluster/{c.name} is only read)", id="wizard-title")
+            yield Static(
+                f"Recovery window {rfc3339(c.window.first_point) or '-'} → now · latest media sync "
+                f"{rfc3339(self.media_sync) or 'unknown'}\n"
+                f"Target: empty = the start of the latest media sync, a time with a zone "
+                f"(2026-11-27T02:30:00Z), or a Backup name ({recent})",
+                id="wizard-help",
+            )
+            yield Input(placeholder="target time or Backup name", id="wizard-target")
+            yield Input(placeholder="new cluster name (default: <cluster>-restore-<time>)", id="wizard-name")
+            yield Static("", id="wizard-result")
+            with VerticalScroll(id="wizard-yaml-box"):
+                yield Static("", id="wizard-yaml")
+            with Horizontal(id="wizard-buttons"):
+                yield Button("Write YAML (w)", id="write")
+                yield Button("Apply (a)", variant="warning", id="apply", disabled=not self.can_apply)
+                yield Button("Cancel (esc)", id="cancel")
+
+    def on_mount(self) -> None:
+        self.replan()
+        self.query_one("#wizard-target", Input).focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.replan()
+
+    def replan(self) -> None:
+        target = self.query_one("#wizard-target", Input).value.strip()
+        name = self.query_one("#wizard-name", Input).value.strip() or None
+        result = self.query_one("#wizard-result", Static)
+        try:
+            by_backup = bool(target) and any(b.name == target for b in self.state.backups)
+            when = parse_target_time(target) if target and not by_backup else None
+            self.plan = plan_restore(
+                self.state.cluster,
+                self.state.backups,
+                backup_name=target if by_backup else None,
+                target_time=when,
+                name=name,
+                media_sync=self.media_sync,
+            )
+        except RestoreError as exc:
+            self.plan = None
+            result.update(f"[red]✖ {exc}[/]")
+            self.query_one("#wizard-yaml", Static).update("")
+            self._buttons(False)
+            return
+        lines = [f"[green]✔[/] cluster/{self.plan.name} recovers to {self.plan.target.describe()}"]
+        lines += [f"[yellow]⚠ {w}[/]" for w in self.plan.warnings]
+        result.update("\n".join(lines))
+        text = yaml.safe_dump(self.plan.manifest, sort_keys=False)
+        preview = Syntax(text, "yaml", theme="ansi_dark", background_color="default")
+        self.query_one("#wizard-yaml", Static).update(preview)
+        self._buttons(True)
+
+    def _buttons(self, ok: bool) -> None:
+        self.query_one("#write", Button).disabled = not ok
+        self.query_one("#apply", Button).disabled = not (ok and self.can_apply)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "cancel" or self.plan is None:
+            self.dismiss(None)
+        elif event.button.id == "write":
+            path = Path.cwd() / f"{self.plan.name}.yaml"
+            self.dismiss(RestoreRequest(self.plan, apply=False, path=path))
+        elif event.button.id == "apply":
+            self.dismiss(RestoreRequest(self.plan, apply=True))
+
+    def key_w(self) -> None:
+        if not self.query_one("#write", Button).disabled and not self.focused_is_input():
+            self.query_one("#write", Button).press()
+
+    def key_a(self) -> None:
+        if not self.query_one("#apply", Button).disabled and not self.focused_is_input():
+            self.query_one("#apply", Button).press()
+
+    def focused_is_input(self) -> bool:
+        return isinstance(self.focused, Input)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+@dataclass
+class MediaRestoreRequest:
+    pvc: str
+    force: bool
+
+
+class MediaRestoreScreen(ModalScreen[MediaRestoreRequest | None]):
+    BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
+
+    def __init__(self, namespace: str, bucket: str) -> None:
+        super().__init__()
+        self.namespace = namespace
+        self.bucket = bucket
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static("Restore the media library from the bucket?", id="dialog-title")
+            yield Static(
+                f"Creates a Job in {self.namespace} that runs `immich-sync restore` from {self.bucket} into the\n"
+                "PVC below, mounted read-write, with the immich-offsite-restorer Secret (read-only keys).\n"
+                "Stop Immich first (scale the server to 0). Files already identical are skipped; a differing\n"
+                "file is never overwritten. Its log streams in the Jobs tab.",
+                id="dialog-body",
+            )
+            yield Input(value="immich-library", placeholder="target PVC", id="restore-pvc")
+            yield Checkbox("the volume already holds files: restore into it anyway (--force)", id="restore-force")
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Start restore", variant="warning", id="yes")
+                yield Button("Cancel (esc)", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        pvc = self.query_one("#restore-pvc", Input).value.strip()
+        if event.button.id != "yes" or not pvc:
+            self.dismiss(None)
+            return
+        self.dismiss(MediaRestoreRequest(pvc, self.query_one("#restore-force", Checkbox).value))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

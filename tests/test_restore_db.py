@@ -1,0 +1,178 @@
+"""`kubectl immich-backup db restore`: a new Cluster that recovers from the object store, never the old one.
+
+Every generated CNPG object is validated against the CRD schemas of CNPG 1.30 and the Barman Cloud
+Plugin 0.14 (tests/crds/), so what the API server would reject fails here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from immich_tui.sandbox_cluster import DB_CLUSTER, DB_NS, World, db_backup, db_cluster, object_store
+from immich_tui.services import clock
+from immich_tui.services.cnpg import _backup, _cluster, _object_store
+from immich_tui.services.restore import RestoreError, plan_restore
+from tests.cluster import Cluster
+
+CRDS = Path(__file__).parent / "crds"
+
+
+@cache
+def schema(group: str, kind: str) -> dict[str, Any]:
+    for path in CRDS.glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        if crd["spec"]["group"] == group and crd["spec"]["names"]["kind"] == kind:
+            version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+            return version["schema"]["openAPIV3Schema"]
+    raise KeyError(f"no CRD for {kind}.{group}")
+
+
+def validate(obj: dict[str, Any]) -> None:
+    group = obj["apiVersion"].split("/")[0]
+    jsonschema.validate(obj, schema(group, obj["kind"]))
+
+
+def test_the_validator_rejects_what_the_api_server_would() -> None:
+    bad = {
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": {"name": "x"},
+        "spec": {"instances": "two", "bootstrap": {"recovery": {"recoveryTarget": {"targetImmediate": "yes"}}}},
+    }
+    with pytest.raises(jsonschema.ValidationError):
+        validate(bad)
+
+
+def _source(mode: str) -> tuple[Any, list[Any]]:
+    now = clock.now()
+    cluster = _cluster(db_cluster(mode, now, last_backup=now - dt.timedelta(hours=7)))
+    if mode == "plugin":  # the plugin keeps the recovery window in the ObjectStore, as Database.state() reads it
+        cluster.window = _object_store(object_store(now, now - dt.timedelta(hours=7))).windows["immich-db-2026"]
+    backups = [_backup(db_backup(f"daily-{d}", mode, now - dt.timedelta(days=d, hours=7))) for d in range(3)]
+    return cluster, backups
+
+
+@pytest.mark.parametrize("mode", ["plugin", "in-tree"])
+def test_manifest_recovers_from_the_source_archive_into_its_own(mode: str) -> None:
+    cluster, backups = _source(mode)
+    sync = clock.now() - dt.timedelta(hours=6)
+    plan = plan_restore(cluster, backups, media_sync=sync, name="immich-db-restored")
+    m = plan.manifest
+    validate(m)
+    spec = m["spec"]
+    assert m["metadata"] == {
+        "name": "immich-db-restored",
+        "namespace": DB_NS,
+        "labels": {"app.kubernetes.io/managed-by": "immich-backup"},
+        "annotations": {
+            "immich-backup/restored-from": f"{DB_NS}/{DB_CLUSTER}",
+            "immich-backup/recovery-target": plan.target.describe(),
+        },
+    }
+    assert spec["imageName"] == cluster.image
+    assert spec["postgresql"]["shared_preload_libraries"] == ["vchord.so"]
+    assert spec["postgresql"]["parameters"] == {"max_connections": "200"}
+    assert spec["storage"] == {"size": "10Gi", "storageClass": "longhorn"}
+    assert spec["instances"] == 2
+    recovery = spec["bootstrap"]["recovery"]
+    assert recovery == {"source": "origin", "recoveryTarget": {"targetTime": plan.target.describe()}}
+    assert plan.target.describe().endswith("Z")  # an explicit zone, always
+    assert plan.target.time == sync  # the default: the start of the latest media sync
+    [origin] = spec["externalClusters"]
+    if mode == "plugin":
+        assert origin == {
+            "name": "origin",
+            "plugin": {
+                "name": "barman-cloud.cloudnative-pg.io",
+                "parameters": {"barmanObjectName": "immich-db-store", "serverName": "immich-db-2026"},
+            },
+        }
+        assert spec["plugins"] == [
+            {
+                "name": "barman-cloud.cloudnative-pg.io",
+                "isWALArchiver": True,
+                "parameters": {"barmanObjectName": "immich-db-store", "serverName": "immich-db-restored"},
+            }
+        ]
+        assert "backup" not in spec
+    else:
+        assert origin["barmanObjectStore"]["serverName"] == "immich-db-2026"
+        assert origin["barmanObjectStore"]["destinationPath"] == "s3://immich-offsite/immich/postgres"
+        assert spec["backup"]["barmanObjectStore"]["serverName"] == "immich-db-restored"
+        assert spec["backup"]["retentionPolicy"] == "30d"
+        assert "plugins" not in spec
+    assert plan.warnings == [f"target defaults to the start of the latest media sync, {plan.target.describe()}"]
+
+
+def test_restore_to_a_backup_and_target_checks() -> None:
+    cluster, backups = _source("plugin")
+    plan = plan_restore(cluster, backups, backup_name="daily-1", media_sync=clock.now())
+    validate(plan.manifest)
+    assert plan.manifest["spec"]["bootstrap"]["recovery"]["recoveryTarget"] == {
+        "backupID": backups[1].backup_id,
+        "targetImmediate": True,
+    }
+    first = cluster.window.first_point
+    assert first is not None
+    with pytest.raises(RestoreError, match="is before the recovery window, which starts at"):
+        plan_restore(cluster, backups, target_time=first - dt.timedelta(minutes=1))
+    with pytest.raises(RestoreError, match="is in the future"):
+        plan_restore(cluster, backups, target_time=clock.now() + dt.timedelta(hours=1))
+    with pytest.raises(RestoreError, match="not found"):
+        plan_restore(cluster, backups, backup_name="nope")
+    with pytest.raises(RestoreError, match="needs a new name"):
+        plan_restore(cluster, backups, media_sync=clock.now(), name=DB_CLUSTER)
+    with pytest.raises(RestoreError, match="no successful media sync on record"):
+        plan_restore(cluster, backups)
+    later = plan_restore(
+        cluster,
+        backups,
+        target_time=clock.now() - dt.timedelta(minutes=5),
+        media_sync=clock.now() - dt.timedelta(hours=2),
+    )
+    assert any("after the start of the latest media sync" in w for w in later.warnings)
+
+
+def test_db_backup_manifest_validates(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    for mode in ("plugin", "in-tree"):
+        cluster: Cluster = make_cluster(World(cnpg=mode))
+        assert cluster.run("db", "backup").code == 0
+        validate(cluster.requests("POST", "/backups")[-1].data)
+
+
+def test_plugin_db_restore_preview_yaml_and_apply(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = make_cluster()
+    assert cluster.run("sync", "--wait").code == 0  # a real media sync: its start is the default target
+    sync_started = cluster.run("offsite", "--from-report", "-o", "json").json()["reports"]["latest_ok"]["started"]
+    preview = cluster.run("db", "restore")
+    assert preview.code == 0, preview.err
+    assert f"target          {sync_started}" in preview.out
+    assert "# preview — rerun with --apply" in preview.out
+    as_yaml = cluster.run("db", "restore", "--name", "immich-db-r1", "-o", "yaml")
+    manifest = yaml.safe_load(as_yaml.out)
+    validate(manifest)
+    assert manifest["spec"]["bootstrap"]["recovery"]["recoveryTarget"]["targetTime"] == sync_started
+    assert "target defaults to the start of the latest media sync" in as_yaml.err
+    late = cluster.run("db", "restore", "--target-time", clock.iso(clock.now()) or "", "-o", "yaml")
+    assert "the database may reference photos that the offsite media copy does not have" in late.err
+    zoneless = cluster.run("db", "restore", "--target-time", "2026-11-27T02:00:00")
+    assert zoneless.code == 2 and "explicit zone" in zoneless.err
+    refused = cluster.run("db", "restore", "--apply", "--read-only")
+    assert refused.code == 2 and "read-only mode: refusing to create clusters.postgresql.cnpg.io" in refused.err
+    applied = cluster.run("db", "restore", "--name", "immich-db-r1", "--apply")
+    assert applied.code == 0, applied.err
+    created = cluster.get("postgresql.cnpg.io/v1/clusters", DB_NS, "immich-db-r1")
+    assert created is not None and created["spec"]["bootstrap"]["recovery"]["source"] == "origin"
+    # the source cluster was only read
+    assert not [
+        r for r in cluster.requests() if r.method.value in ("PATCH", "PUT", "DELETE") and "/clusters" in str(r.url)
+    ]
+    again = cluster.run("db", "restore", "--name", "immich-db-r1", "--apply")
+    assert again.code == 2 and "409" in again.err
