@@ -46,7 +46,7 @@ async def until(pilot: Pilot[Any], condition: Any, timeout: float = 60.0) -> Non
 
 
 def text(app: ImmichApp, selector: str) -> str:
-    return str(app.query_one(selector, Static).render())
+    return str(app.screen.query_one(selector, Static).render())
 
 
 def requests(box: Any, method: str, path: str) -> list[Any]:
@@ -315,3 +315,66 @@ def test_polls_never_overlap_and_skip_hidden_tabs(tmp_path: Path) -> None:
         run(app, scenario)
     finally:
         box.stop()
+
+
+def test_db_restore_wizard_previews_warns_and_applies(box) -> None:  # type: ignore[no-untyped-def]
+    from textual.widgets import Button
+
+    from immich_tui.widgets.restore import DbRestoreScreen
+
+    app = make_app(box)
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await press(pilot, "5")
+        await settle(pilot)
+        await press(pilot, "R")
+        assert isinstance(app.screen, DbRestoreScreen)
+        wizard = app.screen
+        assert "recovers to" in text(app, "#wizard-result")  # the default target: the latest media sync
+        assert (
+            wizard.plan is not None
+            and "targetTime" in wizard.plan.manifest["spec"]["bootstrap"]["recovery"]["recoveryTarget"]
+        )
+        await press(pilot, *"2020-01-01T00:00:00Z")
+        assert "before the recovery window" in text(app, "#wizard-result")
+        assert wizard.query_one("#apply", Button).disabled
+        target = wizard.query_one("#wizard-target", Input)
+        target.value = "2026-11-27T09:00:00Z"  # after the latest media sync (02:30)
+        await settle(pilot)
+        assert "offsite media copy does not have" in text(app, "#wizard-result")
+        wizard.query_one("#wizard-name", Input).value = "immich-db-wizard"
+        await settle(pilot)
+        before = len(requests(box, "POST", "/clusters"))
+        wizard.query_one("#apply", Button).press()
+        await settle(pilot)
+        await until(pilot, lambda: len(requests(box, "POST", "/clusters")) == before + 1)
+        created = requests(box, "POST", "/clusters")[-1].data
+        assert created["metadata"]["name"] == "immich-db-wizard"
+        assert created["spec"]["bootstrap"]["recovery"]["recoveryTarget"] == {"targetTime": "2026-11-27T09:00:00Z"}
+        await press(pilot, "R", "escape")
+        assert not isinstance(app.screen, DbRestoreScreen)
+
+    run(app, scenario)
+
+
+def test_db_restore_wizard_read_only_previews_but_never_applies(box) -> None:  # type: ignore[no-untyped-def]
+    from textual.widgets import Button
+
+    from immich_tui.widgets.restore import DbRestoreScreen
+
+    app = make_app(box, read_only=True)
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await press(pilot, "5")
+        await settle(pilot)
+        await press(pilot, "R")
+        assert isinstance(app.screen, DbRestoreScreen)
+        assert app.screen.query_one("#apply", Button).disabled
+        assert not app.screen.query_one("#write", Button).disabled
+        await press(pilot, "escape", "3", "R")
+        assert not isinstance(app.screen, DbRestoreScreen)
+        assert not requests(box, "POST", "/jobs") or all(
+            "restore" not in r.data["metadata"]["name"] for r in requests(box, "POST", "/jobs")
+        )
+
+    run(app, scenario)

@@ -54,6 +54,8 @@ def keys(*pressed: str, after: Callable[[Pilot[Any]], Any] | None = None) -> Cal
         ("confirm_backup", ("b",)),
         ("help", ("question_mark",)),
         ("filter", ("5", "slash", "1", "1", "2", "6")),
+        ("db_restore_wizard", ("5", "R")),
+        ("media_restore", ("3", "R")),
     ],
 )
 def test_pane_and_dialog(snap_compare, sandbox, name: str, pressed: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]

@@ -65,6 +65,8 @@ class DbRestoreScreen(ModalScreen[RestoreRequest | None]):
                 yield Button("Cancel (esc)", id="cancel")
 
     def on_mount(self) -> None:
+        for box in self.query(Input):
+            box.cursor_blink = getattr(self.app, "cursor_blink", True)
         self.replan()
         self.query_one("#wizard-target", Input).focus()
 
@@ -146,9 +148,9 @@ class MediaRestoreScreen(ModalScreen[MediaRestoreRequest | None]):
         with Vertical(id="dialog"):
             yield Static("Restore the media library from the bucket?", id="dialog-title")
             yield Static(
-                f"Creates a Job in {self.namespace} that runs `immich-sync restore` from {self.bucket} into the\n"
-                "PVC below, mounted read-write, with the immich-offsite-restorer Secret (read-only keys).\n"
-                "Stop Immich first (scale the server to 0). Files already identical are skipped; a differing\n"
+                f"Creates a Job in {self.namespace} that runs `immich-sync restore` from {self.bucket} into the "
+                "PVC below, mounted read-write, with the immich-offsite-restorer Secret (read-only keys). "
+                "Stop Immich first (scale the server to 0). Files already identical are skipped; a differing "
                 "file is never overwritten. Its log streams in the Jobs tab.",
                 id="dialog-body",
             )
@@ -159,6 +161,8 @@ class MediaRestoreScreen(ModalScreen[MediaRestoreRequest | None]):
                 yield Button("Cancel (esc)", id="no")
 
     def on_mount(self) -> None:
+        for box in self.query(Input):
+            box.cursor_blink = getattr(self.app, "cursor_blink", True)
         self.query_one("#no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
