@@ -176,3 +176,24 @@ def test_plugin_db_restore_preview_yaml_and_apply(make_cluster) -> None:  # type
     ]
     again = cluster.run("db", "restore", "--name", "immich-db-r1", "--apply")
     assert again.code == 2 and "409" in again.err
+
+
+def test_media_restore_job_shape(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = make_cluster()
+    cluster.jobs.target = None  # only the Job object matters here
+    result = cluster.run("media", "restore", "--pvc", "immich-library-new", "--force", "-o", "json")
+    assert result.code == 0, result.err
+    job = cluster.requests("POST", "/jobs")[-1].data
+    assert job["metadata"]["labels"]["app.kubernetes.io/name"] == "immich-media-restore"
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"] == "ghcr.io/immich-offsite-backup/immich-sync:0.1.0"  # the CronJob's image
+    assert container["args"] == ["restore", "--to", "/target", "--log-format", "json", "--force"]
+    assert container["envFrom"] == [{"secretRef": {"name": "immich-offsite-restorer"}}]  # never the writer's
+    assert container["volumeMounts"] == [{"name": "target", "mountPath": "/target"}]  # read-write
+    assert pod["volumes"] == [{"name": "target", "persistentVolumeClaim": {"claimName": "immich-library-new"}}]
+    assert pod["restartPolicy"] == "Never"
+    jobs = cluster.run("jobs", "-o", "json").json()["jobs"]
+    assert jobs[0]["name"] == result.json()["name"]  # restore Jobs show in the same history, logs and all
+    denied = cluster.run("media", "restore", "--read-only")
+    assert denied.code == 2 and "read-only mode: refusing to create jobs.batch" in denied.err
