@@ -329,8 +329,10 @@ class Cli:
 
     # database ------------------------------------------------------------------------------------
     def db(self) -> int:
-        database = self.services.database
         command = self.args.db_command
+        if command == "catalog":  # reads the bucket alone: it must work when the cluster is gone
+            return self.db_catalog()
+        database = self.services.database
         if command == "status":
             state = database.state()
             self.emit(state, render_db_status(state))
@@ -344,8 +346,6 @@ class Cli:
             return 0
         if command == "restore":
             return self.db_restore()
-        if command == "catalog":
-            return self.db_catalog()
         backup = database.backup_now()
         if not self.args.wait:
             self.emit(backup, f"backup/{backup.name} created (method {backup.method})")
