@@ -1,4 +1,6 @@
-"""The only place that talks to S3. A writer may list, put and abort; nothing here HEADs or deletes.
+"""The only place that talks to S3. A writer may list, put and abort; nothing here deletes.
+
+HEAD, GET and RestoreObject are for the restore and the reports, run with read-only credentials.
 
 One botocore client is shared by every worker (its connection pool is sized to the worker count), so no
 request pays for session or client set-up. Listing runs in a prefetch thread so the planner and the
@@ -14,6 +16,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import botocore.exceptions as bexc
@@ -153,6 +156,62 @@ def _proxied(endpoint: str) -> bool:
 class PutResult:
     etag: str
     kms: bool  # SSE-KMS ETags are not MD5s, so they cannot be compared
+
+
+@dataclass(frozen=True)
+class ObjectHead:
+    """What a HEAD or GET says about one object (or, with a part number, about that part)."""
+
+    key: str
+    size: int  # Content-Length: the whole object, or the part asked for
+    etag: str  # without quotes, lower case
+    last_modified: float
+    storage_class: str = "STANDARD"
+    restore: str = ""  # x-amz-restore, e.g. 'ongoing-request="false", expiry-date="…"'; empty if never requested
+    parts: int = 0  # PartsCount, sent only when a part number was asked for
+    encryption: str = ""  # ServerSideEncryption: an aws:kms ETag is not an MD5
+
+    @classmethod
+    def from_response(cls, key: str, resp: dict[str, Any]) -> ObjectHead:
+        modified = resp.get("LastModified")
+        return cls(
+            key=key,
+            size=int(resp.get("ContentLength") or 0),
+            etag=str(resp.get("ETag", "")).strip('"').lower(),
+            last_modified=modified.timestamp() if modified is not None else 0.0,
+            storage_class=resp.get("StorageClass") or "STANDARD",
+            restore=str(resp.get("Restore") or ""),
+            parts=int(resp.get("PartsCount") or 0),
+            encryption=str(resp.get("ServerSideEncryption") or ""),
+        )
+
+
+class ObjectReader:
+    """An open GetObject response: its metadata, and the body read chunk by chunk so memory stays flat."""
+
+    def __init__(self, head: ObjectHead, body: Any, what: str) -> None:
+        self.head = head
+        self._body = body
+        self._what = what
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        while True:
+            try:
+                chunk = self._body.read(size)
+            except Exception as exc:
+                raise describe_error(exc, self._what) from None
+            if not chunk:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> ObjectReader:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
 
 
 class ObjectStore:
@@ -310,6 +369,49 @@ class ObjectStore:
             return bytes(self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
         except Exception as exc:
             raise describe_error(exc, f"reading s3://{self.bucket}/{key}") from None
+
+    # -- restoring (read-only credentials: s3:GetObject, s3:ListBucket, s3:RestoreObject) -----------
+    def head_object(self, key: str, *, part_number: int | None = None) -> ObjectHead:
+        """HEAD needs only s3:GetObject; with `part_number` the size is that part's, which is how the
+        part size of a multipart object that no manifest describes is learned."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if part_number is not None:
+            kwargs["PartNumber"] = part_number
+        try:
+            self._count("HeadObject")
+            resp = self._client.head_object(**kwargs)
+        except Exception as exc:
+            raise describe_error(exc, f"reading the metadata of s3://{self.bucket}/{key}") from None
+        return ObjectHead.from_response(key, resp)
+
+    def open_object(self, key: str, *, if_match: str | None = None) -> ObjectReader:
+        """Start a GET and return the streaming body. `if_match` makes S3 refuse (PreconditionFailed)
+        when the object is no longer the one listed, so the bytes can only be that object's."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if if_match:
+            kwargs["IfMatch"] = f'"{if_match}"'
+        what = f"downloading s3://{self.bucket}/{key}"
+        try:
+            self._count("GetObject")
+            resp = self._client.get_object(**kwargs)
+        except Exception as exc:
+            raise describe_error(exc, what) from None
+        return ObjectReader(ObjectHead.from_response(key, resp), resp["Body"], what)
+
+    def restore_object(self, key: str, *, days: int | None, tier: str) -> bool:
+        """Ask S3 for a readable copy of an archived object. True when a restore was started (202);
+        False when a restored copy is already there (200, S3 only extends its expiry). A restore
+        still running is refused with code RestoreAlreadyInProgress. `days` is None for the archive
+        tiers of INTELLIGENT_TIERING, which move the object back instead of copying it."""
+        request: dict[str, Any] = {"GlacierJobParameters": {"Tier": tier}}
+        if days is not None:
+            request["Days"] = days
+        try:
+            self._count("RestoreObject")
+            resp = self._client.restore_object(Bucket=self.bucket, Key=key, RestoreRequest=request)
+        except Exception as exc:
+            raise describe_error(exc, f"requesting the restore of s3://{self.bucket}/{key}") from None
+        return int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 202)) != 200
 
 
 _DONE = object()
