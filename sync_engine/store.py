@@ -278,6 +278,22 @@ class ObjectStore:
             kwargs["ContinuationToken"] = token
             kwargs.pop("StartAfter", None)
 
+    def list_folders(self, prefix: str, *, first_page_only: bool = False) -> Iterator[str]:
+        """Names of the "folders" directly under `prefix` (the CommonPrefixes of a delimited listing)."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "Delimiter": "/", "MaxKeys": 1000}
+        while True:
+            try:
+                self._count("ListObjectsV2")
+                page = self._client.list_objects_v2(**kwargs)
+            except Exception as exc:
+                raise describe_error(exc, f"listing s3://{self.bucket}/{prefix}") from None
+            for common in page.get("CommonPrefixes") or ():
+                yield str(common["Prefix"])[len(prefix) :].rstrip("/")
+            token = page.get("NextContinuationToken")
+            if first_page_only or not page.get("IsTruncated") or not token:
+                return
+            kwargs["ContinuationToken"] = token
+
     def prefetch(self, prefix: str, pages: int = 4, *, delimiter: str | None = None) -> PrefetchedListing:
         return PrefetchedListing(self.list_pages(prefix, delimiter=delimiter), capacity=pages)
 

@@ -197,3 +197,20 @@ def test_media_restore_job_shape(make_cluster) -> None:  # type: ignore[no-untyp
     assert jobs[0]["name"] == result.json()["name"]  # restore Jobs show in the same history, logs and all
     denied = cluster.run("media", "restore", "--read-only")
     assert denied.code == 2 and "read-only mode: refusing to create jobs.batch" in denied.err
+
+
+def test_media_restore_wait_runs_the_real_restore(make_cluster, sample) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = make_cluster()
+    assert cluster.run("sync", "--wait").code == 0
+    target = cluster.jobs.target.restore_root  # the volume the emulated Job mounts at /target
+    result = cluster.run("media", "restore", "--wait")
+    assert result.code == 0, result.out + result.err
+    assert "Generate Thumbnails" in result.out and "Transcode Videos" in result.out
+    assert result.out.strip().splitlines()[-2].endswith("succeeded")
+    for rel in sample.files:
+        if rel.split("/")[0] in ("upload", "library", "profile"):
+            assert (target / rel).read_bytes() == (sample.root / rel).read_bytes(), rel
+    assert all((target / f / ".immich").is_file() for f in ("thumbs", "encoded-video", "backups"))
+    again = cluster.run("media", "restore", "--wait")  # a volume that already holds files needs --force
+    assert again.code == 2
+    assert "--force" in again.out

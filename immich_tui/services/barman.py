@@ -20,9 +20,8 @@ import re
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
-from sync_engine.store import ObjectStore, StoreError, describe_error
+from sync_engine.store import ObjectStore, StoreError
 
 DONE = "DONE"
 # Compression suffixes barman-cloud-wal-archive may append to a WAL name (barman/cloud.py ALLOWED_COMPRESSIONS).
@@ -97,22 +96,11 @@ def _catalog_error(exc: StoreError, bucket: str, prefix: str) -> CatalogError:
 
 
 def _folders(store: ObjectStore, prefix: str, *, first_page_only: bool = False) -> Iterator[str]:
-    """Names of the "folders" directly under `prefix`: the CommonPrefixes of a delimited listing, which
-    `ObjectStore.list_pages` leaves out (it yields objects only), so the same client is asked directly."""
-    kwargs: dict[str, Any] = {"Bucket": store.bucket, "Prefix": prefix, "Delimiter": "/", "MaxKeys": 1000}
-    while True:
-        try:
-            store._count("ListObjectsV2")
-            page = store._client.list_objects_v2(**kwargs)
-        except Exception as exc:
-            err = describe_error(exc, f"listing {_url(store.bucket, prefix)}")
-            raise _catalog_error(err, store.bucket, prefix) from None
-        for common in page.get("CommonPrefixes") or ():
-            yield str(common["Prefix"])[len(prefix) :].rstrip("/")
-        token = page.get("NextContinuationToken")
-        if first_page_only or not page.get("IsTruncated") or not token:
-            return
-        kwargs["ContinuationToken"] = token
+    """Folder names under `prefix`, with the store's errors turned into catalog errors."""
+    try:
+        yield from store.list_folders(prefix, first_page_only=first_page_only)
+    except StoreError as err:
+        raise _catalog_error(err, store.bucket, prefix) from None
 
 
 def _store_prefix(store: ObjectStore, destination_path: str) -> str:

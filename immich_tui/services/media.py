@@ -328,6 +328,16 @@ class MediaBackup:
             "metadata": {"name": f"immich-media-restore-{stamp}", "namespace": self.namespace, "labels": labels},
             "spec": {
                 "backoffLimit": 2,  # a restore resumes where it stopped, so a retry is cheap
+                # ...but not after a configuration error (2) or with only archived objects pending (4):
+                # another pod right away would end the same way.
+                "podFailurePolicy": {
+                    "rules": [
+                        {
+                            "action": "FailJob",
+                            "onExitCodes": {"containerName": "restore", "operator": "In", "values": [2, 4]},
+                        }
+                    ]
+                },
                 "ttlSecondsAfterFinished": 7 * 86400,
                 "template": {"metadata": {"labels": dict(labels)}, "spec": spec},
             },
