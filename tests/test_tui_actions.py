@@ -315,4 +315,3 @@ def test_polls_never_overlap_and_skip_hidden_tabs(tmp_path: Path) -> None:
         run(app, scenario)
     finally:
         box.stop()
-
