@@ -7,8 +7,6 @@ Plugin 0.14 (tests/crds/), so what the API server would reject fails here.
 from __future__ import annotations
 
 import datetime as dt
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -20,23 +18,7 @@ from immich_tui.services import clock
 from immich_tui.services.cnpg import _backup, _cluster, _object_store
 from immich_tui.services.restore import RestoreError, plan_restore
 from tests.cluster import Cluster
-
-CRDS = Path(__file__).parent / "crds"
-
-
-@cache
-def schema(group: str, kind: str) -> dict[str, Any]:
-    for path in CRDS.glob("*.yaml"):
-        crd = yaml.safe_load(path.read_text())
-        if crd["spec"]["group"] == group and crd["spec"]["names"]["kind"] == kind:
-            version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
-            return version["schema"]["openAPIV3Schema"]
-    raise KeyError(f"no CRD for {kind}.{group}")
-
-
-def validate(obj: dict[str, Any]) -> None:
-    group = obj["apiVersion"].split("/")[0]
-    jsonschema.validate(obj, schema(group, obj["kind"]))
+from tests.crd_schema import validate
 
 
 def test_the_validator_rejects_what_the_api_server_would() -> None:

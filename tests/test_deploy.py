@@ -1,0 +1,258 @@
+"""deploy/: every kustomization renders with the pinned kubectl, every object validates (Kubernetes 1.37
+schemas via kubernetes-validate, CNPG kinds via their CRDs), the CronJob is secure by default, and its
+exact command and environment back up the sample library under the IAM writer policy shipped here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from immich_tui.sandbox import LocalS3, SampleLibrary
+from immich_tui.services.cnpg import schedule_warning
+from immich_tui.services.offsite import READER_SECRET, WRITER_SECRET
+from tests.crd_schema import CNPG_GROUPS, validate
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+KUBECTL = Path(sys.executable).parent / "kubectl"
+K8S_VERSION = "1.37.0"
+KUSTOMIZATIONS = [
+    "base",
+    "overlays/default",
+    "overlays/sharded",
+    "overlays/restore",
+    "overlays/cnpg-plugin-example",
+    "overlays/cnpg-in-tree-example",
+    "rbac/operator",
+    "rbac/read-only",
+]
+
+
+def render(path: str) -> list[dict[str, Any]]:
+    done = subprocess.run([str(KUBECTL), "kustomize", str(DEPLOY / path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def find(objs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    return next(o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name))
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS)
+def test_renders_and_every_object_validates(path: str) -> None:
+    objs = render(path)
+    assert objs
+    for obj in objs:
+        if obj["apiVersion"].split("/")[0] in CNPG_GROUPS:
+            validate(obj)
+        else:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        assert obj["metadata"].get("namespace") or obj["kind"] in ("Namespace",), f"{obj['kind']} has no namespace"
+
+
+def test_the_validator_is_not_a_formality() -> None:
+    cronjob = find(render("overlays/default"), "CronJob")
+    cronjob["spec"]["startingDeadlineSeconds"] = "an hour"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(cronjob, K8S_VERSION, strict=True)
+    cronjob = find(render("overlays/default"), "CronJob")
+    cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["envFromm"] = []
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(cronjob, K8S_VERSION, strict=True)
+
+
+def _pod(cronjob: dict[str, Any]) -> dict[str, Any]:
+    return cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("overlay", ["overlays/default", "overlays/sharded"])
+def test_cronjob_policy(overlay: str) -> None:
+    objs = render(overlay)
+    cronjob = find(objs, "CronJob", "immich-media-offsite-sync")
+    spec = cronjob["spec"]
+    assert cronjob["metadata"]["namespace"] == "immich"
+    assert (spec["schedule"], spec["timeZone"], spec["concurrencyPolicy"]) == ("30 2 * * *", "Etc/UTC", "Forbid")
+    assert spec["startingDeadlineSeconds"] > 0 and spec["successfulJobsHistoryLimit"] and spec["failedJobsHistoryLimit"]
+    job = spec["jobTemplate"]["spec"]
+    assert job["backoffLimit"] >= 1 and job["activeDeadlineSeconds"] > 0 and job["ttlSecondsAfterFinished"] > 0
+    pod = _pod(cronjob)
+    [container] = pod["containers"]
+    # the library: read-only, both on the volume and on the mount
+    assert {"name": "library", "persistentVolumeClaim": {"claimName": "immich-library", "readOnly": True}} in pod[
+        "volumes"
+    ]
+    assert {"name": "library", "mountPath": "/library", "readOnly": True} in container["volumeMounts"]
+    # secure by default
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    sa = find(objs, "ServiceAccount", pod["serviceAccountName"])
+    assert sa["automountServiceAccountToken"] is False
+    # a pinned image, never :latest
+    image = container["image"]
+    assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), image
+    # the Secret setup creates, JSON logs, resources, and the ReadWriteOnce affinity to the Immich server
+    assert container["envFrom"] == [{"secretRef": {"name": WRITER_SECRET}}]
+    assert container["args"][:3] == ["backup", "--log-format", "json"]
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    [term] = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": "server"}
+
+
+def test_sharded_overlay_is_an_indexed_job() -> None:
+    cronjob = find(render("overlays/sharded"), "CronJob")
+    job = cronjob["spec"]["jobTemplate"]["spec"]
+    assert (job["completionMode"], job["completions"], job["parallelism"]) == ("Indexed", 4, 4)
+    args = _pod(cronjob)["containers"][0]["args"]
+    assert args[-2:] == ["--shard", "$(JOB_COMPLETION_INDEX)/4"]
+
+
+def test_restore_overlay_mounts_the_volume_read_write_with_reader_keys() -> None:
+    job = find(render("overlays/restore"), "Job", "immich-media-restore")
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["args"][:3] == ["restore", "--to", "/target"]
+    assert {"name": "target", "mountPath": "/target"} in container["volumeMounts"]
+    assert {"name": "target", "persistentVolumeClaim": {"claimName": "immich-library"}} in pod["volumes"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+@pytest.mark.parametrize("mode", ["plugin", "in-tree"])
+def test_cnpg_components(mode: str) -> None:
+    objs = render(f"overlays/cnpg-{mode}-example")
+    sched = find(objs, "ScheduledBackup")
+    assert schedule_warning(sched["spec"]["schedule"]) == ""  # six fields, seconds first
+    sec, minute, hour = (int(x) for x in sched["spec"]["schedule"].split()[:3])
+    assert (hour, minute, sec) < (2, 30, 0)  # the database is backed up before the media sync starts
+    cluster = find(objs, "Cluster", "immich-db")
+    assert cluster["spec"]["imageName"].startswith("ghcr.io/tensorchord/")  # the example's own spec survives
+    if mode == "plugin":
+        store = find(objs, "ObjectStore")
+        assert cluster["spec"]["plugins"][0]["parameters"]["barmanObjectName"] == store["metadata"]["name"]
+        assert sched["spec"]["method"] == "plugin"
+        destination = store["spec"]["configuration"]["destinationPath"]
+    else:
+        assert sched["spec"]["method"] == "barmanObjectStore"
+        destination = cluster["spec"]["backup"]["barmanObjectStore"]["destinationPath"]
+    prefix = destination.split("/", 3)[3]
+    policy = json.loads((DEPLOY / "iam/cnpg-writer.json").read_text())
+    assert any(f"/{prefix}/*" in str(s["Resource"]) for s in policy["Statement"])
+
+
+def _actions(policy: str) -> set[str]:
+    doc = json.loads((DEPLOY / "iam" / policy).read_text())
+    out: set[str] = set()
+    for statement in doc["Statement"]:
+        assert statement["Effect"] == "Allow"
+        actions = statement["Action"]
+        out |= {actions} if isinstance(actions, str) else set(actions)
+    return out
+
+
+def test_iam_policies_are_least_privilege() -> None:
+    assert _actions("media-writer.json") == {"s3:PutObject", "s3:AbortMultipartUpload", "s3:ListBucket"}
+    assert _actions("restorer.json") == {"s3:GetObject", "s3:ListBucket", "s3:RestoreObject"}
+    assert "s3:DeleteObject" in _actions("cnpg-writer.json")  # its retention policy deletes old backups
+    writer = (DEPLOY / "iam/media-writer.json").read_text()
+    assert "immich/postgres" not in writer and '*"' not in writer.replace('/*"', "")
+
+
+def test_argocd_application_and_alerts() -> None:
+    app = yaml.safe_load((DEPLOY / "argocd/application.yaml").read_text())
+    assert (DEPLOY.parent / app["spec"]["source"]["path"]).is_dir()
+    assert app["spec"]["destination"]["namespace"] == "immich"
+    rules = yaml.safe_load((DEPLOY / "monitoring/prometheusrule.yaml").read_text())
+    alerts = {r["alert"]: r for g in rules["spec"]["groups"] for r in g["rules"]}
+    assert {"ImmichMediaSyncStale", "ImmichDatabaseBackupStale"} <= set(alerts)
+    assert 'cronjob="immich-media-offsite-sync"' in alerts["ImmichMediaSyncStale"]["expr"]
+    assert "36 * 3600" in alerts["ImmichMediaSyncStale"]["expr"]
+    assert "36 * 3600" in alerts["ImmichDatabaseBackupStale"]["expr"]  # the same rule as `status`
+
+
+# The CronJob, for real --------------------------------------------------------------------------
+BUCKET = "immich-offsite-deploy"
+
+
+@pytest.fixture(scope="module")
+def iam_s3() -> Any:
+    with LocalS3() as server:
+        server.client().create_bucket(Bucket=BUCKET)
+        iam = server.client("iam")
+        policy = (DEPLOY / "iam/media-writer.json").read_text().replace("BUCKET_NAME", BUCKET)
+        iam.create_user(UserName="media-writer")
+        iam.put_user_policy(UserName="media-writer", PolicyName="media-writer", PolicyDocument=policy)
+        key = iam.create_access_key(UserName="media-writer")["AccessKey"]
+        iam.create_user(UserName="admin")
+        admin_policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="admin", PolicyName="admin", PolicyDocument=json.dumps(admin_policy))
+        admin = iam.create_access_key(UserName="admin")["AccessKey"]
+        server.enforce_iam()
+        yield server, (key["AccessKeyId"], key["SecretAccessKey"]), (admin["AccessKeyId"], admin["SecretAccessKey"])
+
+
+def _run_container(container: dict[str, Any], secret: dict[str, str], volumes: dict[str, Path], extra: dict[str, str]):  # type: ignore[no-untyped-def]
+    """The container's args and environment as the kubelet would give them, with volumes mapped to local paths."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "IMMICH_SYNC_"))}
+    env.update(secret)  # envFrom the Secret
+    for item in container.get("env", []):
+        value = item["value"]
+        env[item["name"]] = str(volumes.get(value, value))
+    env.update(extra)
+    args = [str(volumes.get(a, a)) for a in container["args"]]
+    for name, value in env.items():
+        args = [a.replace(f"$({name})", value) for a in args]
+    return subprocess.run([sys.executable, "-m", "sync_engine", *args], env=env, capture_output=True, text=True)
+
+
+def test_the_cronjob_backs_up_the_library_under_the_writer_policy(iam_s3, sample: SampleLibrary) -> None:  # type: ignore[no-untyped-def]
+    server, writer, admin = iam_s3
+    cronjob = find(render("overlays/default"), "CronJob")
+    [container] = _pod(cronjob)["containers"]
+    secret = {  # the keys `kubectl immich-backup setup` puts into immich-offsite-writer
+        "AWS_ACCESS_KEY_ID": writer[0],
+        "AWS_SECRET_ACCESS_KEY": writer[1],
+        "AWS_REGION": "us-east-1",
+        "BUCKET_NAME": BUCKET,
+        "MEDIA_PREFIX": "immich/media/",
+    }
+    extra = {
+        "AWS_ENDPOINT_URL_S3": server.endpoint,
+        "IMMICH_SYNC_SETTLE_SECONDS": "0",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    }
+    done = _run_container(container, secret, {"/library": sample.root}, extra)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [json.loads(line) for line in (done.stdout + done.stderr).splitlines() if line.startswith("{")]
+    assert lines, "the CronJob logs JSON lines"
+    client = server.client(key_id=admin[0], secret=admin[1])
+    keys = [
+        o["Key"] for p in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET) for o in p.get("Contents", [])
+    ]
+    media = [k for k in keys if k.startswith("immich/media/")]
+    assert len(media) == 203
+    assert any(k.startswith("immich/sync-reports/") and k.endswith("-ok-full.json") for k in keys)
+    # the sharded overlay's pods, index 0..3, together cover the same library and upload nothing twice
+    sharded = _pod(find(render("overlays/sharded"), "CronJob"))["containers"][0]
+    for index in range(4):
+        shard = _run_container(
+            sharded, secret, {"/library": sample.root}, {**extra, "JOB_COMPLETION_INDEX": str(index)}
+        )
+        assert shard.returncode == 0, shard.stdout + shard.stderr
+    after = [
+        o["Key"]
+        for p in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="immich/media/")
+        for o in p.get("Contents", [])
+    ]
+    assert sorted(after) == sorted(media)
