@@ -17,7 +17,7 @@ import yaml
 
 from immich_tui.sandbox import LocalS3, SampleLibrary
 from immich_tui.services.cnpg import schedule_warning
-from immich_tui.services.offsite import READER_SECRET, WRITER_SECRET
+from immich_tui.services.offsite import WRITER_SECRET
 from tests.crd_schema import CNPG_GROUPS, validate
 
 ROOT = Path(__file__).resolve().parent.parent
