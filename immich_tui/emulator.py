@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import random
+import re
 import string
 import subprocess
 import threading
@@ -29,6 +30,7 @@ from kmock import KubernetesEmulator, ResourceInfo, Server, resource
 
 from immich_tui.services import clock
 
+NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/?$")
 VERBS = {"list": "list", "watch": "watch", "fetch": "get", "create": "create", "update": "patch", "delete": "delete"}
 
 # What the emulated cluster serves: (group/version/plural, kind, namespaced).
@@ -209,6 +211,9 @@ class ClusterEmulator(KubernetesEmulator):
         return await super().__call__(raw_request)
 
     async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        namespace_read = NAMESPACE_PATH.match(str(request.url.path))
+        if namespace_read and request.method.value == "GET":
+            return self._namespace(namespace_read[1])
         res = request.resource
         if res is not None and request.action is not None:
             verb = VERBS.get(request.action.value.lower(), request.action.value.lower())
@@ -232,6 +237,18 @@ class ClusterEmulator(KubernetesEmulator):
             for hook in self.on_create:
                 hook(res.plural or "", request.data)
         return response
+
+    def _namespace(self, name: str) -> aiohttp.web.Response:
+        """`GET /api/v1/namespaces/NAME`: kmock reads that path as a namespace without a resource."""
+        if self.denied("get", "", "namespaces", "", ""):
+            return self._forbidden("get", "", "namespaces", "", "")
+        try:
+            obj = self._objects["v1/namespaces", None, name]
+        except KeyError:
+            obj = None
+        if obj is None or obj.deleted:
+            return _status(404, "NotFound", f'namespaces "{name}" not found')
+        return aiohttp.web.json_response(obj.raw)
 
     def _complete_metadata(self, request: Any) -> None:
         """What the API server adds on create: name from generateName, namespace, uid, timestamps."""

@@ -110,6 +110,22 @@ def test_cronjob_policy(overlay: str) -> None:
     assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": "server"}
 
 
+def test_setup_creates_the_secrets_the_manifests_reference() -> None:
+    from immich_tui.services.setup import build_secrets, load_config, read_env_file
+
+    config = load_config(read_env_file(ROOT / ".env.example"))
+    made = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in build_secrets(config, "immich", "postgresql")}
+    cronjob = find(render("overlays/default"), "CronJob")
+    writer = _pod(cronjob)["containers"][0]["envFrom"][0]["secretRef"]["name"]
+    assert ("immich", writer) in made
+    restore = find(render("overlays/restore"), "Job")
+    reader = restore["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["secretRef"]["name"]
+    assert ("immich", reader) in made and reader != writer
+    for path in ("overlays/cnpg-plugin-example", "overlays/cnpg-in-tree-example"):
+        text = yaml.safe_dump(render(path))
+        assert f"name: {writer}" in text and ("postgresql", writer) in made  # CNPG reads it in its namespace
+
+
 def test_sharded_overlay_is_an_indexed_job() -> None:
     cronjob = find(render("overlays/sharded"), "CronJob")
     job = cronjob["spec"]["jobTemplate"]["spec"]

@@ -293,6 +293,7 @@ def test_suspend_and_resume(make_cluster) -> None:  # type: ignore[no-untyped-de
     assert cluster.get("batch/v1/cronjobs", NS, CRONJOB)["spec"]["suspend"] is False  # type: ignore[index]
     patches = cluster.requests("PATCH", f"/cronjobs/{CRONJOB}")
     assert [p.data for p in patches] == [{"spec": {"suspend": True}}, {"spec": {"suspend": False}}]
+    assert {p.headers.get("Content-Type") for p in patches} == {"application/merge-patch+json"}
 
 
 @pytest.mark.parametrize(

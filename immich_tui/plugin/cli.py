@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import yaml
 
 from immich_tui.plugin import output as out
+from immich_tui.plugin.setup_cmd import add_setup_parser, run_setup
 from immich_tui.services import clock
 from immich_tui.services.cnpg import CnpgMissing
 from immich_tui.services.health import STALE_AFTER_HOURS
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     mr.add_argument("--force", action="store_true", help="restore into a volume that already holds files")
     mr.add_argument("--only", metavar="F[,F]", help="only these folders (default: every folder in the bucket)")
     mr.add_argument("--wait", action="store_true", help="follow the Job's log and exit with its result")
+    add_setup_parser(sub, common)
     return parser
 
 
@@ -321,6 +323,9 @@ class Cli:
             self.say(AFTER_RESTORE)
             return 0
         return final.exit_code if final.exit_code and final.exit_code < 126 else FAILED
+
+    def setup(self) -> int:
+        return run_setup(self.args, self.services, self.stdout, self.stderr)
 
     def tui(self) -> int:
         from immich_tui.cli import run_tui

@@ -357,6 +357,8 @@ class MediaBackup:
             self.name,
             self.namespace,
             {"spec": {"suspend": suspended}},
+            # the client would label a dict body as a JSON Patch, which the API server rejects
+            _content_type="application/merge-patch+json",
         )
         return _cronjob_info(patched)
 

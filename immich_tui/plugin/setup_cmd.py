@@ -1,0 +1,143 @@
+"""`kubectl immich-backup setup`: create or update the offsite Secrets from a `.env` file.
+
+The `.env` is validated before the cluster is contacted; the cluster is read before anything is
+written; with `--check-s3` the keys prove themselves against the bucket before any write; and every
+planned write is cleared with read-only mode and RBAC before the first one is made. Exit codes: 0
+done (or nothing to do), 2 an error (the `.env`, the cluster, RBAC, the S3 check) — then nothing was
+changed in the cluster, unless it failed between two writes, which the message names.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from immich_tui.plugin import output as out
+from immich_tui.services.kube import ClusterError
+from immich_tui.services.offsite import OffsiteUnavailable
+from immich_tui.services.setup import (
+    S3Check,
+    SecretChange,
+    SecretSetup,
+    build_secrets,
+    check_s3,
+    credential_values,
+    env_file_warnings,
+    load_config,
+    read_env_file,
+    redacted,
+)
+from immich_tui.services.status import Services
+
+PROG = "kubectl immich-backup"
+ERROR = 2
+
+DESCRIPTION = (
+    "Create or update the Secrets the offsite backup reads, from the OFFSITE_BACKUP_* variables of a .env file: "
+    "immich-offsite-writer in the Immich namespace and in the database namespace (CNPG's s3Credentials), and "
+    "immich-offsite-restorer (read-only keys) in the Immich namespace. A Secret is written only when it differs "
+    "from the file; nothing is deleted. See .env.example."
+)
+
+
+def add_setup_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    """The `setup` subcommand, with the global flags of `common` (namespaces, kubeconfig, --read-only)."""
+    p = sub.add_parser(
+        "setup",
+        parents=[common],
+        help="create or update the offsite Secrets from a .env file",
+        description=DESCRIPTION,
+    )
+    p.add_argument("--env-file", default=".env", metavar="PATH", help="the OFFSITE_BACKUP_* variables (default .env)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the Secrets with every value redacted and what would change; change nothing in the cluster",
+    )
+    p.add_argument(
+        "--check-s3",
+        action="store_true",
+        help="first prove the keys: the writer lists the media prefix and writes a marker under the run reports, "
+        "the restorer lists and reads it back",
+    )
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    """A last guard: no key ever reaches the terminal, even through a message from a library."""
+    for value in sorted(secrets, key=len, reverse=True):
+        text = text.replace(value, "<redacted>")
+    return text
+
+
+def _check_text(check: S3Check) -> str:
+    restorer = "; the restorer keys listed the media prefix and read the marker back" if check.restorer else ""
+    return (
+        f"S3 check passed: the writer keys listed s3://{check.bucket}/{check.media_prefix} and wrote "
+        f"s3://{check.bucket}/{check.marker}{restorer}"
+    )
+
+
+def _changes_table(changes: list[SecretChange], dry_run: bool) -> str:
+    def result(action: str) -> str:
+        if not dry_run or action == "unchanged":
+            return action
+        return {"created": "would be created", "updated": "would be updated"}[action]
+
+    rows = [
+        [c.name, c.namespace, result(c.action), ", ".join(c.keys) if c.action == "updated" else ""] for c in changes
+    ]
+    return out.table(["SECRET", "NAMESPACE", "RESULT", "CHANGED"], rows)
+
+
+def run_setup(args: argparse.Namespace, services: Services, stdout: TextIO, stderr: TextIO) -> int:
+    """Validate the `.env`, read the cluster, check S3 if asked, then write what differs (unless a dry run)."""
+    secrets: list[str] = []
+    dry_run = bool(getattr(args, "dry_run", False))
+    fmt = getattr(args, "output", "table") or "table"
+    try:
+        path = Path(getattr(args, "env_file", ".env") or ".env")
+        values = read_env_file(path)
+        secrets = credential_values(values)
+        config = load_config(values, str(path))
+        secrets = sorted({*secrets, *config.secret_values()})
+        target = services.target
+        manifests = build_secrets(config, target.namespace, target.db_namespace)
+        setup = SecretSetup(services.kube)
+        plans = setup.plan(manifests)
+        if not dry_run:
+            setup.preflight(plans)
+        check = check_s3(config) if getattr(args, "check_s3", False) else None
+        changes = [p.change for p in plans] if dry_run else setup.apply(plans)
+    except (ClusterError, OffsiteUnavailable) as exc:
+        print(f"{PROG}: error: {_scrub(str(exc), secrets)}", file=stderr)
+        return ERROR
+
+    if fmt in ("json", "yaml"):
+        data: dict[str, Any] = {
+            "dry_run": dry_run,
+            "secrets": changes,
+            "s3_check": check,
+            "warnings": [*config.warnings, *env_file_warnings(path)],
+        }
+        if dry_run:
+            data["manifests"] = [redacted(m) for m in manifests]
+        print(_scrub(out.dump(data, fmt), secrets), file=stdout)
+        return 0
+
+    lines: list[str] = []
+    if check is not None:
+        lines.append(_check_text(check))
+    lines.append(_changes_table(changes, dry_run))
+    if dry_run:
+        header = ["dry run: nothing is changed in the cluster", *lines]
+        text = "\n".join(f"# {row}" for block in header for row in block.splitlines())
+        docs = yaml.safe_dump_all([redacted(m) for m in manifests], sort_keys=False, explicit_start=True)
+        print(_scrub(f"{text}\n{docs.rstrip()}", secrets), file=stdout)
+    else:
+        print(_scrub("\n".join(lines), secrets), file=stdout)
+    for warning in [*config.warnings, *env_file_warnings(path)]:
+        print(_scrub(f"warning: {warning}", secrets), file=stderr)
+    return 0

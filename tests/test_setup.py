@@ -1,0 +1,712 @@
+"""`kubectl immich-backup setup`: the offsite Secrets from a `.env` file.
+
+Against kmock's Kubernetes emulator over HTTP with the official client, and moto S3: the session's
+server for `--check-s3`, and one enforcing IAM with the policies shipped in deploy/iam, so the check is
+proven with exactly the permissions the writer and the restorer get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from immich_tui.emulator import CORE_RESOURCES, Denial, EmulatorServer
+from immich_tui.plugin.cli import GLOBAL_DEFAULTS, PROG, _global_flags
+from immich_tui.plugin.setup_cmd import add_setup_parser, run_setup
+from immich_tui.sandbox import LocalS3, free_port
+from immich_tui.services.setup import VARIABLES, EnvFileError, load_config, parse_env, read_env_file
+from immich_tui.services.status import Services, Target
+from sync_engine.report import parse_report_key
+from tests.cluster import Cluster
+from tests.conftest import Result, list_keys
+
+NS, DB_NS = "immich", "postgresql"
+WRITER, RESTORER = "immich-offsite-writer", "immich-offsite-restorer"
+LABELS = {"app.kubernetes.io/managed-by": "immich-backup", "app.kubernetes.io/part-of": "immich-offsite-backup"}
+
+# Shaped like AWS keys (20-character IDs, 40-character secrets), so the strict AWS checks apply.
+WRITER_ID = "AKIAWRITER0000EXAMPL"
+WRITER_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYwriterKEY1"
+RESTORER_ID = "AKIARESTORER00EXAMPL"
+RESTORER_KEY = "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbrestorerK2"
+SECRETS = (WRITER_ID, WRITER_KEY, RESTORER_ID, RESTORER_KEY)
+
+BASE = {
+    "OFFSITE_BACKUP_AWS_ACCESS_KEY_ID": WRITER_ID,
+    "OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY": WRITER_KEY,
+    "OFFSITE_BACKUP_AWS_REGION": "eu-central-1",
+    "OFFSITE_BACKUP_BUCKET_NAME": "family-photos-offsite",
+    "OFFSITE_BACKUP_MEDIA_PREFIX": "immich/media/",
+    "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID": RESTORER_ID,
+    "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY": RESTORER_KEY,
+}
+
+
+def env_text(values: dict[str, str | None], extra: tuple[str, ...] = ()) -> str:
+    """A `.env` as people write them: comments, blank lines, `export`, quotes, foreign variables."""
+    lines = ["# offsite backup", "", "IMMICH_VERSION=v1.130.0  # not ours: ignored", ""]
+    for i, (name, value) in enumerate(values.items()):
+        if value is None:
+            continue
+        if i % 3 == 1 and value and '"' not in value and " " not in value:
+            lines.append(f'export {name}="{value}"')
+        elif i % 3 == 2 and value and "'" not in value and " " not in value:
+            lines.append(f"{name}='{value}'  # quoted")
+        else:
+            lines.append(f"{name}={value}")
+    return "\n".join([*lines, *extra]) + "\n"
+
+
+@dataclass
+class Setup:
+    server: EmulatorServer
+    kubeconfig: Path
+    tmp: Path
+
+    @property
+    def emulator(self) -> Any:
+        return self.server.emulator
+
+    def env_file(self, changes: dict[str, str | None] | None = None, *extra: str, mode: int = 0o600) -> Path:
+        path = self.tmp / f"env-{len(list(self.tmp.glob('env-*')))}"
+        path.write_text(env_text({**BASE, **(changes or {})}, extra))
+        path.chmod(mode)
+        return path
+
+    def run(self, *argv: str, secrets: tuple[str, ...] = SECRETS) -> Result:
+        """The subcommand through its own parser with the plugin's global flags, as the plugin will run it."""
+        common = _global_flags()
+        parser = argparse.ArgumentParser(prog=PROG, parents=[common])
+        add_setup_parser(parser.add_subparsers(dest="command", required=True), common)
+        args = parser.parse_args(["setup", *argv, "--kubeconfig", str(self.kubeconfig)])
+        for name, value in GLOBAL_DEFAULTS.items():
+            if not hasattr(args, name):
+                setattr(args, name, value)
+        target = Target(
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            namespace=args.namespace,
+            db_namespace=args.db_namespace,
+            read_only=args.read_only,
+        )
+        services = Services(target, {})
+        stdout, stderr = io.StringIO(), io.StringIO()
+        try:
+            code = run_setup(args, services, stdout, stderr)
+        finally:
+            services.close()
+        out, err = stdout.getvalue(), stderr.getvalue()
+        for value in secrets:
+            assert value not in out and value not in err, "a key was printed"
+        return Result(code, out, err)
+
+    def secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.server.get("v1/secrets", namespace, name)
+
+    def data(self, namespace: str, name: str) -> dict[str, str]:
+        secret = self.secret(namespace, name)
+        assert secret is not None, f"{namespace}/{name} missing"
+        return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+    def put_secret(self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str] | None = None) -> None:
+        meta: dict[str, Any] = {"name": name, "namespace": namespace, "resourceVersion": "1"}
+        if labels:
+            meta["labels"] = labels
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        self.server.put("v1/secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "data": encoded})
+
+    def writes(self, since: int = 0) -> list[Any]:
+        """Requests that change an object (access reviews are questions, not changes)."""
+        return [
+            r
+            for r in self.emulator.requests[since:]
+            if r.method.value in ("POST", "PUT", "PATCH", "DELETE") and "selfsubjectaccessreviews" not in r.url.path
+        ]
+
+    def reviews(self, since: int = 0) -> list[Any]:
+        return [r for r in self.emulator.requests[since:] if "selfsubjectaccessreviews" in r.url.path]
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "KUBECONFIG")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    server = EmulatorServer().start()
+    server.emulator.serve(CORE_RESOURCES)
+    for ns in (NS, DB_NS):
+        server.put("v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(server.kubeconfig()))
+    yield Setup(server, kubeconfig, tmp_path)
+    server.stop()
+
+
+def _expected(key_id: str, secret: str, **extra: str) -> dict[str, str]:
+    return {
+        "AWS_ACCESS_KEY_ID": key_id,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_REGION": "eu-central-1",
+        "BUCKET_NAME": "family-photos-offsite",
+        "MEDIA_PREFIX": "immich/media/",
+        **extra,
+    }
+
+
+def _rows(out: str) -> dict[tuple[str, str], str]:
+    """SECRET NAMESPACE RESULT rows of the summary table."""
+    rows = {}
+    for line in out.splitlines():
+        parts = line.lstrip("# ").split()
+        if len(parts) >= 3 and parts[0] in (WRITER, RESTORER):
+            rows[parts[0], parts[1]] = " ".join(parts[2:]).removesuffix(" -")
+    return rows
+
+
+# Creating and updating -----------------------------------------------------------------------------
+def test_creates_the_three_secrets(setup: Setup) -> None:
+    result = setup.run("--env-file", str(setup.env_file()))
+    assert result.code == 0, result.err
+    assert result.err == ""
+    assert _rows(result.out) == {(WRITER, NS): "created", (WRITER, DB_NS): "created", (RESTORER, NS): "created"}
+    assert setup.data(NS, WRITER) == _expected(WRITER_ID, WRITER_KEY)
+    assert setup.data(DB_NS, WRITER) == _expected(WRITER_ID, WRITER_KEY)
+    assert setup.data(NS, RESTORER) == _expected(RESTORER_ID, RESTORER_KEY)
+    assert setup.secret(DB_NS, RESTORER) is None  # CNPG needs only the writer
+    for ns, name in ((NS, WRITER), (DB_NS, WRITER), (NS, RESTORER)):
+        secret = setup.secret(ns, name)
+        assert secret is not None
+        assert secret["metadata"]["labels"] == LABELS
+        assert secret["type"] == "Opaque"
+    creates = setup.writes()
+    assert [(r.method.value, r.url.path) for r in creates] == [
+        ("POST", f"/api/v1/namespaces/{NS}/secrets"),
+        ("POST", f"/api/v1/namespaces/{DB_NS}/secrets"),
+        ("POST", f"/api/v1/namespaces/{NS}/secrets"),
+    ]
+
+
+def test_second_run_changes_nothing(setup: Setup) -> None:
+    env = setup.env_file()
+    assert setup.run("--env-file", str(env)).code == 0
+    before = len(setup.emulator.requests)
+    again = setup.run("--env-file", str(env))
+    assert again.code == 0, again.err
+    assert set(_rows(again.out).values()) == {"unchanged"}
+    assert len(_rows(again.out)) == 3
+    assert setup.writes(before) == []
+    assert setup.reviews(before) == []  # nothing to write, nothing to ask RBAC about
+    # read-only mode refuses changes; with none to make, it has nothing to refuse
+    read_only = setup.run("--env-file", str(env), "--read-only")
+    assert read_only.code == 0 and set(_rows(read_only.out).values()) == {"unchanged"}
+
+
+def test_a_changed_value_updates_only_that_secret(setup: Setup) -> None:
+    assert setup.run("--env-file", str(setup.env_file())).code == 0
+    writer_before = setup.secret(NS, WRITER)
+    before = len(setup.emulator.requests)
+    new_key = "Zx9MtGbClwBF/2Zp9Utk/h3yCo8nvbrestorerK3"
+    changed = setup.env_file({"OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY": new_key})
+    result = setup.run("--env-file", str(changed), "-o", "json", secrets=(*SECRETS, new_key))
+    assert result.code == 0, result.err
+    changes = {(c["name"], c["namespace"]): c for c in result.json()["secrets"]}
+    assert changes[RESTORER, NS]["action"] == "updated"
+    assert changes[RESTORER, NS]["keys"] == ["AWS_SECRET_ACCESS_KEY"]  # the key's name, never its value
+    assert changes[WRITER, NS]["action"] == changes[WRITER, DB_NS]["action"] == "unchanged"
+    writes = setup.writes(before)
+    assert [(r.method.value, r.url.path) for r in writes] == [("PATCH", f"/api/v1/namespaces/{NS}/secrets/{RESTORER}")]
+    # a merge patch, as a real API server needs for a partial object
+    assert writes[0].headers.get("Content-Type", "").startswith("application/merge-patch+json")
+    assert setup.data(NS, RESTORER) == _expected(RESTORER_ID, new_key)
+    assert setup.secret(NS, WRITER) == writer_before
+
+
+def test_update_adopts_an_existing_secret_and_keeps_foreign_keys(setup: Setup) -> None:
+    """A Secret from the old playbook: no labels, a stale endpoint, and a key someone added by hand."""
+    old = _expected("AKIAOLDKEY0000EXAMPL", "oldSecretValue/oldSecretValue/oldSecret1")
+    setup.put_secret(
+        NS, WRITER, {**old, "AWS_ENDPOINT_URL_S3": "https://old.example", "IMMICH_SYNC_STORAGE_CLASS": "GLACIER_IR"}
+    )
+    result = setup.run("--env-file", str(setup.env_file()), secrets=(*SECRETS, old["AWS_SECRET_ACCESS_KEY"]))
+    assert result.code == 0, result.err
+    rows = _rows(result.out)
+    assert rows[WRITER, NS] == "updated AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3, labels"
+    assert rows[WRITER, DB_NS] == "created"
+    assert setup.data(NS, WRITER) == _expected(WRITER_ID, WRITER_KEY, IMMICH_SYNC_STORAGE_CLASS="GLACIER_IR")
+    secret = setup.secret(NS, WRITER)
+    assert secret is not None and secret["metadata"]["labels"] == LABELS
+
+
+def test_restorer_keys_are_optional_and_an_existing_restorer_is_left_alone(setup: Setup) -> None:
+    setup.put_secret(NS, RESTORER, _expected(RESTORER_ID, RESTORER_KEY))
+    before = setup.secret(NS, RESTORER)
+    env = setup.env_file(
+        {"OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID": None, "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY": None},
+        mode=0o644,
+    )
+    result = setup.run("--env-file", str(env))
+    assert result.code == 0, result.err
+    assert _rows(result.out) == {(WRITER, NS): "created", (WRITER, DB_NS): "created"}
+    assert setup.secret(NS, RESTORER) == before
+    warnings = result.err.splitlines()
+    assert len(warnings) == 2
+    assert warnings[0].startswith("warning: no restorer keys (OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID")
+    assert f"{RESTORER} is neither created nor changed" in warnings[0]
+    assert warnings[1] == f"warning: {env} is readable by other users (mode 0644) and holds S3 keys: chmod 600 {env}"
+
+
+def test_one_namespace_for_both(setup: Setup) -> None:
+    result = setup.run("--env-file", str(setup.env_file()), "--db-namespace", NS)
+    assert result.code == 0, result.err
+    assert _rows(result.out) == {(WRITER, NS): "created", (RESTORER, NS): "created"}
+
+
+def test_an_s3_compatible_endpoint(setup: Setup) -> None:
+    """MinIO-style keys and a region such as `auto` are accepted when an endpoint is set."""
+    env = setup.env_file(
+        {
+            "OFFSITE_BACKUP_ENDPOINT_URL": "https://minio.example:9000",
+            "OFFSITE_BACKUP_AWS_REGION": "auto",
+            "OFFSITE_BACKUP_AWS_ACCESS_KEY_ID": "immich-writer",
+            "OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY": "minio-writer-secret-1",
+            "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID": "immich-restorer",
+            "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY": "minio-restorer-secret-2",
+            "OFFSITE_BACKUP_MEDIA_PREFIX": "photos",
+        }
+    )
+    result = setup.run("--env-file", str(env), secrets=("minio-writer-secret-1", "minio-restorer-secret-2"))
+    assert result.code == 0, result.err
+    data = setup.data(DB_NS, WRITER)
+    assert data["AWS_ENDPOINT_URL_S3"] == "https://minio.example:9000"
+    assert data["AWS_REGION"] == "auto"
+    assert data["MEDIA_PREFIX"] == "photos/"
+
+
+# Dry run -------------------------------------------------------------------------------------------
+def test_dry_run_prints_redacted_yaml_and_changes_nothing(setup: Setup) -> None:
+    setup.put_secret(NS, WRITER, _expected(WRITER_ID, WRITER_KEY), labels=LABELS)
+    result = setup.run("--env-file", str(setup.env_file()), "--dry-run")
+    assert result.code == 0, result.err
+    assert result.out.startswith("# dry run: nothing is changed in the cluster\n")
+    assert _rows(result.out) == {
+        (WRITER, NS): "unchanged",
+        (WRITER, DB_NS): "would be created",
+        (RESTORER, NS): "would be created",
+    }
+    docs = [d for d in yaml.safe_load_all(result.out) if d]
+    assert [(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs] == [
+        (NS, WRITER),
+        (DB_NS, WRITER),
+        (NS, RESTORER),
+    ]
+    for doc in docs:
+        assert doc["kind"] == "Secret" and doc["metadata"]["labels"] == LABELS
+        assert set(doc["data"]) == set(_expected("a", "b"))
+        assert all(re.fullmatch(r"<redacted: \d+ chars>", v) for v in doc["data"].values()), doc["data"]
+    assert docs[0]["data"]["AWS_SECRET_ACCESS_KEY"] == "<redacted: 40 chars>"
+    for value in ("eu-central-1", "family-photos-offsite", "immich/media/"):
+        assert value not in result.out  # every value, not only the keys
+    assert setup.writes() == [] and setup.reviews() == []
+    assert setup.secret(DB_NS, WRITER) is None
+
+
+def test_dry_run_works_in_read_only_mode(setup: Setup) -> None:
+    result = setup.run("--env-file", str(setup.env_file()), "--dry-run", "--read-only")
+    assert result.code == 0, result.err
+    assert setup.writes() == []
+
+
+# A bad .env ------------------------------------------------------------------------------------------
+BAD_ENV: list[tuple[dict[str, str | None], tuple[str, ...], str]] = [
+    ({"OFFSITE_BACKUP_BUCKET_NAME": None}, (), "OFFSITE_BACKUP_BUCKET_NAME is not set in "),
+    ({"OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY": None}, (), "OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY is not set in "),
+    ({"OFFSITE_BACKUP_AWS_REGION": ""}, (), "OFFSITE_BACKUP_AWS_REGION is empty in "),
+    ({"OFFSITE_BACKUP_MEDIA_PREFIX": '""'}, (), "OFFSITE_BACKUP_MEDIA_PREFIX is empty in "),
+    (
+        {"OFFSITE_BACKUP_BUCKET_NAME": "Immich_Offsite"},
+        (),
+        "OFFSITE_BACKUP_BUCKET_NAME 'Immich_Offsite' is not a valid S3 bucket name",
+    ),
+    ({"OFFSITE_BACKUP_BUCKET_NAME": "ab"}, (), "OFFSITE_BACKUP_BUCKET_NAME 'ab' is not a valid S3 bucket name"),
+    (
+        {"OFFSITE_BACKUP_AWS_REGION": "frankfurt"},
+        (),
+        "OFFSITE_BACKUP_AWS_REGION 'frankfurt' does not look like an AWS region",
+    ),
+    ({"OFFSITE_BACKUP_MEDIA_PREFIX": "/immich/media/"}, (), "OFFSITE_BACKUP_MEDIA_PREFIX '/immich/media/' starts with"),
+    (
+        {"OFFSITE_BACKUP_MEDIA_PREFIX": "immich/../media/"},
+        (),
+        "OFFSITE_BACKUP_MEDIA_PREFIX 'immich/../media/' contains",
+    ),
+    ({"OFFSITE_BACKUP_MEDIA_PREFIX": "immich//media"}, (), "OFFSITE_BACKUP_MEDIA_PREFIX 'immich//media' contains an"),
+    (
+        {"OFFSITE_BACKUP_ENDPOINT_URL": "ftp://minio.local:9000"},
+        (),
+        "OFFSITE_BACKUP_ENDPOINT_URL 'ftp://minio.local:9000' is not an http(s) URL",
+    ),
+    (
+        {"OFFSITE_BACKUP_ENDPOINT_URL": "https://admin:hunter2hunter2@minio.local"},
+        (),
+        "OFFSITE_BACKUP_ENDPOINT_URL must not carry credentials",
+    ),
+    (
+        {"OFFSITE_BACKUP_AWS_ACCESS_KEY_ID": "akiawriter0000exampl"},
+        (),
+        "OFFSITE_BACKUP_AWS_ACCESS_KEY_ID does not look like an AWS access key ID",
+    ),
+    (
+        {"OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY": "tooShortSecretValue123"},
+        (),
+        "OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY does not look like an AWS secret access key (40 characters of A-Z, "
+        "a-z, 0-9, / and +; it has 22)",
+    ),
+    (
+        {"OFFSITE_BACKUP_AWS_ACCESS_KEY_ID": WRITER_KEY, "OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY": WRITER_ID},
+        (),
+        "OFFSITE_BACKUP_AWS_ACCESS_KEY_ID looks like a secret access key: are OFFSITE_BACKUP_AWS_ACCESS_KEY_ID and "
+        "OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY swapped?",
+    ),
+    (
+        {"OFFSITE_BACKUP_AWS_ACCESS_KEY_ID": "ASIAWRITER0000EXAMPL"},
+        (),
+        "OFFSITE_BACKUP_AWS_ACCESS_KEY_ID is a temporary key",
+    ),
+    (
+        {"OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY": f'"{WRITER_KEY} "'},
+        (),
+        "OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY contains whitespace or control characters",
+    ),
+    (
+        {"OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY": f"\"'{WRITER_KEY}'\""},
+        (),
+        "OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY begins or ends with a quote character",
+    ),
+    (
+        {
+            "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID": WRITER_ID,
+            "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY": WRITER_KEY,
+        },
+        (),
+        "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID is the writer's key: the restorer needs its own read-only keys",
+    ),
+    (
+        {"OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY": WRITER_KEY},
+        (),
+        "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY is the same as OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY",
+    ),
+    (
+        {"OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY": None},
+        (),
+        "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY is not set but OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID is",
+    ),
+    (
+        {},
+        ("OFFSITE_BACKUP_BUCKET=immich-offsite",),
+        "OFFSITE_BACKUP_BUCKET in ",  # then: is not a setup variable (did you mean OFFSITE_BACKUP_BUCKET_NAME?)
+    ),
+    ({}, ("OFFSITE_BACKUP_RETENTION_DAYS=30",), "OFFSITE_BACKUP_RETENTION_DAYS in "),
+    (
+        {"OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY": f'"{WRITER_KEY}'},
+        (),
+        'the value of OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY has no closing "',
+    ),
+    ({}, (WRITER_KEY,), "expected NAME=VALUE"),  # a key pasted on a line of its own is not echoed
+    ({}, ("OFFSITE_BACKUP_BUCKET_NAME=other-bucket",), "OFFSITE_BACKUP_BUCKET_NAME is set twice (also on line"),
+    (
+        {"OFFSITE_BACKUP_ENDPOINT_URL": "http://minio:9000", "OFFSITE_BACKUP_AWS_ACCESS_KEY_ID": "ab"},
+        (),
+        "OFFSITE_BACKUP_AWS_ACCESS_KEY_ID has 2 characters: an access key ID has 3 to 128",
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "extra", "needle"), BAD_ENV, ids=[c[2][:60] for c in BAD_ENV])
+def test_a_bad_env_file_is_one_line_naming_the_variable(
+    setup: Setup, changes: dict[str, str | None], extra: tuple[str, ...], needle: str
+) -> None:
+    result = setup.run("--env-file", str(setup.env_file(changes, *extra)), "--check-s3")
+    assert result.code == 2
+    assert result.out == ""
+    lines = result.err.splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith(f"{PROG}: error: ")
+    assert needle in lines[0]
+    assert "hunter2" not in result.err
+    assert setup.emulator.requests == []  # the cluster is not even asked
+
+
+def test_a_typo_gets_a_suggestion(setup: Setup) -> None:
+    result = setup.run("--env-file", str(setup.env_file({}, "OFFSITE_BACKUP_BUCKET=immich-offsite")))
+    assert result.err.strip().endswith(
+        "OFFSITE_BACKUP_BUCKET in " + str(setup.tmp / "env-0") + " is not a setup variable "
+        "(did you mean OFFSITE_BACKUP_BUCKET_NAME?)"
+    )
+
+
+def test_missing_env_file(setup: Setup) -> None:
+    missing = setup.tmp / "nope.env"
+    result = setup.run("--env-file", str(missing))
+    assert result.code == 2
+    assert result.err == f"{PROG}: error: env file {missing} does not exist (start from .env.example)\n"
+    assert setup.emulator.requests == []
+
+
+def test_env_syntax() -> None:
+    text = (
+        "# comment\n"
+        "\n"
+        "export A=1\n"
+        "B = two words  # a comment\n"
+        "C='single # kept'\n"
+        'D="double \\"quoted\\" \\\\ # kept" # comment\n'
+        "E=x#y\n"
+        "F=\n"
+        "  G=indented\r\n"
+    )
+    assert parse_env(text) == {
+        "A": "1",
+        "B": "two words",
+        "C": "single # kept",
+        "D": 'double "quoted" \\ # kept',
+        "E": "x#y",
+        "F": "",
+        "G": "indented",
+    }
+    with pytest.raises(EnvFileError, match=r"^\.env:2: unexpected text after the closing quote of A$"):
+        parse_env("\nA='x' y\n")
+
+
+def test_env_example_is_valid_and_documents_every_variable() -> None:
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    config = load_config(read_env_file(example), str(example))
+    assert config.restorer is not None and config.media_prefix == "immich/media/"
+    text = example.read_text()
+    for name in VARIABLES:
+        assert name in text, name
+
+
+# Refusals --------------------------------------------------------------------------------------------
+def test_read_only_refuses_before_any_write(setup: Setup) -> None:
+    result = setup.run("--env-file", str(setup.env_file()), "--read-only")
+    assert result.code == 2
+    assert result.err == f"{PROG}: error: read-only mode: refusing to create secrets in namespace {NS}\n"
+    assert setup.writes() == [] and setup.reviews() == []
+
+
+def test_rbac_denial_is_one_line_and_nothing_is_written(setup: Setup) -> None:
+    setup.put_secret(NS, WRITER, {"AWS_ACCESS_KEY_ID": "AKIAOLDKEY0000EXAMPL"})  # would be patched: RBAC allows
+    before = setup.secret(NS, WRITER)
+    setup.emulator.denials.append(Denial("create", "secrets"))
+    result = setup.run("--env-file", str(setup.env_file()))
+    assert result.code == 2
+    assert result.err == (f"{PROG}: error: RBAC denies create secrets in namespace {DB_NS}: no RBAC rule allows it\n")
+    assert setup.writes() == []  # not even the allowed patch: all or nothing
+    assert setup.secret(NS, WRITER) == before
+
+
+def test_rbac_denial_of_reading_secrets(setup: Setup) -> None:
+    setup.emulator.denials.append(Denial("get", "secrets", namespace=DB_NS))
+    result = setup.run("--env-file", str(setup.env_file()))
+    assert result.code == 2
+    assert len(result.err.splitlines()) == 1
+    assert result.err.startswith(f"{PROG}: error: RBAC denies get secrets in namespace {DB_NS}: ")
+    assert setup.writes() == []
+
+
+def test_missing_namespace_is_named(setup: Setup) -> None:
+    result = setup.run("--env-file", str(setup.env_file()), "--db-namespace", "cnpg-system")
+    assert result.code == 2
+    assert result.err == (
+        f"{PROG}: error: namespace cnpg-system does not exist (create it, or choose another with -n/--db-namespace)\n"
+    )
+    assert setup.writes() == []
+
+
+# --check-s3 --------------------------------------------------------------------------------------------
+def _s3_changes(endpoint: str, bucket: str, **more: str | None) -> dict[str, str | None]:
+    return {
+        "OFFSITE_BACKUP_ENDPOINT_URL": endpoint,
+        "OFFSITE_BACKUP_AWS_REGION": "us-east-1",
+        "OFFSITE_BACKUP_BUCKET_NAME": bucket,
+        **more,
+    }
+
+
+def test_check_s3_writes_a_marker_under_the_reports_then_applies(setup: Setup, s3: LocalS3, bucket: str) -> None:
+    env = setup.env_file(_s3_changes(s3.endpoint, bucket))
+    result = setup.run("--env-file", str(env), "--check-s3")
+    assert result.code == 0, result.err
+    keys = list(list_keys(s3, bucket))
+    assert len(keys) == 1
+    marker = keys[0]
+    assert re.fullmatch(r"immich/sync-reports/setup-check/\d{8}T\d{6}Z-[0-9a-f]{8}\.marker", marker), marker
+    assert parse_report_key(marker) is None and not marker.endswith(".json")  # never taken for a run report
+    body = json.loads(s3.client().get_object(Bucket=bucket, Key=marker)["Body"].read())
+    assert body["bucket"] == bucket and body["media_prefix"] == "immich/media/"
+    assert not any(v in json.dumps(body) for v in SECRETS)
+    assert result.out.splitlines()[0] == (
+        f"S3 check passed: the writer keys listed s3://{bucket}/immich/media/ and wrote s3://{bucket}/{marker}; "
+        "the restorer keys listed the media prefix and read the marker back"
+    )
+    assert set(_rows(result.out).values()) == {"created"}
+
+
+def test_check_s3_missing_bucket_applies_nothing(setup: Setup, s3: LocalS3) -> None:
+    env = setup.env_file(_s3_changes(s3.endpoint, "immich-offsite-missing"))
+    result = setup.run("--env-file", str(env), "--check-s3")
+    assert result.code == 2
+    assert result.err == (
+        f"{PROG}: error: S3 check: the writer keys cannot list s3://immich-offsite-missing/immich/media/: "
+        "the bucket does not exist (NoSuchBucket)\n"
+    )
+    assert setup.writes() == []
+    assert setup.secret(NS, WRITER) is None
+
+
+def test_check_s3_unreachable_endpoint_applies_nothing(setup: Setup, bucket: str) -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    result = setup.run("--env-file", str(setup.env_file(_s3_changes(endpoint, bucket))), "--check-s3")
+    assert result.code == 2
+    lines = result.err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        f"{PROG}: error: S3 check: the writer keys cannot list s3://{bucket}/immich/media/: cannot reach the S3 "
+        "endpoint"
+    ), lines[0]
+    assert setup.writes() == []
+
+
+IAM_BUCKET = "immich-offsite-setup"
+IamS3 = tuple[LocalS3, dict[str, tuple[str, str]]]
+
+
+@pytest.fixture(scope="module")
+def iam_s3() -> Iterator[IamS3]:
+    """The shipped policies (deploy/iam) attached to their users, enforced by moto."""
+    deploy = Path(__file__).resolve().parent.parent / "deploy" / "iam"
+    with LocalS3() as server:
+        server.client().create_bucket(Bucket=IAM_BUCKET)
+        iam = server.client("iam")
+        keys = {}
+        for user, policy in (
+            ("writer", (deploy / "media-writer.json").read_text()),
+            ("restorer", (deploy / "restorer.json").read_text()),
+            ("lister", json.dumps(_list_only())),
+        ):
+            iam.create_user(UserName=user)
+            iam.put_user_policy(
+                UserName=user, PolicyName=user, PolicyDocument=policy.replace("BUCKET_NAME", IAM_BUCKET)
+            )
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
+        server.enforce_iam()
+        yield server, keys
+
+
+def _list_only() -> dict[str, Any]:
+    statement = {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::BUCKET_NAME"}
+    return {"Version": "2012-10-17", "Statement": [statement]}
+
+
+def _iam_env(setup: Setup, server: LocalS3, writer: tuple[str, str], restorer: tuple[str, str]) -> Path:
+    return setup.env_file(
+        _s3_changes(
+            server.endpoint,
+            IAM_BUCKET,
+            OFFSITE_BACKUP_AWS_ACCESS_KEY_ID=writer[0],
+            OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY=writer[1],
+            OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID=restorer[0],
+            OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY=restorer[1],
+        )
+    )
+
+
+def test_check_s3_passes_with_exactly_the_shipped_policies(setup: Setup, iam_s3: IamS3) -> None:
+    server, keys = iam_s3
+    result = setup.run(
+        "--env-file", str(_iam_env(setup, server, keys["writer"], keys["restorer"])), "--check-s3", secrets=()
+    )
+    assert result.code == 0, result.err
+    assert "S3 check passed" in result.out
+    assert not any(k in result.out + result.err for pair in keys.values() for k in pair)
+    assert setup.data(NS, WRITER)["AWS_ACCESS_KEY_ID"] == keys["writer"][0]
+
+
+@pytest.mark.parametrize(
+    ("who", "message"),
+    [
+        (
+            "wrong writer secret",
+            "S3 check: the writer keys cannot list s3://immich-offsite-setup/immich/media/: S3 rejected the "
+            "signature: OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY is wrong (SignatureDoesNotMatch)",
+        ),
+        (
+            "unknown restorer key",
+            "S3 check: the restorer keys cannot list s3://immich-offsite-setup/immich/media/: S3 does not know the "
+            "access key in OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID (InvalidAccessKeyId)",
+        ),
+        ("restorer may not read", "S3 check: the restorer keys cannot read s3://immich-offsite-setup/immich/"),
+    ],
+)
+def test_check_s3_wrong_keys_apply_nothing(setup: Setup, iam_s3: IamS3, who: str, message: str) -> None:
+    server, keys = iam_s3
+    writer, restorer = keys["writer"], keys["restorer"]
+    if who == "wrong writer secret":
+        writer = (writer[0], "x" * 40)
+    elif who == "unknown restorer key":
+        restorer = ("AKIAUNKNOWN000000000", restorer[1])
+    else:
+        restorer = keys["lister"]
+    env = _iam_env(setup, server, writer, restorer)
+    result = setup.run("--env-file", str(env), "--check-s3", secrets=(writer[1], restorer[1]))
+    assert result.code == 2
+    lines = result.err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{PROG}: error: {message}"), lines[0]
+    if who == "restorer may not read":
+        assert lines[0].endswith("access denied (AccessDenied)")
+    assert setup.writes() == []
+    assert setup.secret(NS, WRITER) is None
+
+
+# Through the plugin ------------------------------------------------------------------------------------
+def test_setup_through_the_kubectl_plugin(make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
+    """`kubectl immich-backup setup` on the seeded cluster: the writer Secret there (one key, no labels)
+    is adopted, the database namespace gets its copy, the restorer Secret takes the new keys."""
+    cluster = make_cluster()
+    env = tmp_path / "setup.env"
+    env.write_text(env_text(BASE))
+    env.chmod(0o600)
+    cluster.secrets = (*cluster.secrets, *SECRETS)
+    before = len(cluster.emulator.requests)
+    result = cluster.run("setup", "--env-file", str(env))
+    assert result.code == 0, result.err
+    assert _rows(result.out) == {
+        (WRITER, NS): "updated AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, BUCKET_NAME, MEDIA_PREFIX, labels",
+        (WRITER, DB_NS): "created",
+        (RESTORER, NS): (
+            "updated AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, BUCKET_NAME, AWS_ENDPOINT_URL_S3, labels"
+        ),
+    }
+    secret = cluster.get("v1/secrets", DB_NS, WRITER)
+    assert secret is not None and secret["metadata"]["labels"] == LABELS
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data == _expected(WRITER_ID, WRITER_KEY)
+    assert len(cluster.requests("PATCH", "/secrets/")) == 2
+    again = cluster.run("setup", "--env-file", str(env))
+    assert again.code == 0 and set(_rows(again.out).values()) == {"unchanged"}
+    assert [r for r in cluster.emulator.requests[before:] if r.method.value == "DELETE"] == []
