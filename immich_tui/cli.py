@@ -14,7 +14,7 @@ from immich_tui.services.status import Services, Target
 def tui_parser(prog: str = "immich-tui") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        parents=[_global_flags()],
+        parents=[_global_flags(output=False)],
         description="Terminal UI: is Immich backed up offsite, and since when? Act on the media sync and the "
         "CloudNativePG backups.",
     )

@@ -45,7 +45,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _global_flags() -> argparse.ArgumentParser:
+def _global_flags(*, output: bool = True) -> argparse.ArgumentParser:
     """Parsed both before and after the subcommand; SUPPRESS keeps a later default from erasing an earlier value."""
     p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     g = p.add_argument_group("cluster and output")
@@ -55,7 +55,8 @@ def _global_flags() -> argparse.ArgumentParser:
     g.add_argument("--db-namespace", help="namespace of the CNPG cluster (default: postgresql)")
     g.add_argument("--db-cluster", help="name of the CNPG cluster (default: immich-db)")
     g.add_argument("--cronjob", help=f"media sync CronJob (default: {DEFAULT_CRONJOB})")
-    g.add_argument("-o", "--output", choices=("table", "json", "yaml"), help="output format (default: table)")
+    if output:  # the TUI has no output format
+        g.add_argument("-o", "--output", choices=("table", "json", "yaml"), help="output format (default: table)")
     g.add_argument("--read-only", action="store_true", help="refuse every change to the cluster")
     g.add_argument("--stale-after", type=float, metavar="HOURS", help="a backup older than this is stale (36)")
     g.add_argument("--s3-profile", help="AWS profile with read access to the bucket (default: $AWS_PROFILE)")
