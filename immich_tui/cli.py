@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from immich_tui.plugin.cli import GLOBAL_DEFAULTS, _global_flags
+from immich_tui.plugin.cli import GLOBAL_DEFAULTS, _global_flags, target_from_args
 from immich_tui.services.status import Services, Target
 
 
@@ -48,18 +48,7 @@ def run_tui(args: argparse.Namespace) -> int:
             ImmichApp(services, cursor_blink=blink).run()
             services.close()
         return 0
-    target = Target(
-        kubeconfig=args.kubeconfig,
-        context=args.context,
-        namespace=args.namespace,
-        db_namespace=args.db_namespace,
-        db_cluster=args.db_cluster,
-        cronjob=args.cronjob,
-        read_only=args.read_only,
-        stale_after_hours=args.stale_after,
-        s3_profile=args.s3_profile,
-    )
-    services = Services(target)
+    services = Services(target_from_args(args))
     try:
         ImmichApp(services, cursor_blink=blink).run()
     finally:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
@@ -84,6 +85,12 @@ def make_sample_library(
     return lib
 
 
+def bucket_policy(bucket: str, actions: list[str]) -> dict[str, Any]:
+    """Allow `actions` on a bucket and every key in it."""
+    resources = [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]
+    return {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": resources}]}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -148,6 +155,17 @@ class LocalS3:
             f"{self.endpoint}{path}", data=body, method="POST", headers={"Content-Type": "text/plain"}
         )
         urllib.request.urlopen(req, timeout=10).close()
+
+    def iam_user(self, name: str, policy: dict[str, Any] | str | None) -> tuple[str, str]:
+        """A user with this inline policy (none when `None`) and an access key; create users before
+        `enforce_iam()`, which needs keys with IAM rights to undo."""
+        iam = self.client("iam")
+        iam.create_user(UserName=name)
+        if policy is not None:
+            document = policy if isinstance(policy, str) else json.dumps(policy)
+            iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=document)
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return key["AccessKeyId"], key["SecretAccessKey"]
 
     def enforce_iam(self, on: bool = True) -> None:
         """moto checks IAM policies for every request after this (create users and keys first)."""

@@ -267,6 +267,17 @@ def _row(name: str, st: FolderStats, dry_run: bool) -> list[str]:
     ]
 
 
+def _problem_lines(problems: list[dict[str, str]], truncated: int, more: str) -> list[str]:
+    """The first 50 problems of a summary, and where to find the rest."""
+    if not problems:
+        return []
+    lines = ["", f"problems ({len(problems) + truncated:,}):"]
+    lines += [f"  {p['kind']:<13} {p['path']}: {p['detail']}" for p in problems[:50]]
+    if len(problems) > 50 or truncated:
+        lines.append(f"  … {more}")
+    return lines
+
+
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
@@ -293,11 +304,7 @@ def _report_text(report: RunReport, settings: SyncSettings) -> str:
     if report.dry_run and t.by_reason:
         reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(t.by_reason.items()))
         lines += ["", f"reasons: {reasons}"]
-    if report.problems:
-        lines += ["", f"problems ({len(report.problems) + report.problems_truncated:,}):"]
-        lines += [f"  {p['kind']:<13} {p['path']}: {p['detail']}" for p in report.problems[:50]]
-        if len(report.problems) > 50 or report.problems_truncated:
-            lines.append("  … see the run report for the full list")
+    lines += _problem_lines(report.problems, report.problems_truncated, "see the run report for the full list")
     if report.report_key:
         lines += ["", f"report: s3://{report.bucket}/{report.report_key}"]
     elif report.error:
@@ -477,11 +484,7 @@ def _restore_text(report: RestoreReport) -> str:
         lines += [f"  {p['storage_class']:<13} {p['state']:<12} {p['path']}" for p in report.pending[:50]]
         if len(report.pending) > 50 or report.pending_truncated:
             lines.append("  … -o json lists the first 1,000")
-    if report.problems:
-        lines += ["", f"problems ({len(report.problems) + report.problems_truncated:,}):"]
-        lines += [f"  {p['kind']:<13} {p['path']}: {p['detail']}" for p in report.problems[:50]]
-        if len(report.problems) > 50 or report.problems_truncated:
-            lines.append("  … -o json lists the first 1,000")
+    lines += _problem_lines(report.problems, report.problems_truncated, "-o json lists the first 1,000")
     if report.markers_created:
         lines += ["", ".immich markers created in " + ", ".join(f"{f}/" for f in report.markers_created)]
     lines += ["", "next steps:"]

@@ -338,18 +338,11 @@ def locked_s3() -> Iterator[tuple[LocalS3, dict[str, tuple[str, str]]]]:
     with LocalS3() as server:
         server.client().create_bucket(Bucket="locked")
         server.client().put_object(Bucket="locked", Key="cnpg/immich-db/base/20240101T000000/backup.info", Body=b"")
-        iam = server.client("iam")
-        keys = {}
-        for user, actions in {"outsider": [], "lister": ["s3:ListBucket"]}.items():
-            iam.create_user(UserName=user)
-            if actions:
-                policy = {
-                    "Version": "2012-10-17",
-                    "Statement": [{"Effect": "Allow", "Action": actions, "Resource": ["arn:aws:s3:::locked"]}],
-                }
-                iam.put_user_policy(UserName=user, PolicyName=user, PolicyDocument=json.dumps(policy))
-            key = iam.create_access_key(UserName=user)["AccessKey"]
-            keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
+        listing = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": ["arn:aws:s3:::locked"]}],
+        }
+        keys = {"outsider": server.iam_user("outsider", None), "lister": server.iam_user("lister", listing)}
         server.enforce_iam()
         yield server, keys
 

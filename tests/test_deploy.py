@@ -204,17 +204,13 @@ BUCKET = "immich-offsite-deploy"
 def iam_s3() -> Any:
     with LocalS3() as server:
         server.client().create_bucket(Bucket=BUCKET)
-        iam = server.client("iam")
         policy = (DEPLOY / "iam/media-writer.json").read_text().replace("BUCKET_NAME", BUCKET)
-        iam.create_user(UserName="media-writer")
-        iam.put_user_policy(UserName="media-writer", PolicyName="media-writer", PolicyDocument=policy)
-        key = iam.create_access_key(UserName="media-writer")["AccessKey"]
-        iam.create_user(UserName="admin")
-        admin_policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-        iam.put_user_policy(UserName="admin", PolicyName="admin", PolicyDocument=json.dumps(admin_policy))
-        admin = iam.create_access_key(UserName="admin")["AccessKey"]
+        writer = server.iam_user("media-writer", policy)
+        admin = server.iam_user(
+            "admin", {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        )
         server.enforce_iam()
-        yield server, (key["AccessKeyId"], key["SecretAccessKey"]), (admin["AccessKeyId"], admin["SecretAccessKey"])
+        yield server, writer, admin
 
 
 def _run_container(container: dict[str, Any], secret: dict[str, str], volumes: dict[str, Path], extra: dict[str, str]):  # type: ignore[no-untyped-def]

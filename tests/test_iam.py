@@ -7,43 +7,24 @@ engine would fail the backup.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import botocore.exceptions
 import pytest
 
-from immich_tui.sandbox import LocalS3, SampleLibrary
+from immich_tui.sandbox import LocalS3, SampleLibrary, bucket_policy
 
 BUCKET = "immich-offsite-iam"
 WRITER_ACTIONS = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListBucket"]
-
-
-def _user(iam, name: str, actions: list[str]) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-    iam.create_user(UserName=name)
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": actions,
-                "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"],
-            }
-        ],
-    }
-    iam.put_user_policy(UserName=name, PolicyName=f"{name}-policy", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return key["AccessKeyId"], key["SecretAccessKey"]
 
 
 @pytest.fixture(scope="module")
 def iam_s3() -> Iterator[tuple[LocalS3, dict[str, tuple[str, str]]]]:
     with LocalS3() as server:
         server.client().create_bucket(Bucket=BUCKET)
-        iam = server.client("iam")
         keys = {
-            "writer": _user(iam, "immich-offsite-writer", WRITER_ACTIONS),
-            "admin": _user(iam, "admin", ["s3:*"]),
+            "writer": server.iam_user("immich-offsite-writer", bucket_policy(BUCKET, WRITER_ACTIONS)),
+            "admin": server.iam_user("admin", bucket_policy(BUCKET, ["s3:*"])),
         }
         server.enforce_iam()
         yield server, keys

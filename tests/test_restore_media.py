@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 import botocore.exceptions
 import pytest
 
-from immich_tui.sandbox import LocalS3, SampleLibrary, free_port
+from immich_tui.sandbox import LocalS3, SampleLibrary, bucket_policy, free_port
 from sync_engine.config import IMMICH_FOLDERS
 from sync_engine.restore import PROGRESS_MARKER
 from tests.conftest import SECRET, Result
@@ -681,33 +681,15 @@ RESTORER_ACTIONS = ["s3:GetObject", "s3:ListBucket", "s3:RestoreObject"]
 WRITER_ACTIONS = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListBucket"]
 
 
-def _iam_user(iam: Any, name: str, actions: list[str]) -> tuple[str, str]:
-    iam.create_user(UserName=name)
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": actions,
-                "Resource": [f"arn:aws:s3:::{IAM_BUCKET}", f"arn:aws:s3:::{IAM_BUCKET}/*"],
-            }
-        ],
-    }
-    iam.put_user_policy(UserName=name, PolicyName=f"{name}-policy", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return key["AccessKeyId"], key["SecretAccessKey"]
-
-
 @pytest.fixture(scope="module")
 def iam_s3() -> Iterator[tuple[LocalS3, dict[str, tuple[str, str]]]]:
     """A server of its own: IAM enforcement is process-wide in moto."""
     with LocalS3() as server:
         server.client().create_bucket(Bucket=IAM_BUCKET)
-        iam = server.client("iam")
         keys = {
-            "writer": _iam_user(iam, "immich-offsite-writer", WRITER_ACTIONS),
-            "restorer": _iam_user(iam, "immich-offsite-restorer", RESTORER_ACTIONS),
-            "admin": _iam_user(iam, "admin", ["s3:*"]),
+            "writer": server.iam_user("immich-offsite-writer", bucket_policy(IAM_BUCKET, WRITER_ACTIONS)),
+            "restorer": server.iam_user("immich-offsite-restorer", bucket_policy(IAM_BUCKET, RESTORER_ACTIONS)),
+            "admin": server.iam_user("admin", bucket_policy(IAM_BUCKET, ["s3:*"])),
         }
         server.enforce_iam()
         yield server, keys

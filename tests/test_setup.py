@@ -600,19 +600,14 @@ def iam_s3() -> Iterator[IamS3]:
     deploy = Path(__file__).resolve().parent.parent / "deploy" / "iam"
     with LocalS3() as server:
         server.client().create_bucket(Bucket=IAM_BUCKET)
-        iam = server.client("iam")
-        keys = {}
-        for user, policy in (
-            ("writer", (deploy / "media-writer.json").read_text()),
-            ("restorer", (deploy / "restorer.json").read_text()),
-            ("lister", json.dumps(_list_only())),
-        ):
-            iam.create_user(UserName=user)
-            iam.put_user_policy(
-                UserName=user, PolicyName=user, PolicyDocument=policy.replace("BUCKET_NAME", IAM_BUCKET)
+        keys = {
+            user: server.iam_user(user, policy.replace("BUCKET_NAME", IAM_BUCKET))
+            for user, policy in (
+                ("writer", (deploy / "media-writer.json").read_text()),
+                ("restorer", (deploy / "restorer.json").read_text()),
+                ("lister", json.dumps(_list_only())),
             )
-            key = iam.create_access_key(UserName=user)["AccessKey"]
-            keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
+        }
         server.enforce_iam()
         yield server, keys
 

@@ -136,6 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def target_from_args(args: argparse.Namespace) -> Target:
+    """The cluster target the global flags name, for the plugin and the TUI alike."""
+    return Target(
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        namespace=args.namespace,
+        db_namespace=args.db_namespace,
+        db_cluster=args.db_cluster,
+        cronjob=args.cronjob,
+        read_only=args.read_only,
+        stale_after_hours=args.stale_after,
+        s3_profile=args.s3_profile,
+    )
+
+
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     args = build_parser().parse_args(list(argv))
     for name, value in GLOBAL_DEFAULTS.items():
@@ -652,18 +667,7 @@ def main(
         args = parse(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) else ERROR
-    target = Target(
-        kubeconfig=args.kubeconfig,
-        context=args.context,
-        namespace=args.namespace,
-        db_namespace=args.db_namespace,
-        db_cluster=args.db_cluster,
-        cronjob=args.cronjob,
-        read_only=args.read_only,
-        stale_after_hours=args.stale_after,
-        s3_profile=args.s3_profile,
-    )
-    services = Services(target, env)
+    services = Services(target_from_args(args), env)
     cli = Cli(args, services, stdout, stderr)
     command = args.command
     try:

@@ -166,7 +166,7 @@ def resolve_reader(
     if secret.get("AWS_ACCESS_KEY_ID") and secret.get("AWS_SECRET_ACCESS_KEY"):
         creds = StaticCredentials(secret["AWS_ACCESS_KEY_ID"], secret["AWS_SECRET_ACCESS_KEY"])
         who = f"Secret {namespace}/{READER_SECRET}"
-        settings, media, reports = _settings({**{k: v for k, v in secret.items()}, **merged}, who)
+        settings, media, reports = _settings({**secret, **merged}, who)
         return Reader(who, settings, media, reports, credentials=creds)
     if secret:
         secret_problem = f"Secret {namespace}/{READER_SECRET} lacks AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"

@@ -171,10 +171,8 @@ class OverviewPane(Pane):
         yield Sparkline([], id="overview-sparkline")
 
     def load(self) -> None:
+        """The app fetches the status once, for the verdict chips and this pane."""
         self.immich.refresh_status()
-
-    def fetch(self) -> Any:  # the app fetches the status for the chips and this pane at once
-        raise NotImplementedError
 
     def show(self, data: Any) -> None:
         report: StatusReport = data
