@@ -36,6 +36,9 @@ def keys(*pressed: str, after: Callable[[Pilot[Any]], Any] | None = None) -> Cal
         if after is not None:
             await after(pilot)
             await settle(pilot)
+        # DataTable re-measures its columns lazily; give a loaded machine a frame or two to repaint headers
+        await pilot.pause(0.3)
+        await settle(pilot)
 
     return run
 
