@@ -38,8 +38,8 @@ from textual.app import App, ComposeResult  # noqa: E402
 from textual.geometry import Region  # noqa: E402
 from textual.strip import Strip  # noqa: E402
 
-from immich_tui.emulator import EmulatorServer, PodLog  # noqa: E402
-from immich_tui.sandbox_cluster import World, seed  # noqa: E402
+from immich_tui.demo.emulator import EmulatorServer, PodLog  # noqa: E402
+from immich_tui.demo.fixtures import World, seed  # noqa: E402
 from immich_tui.services.status import Services, Target  # noqa: E402
 from immich_tui.widgets.logview import LogView  # noqa: E402
 

@@ -25,9 +25,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from immich_tui.emulator import EmulatorServer  # noqa: E402
-from immich_tui.sandbox import DEMO_KEY_ID, DEMO_SECRET, LocalS3  # noqa: E402
-from immich_tui.sandbox_cluster import World, seed  # noqa: E402
+from immich_tui.demo.emulator import EmulatorServer  # noqa: E402
+from immich_tui.demo.fixtures import World, seed  # noqa: E402
+from immich_tui.demo.s3 import DEMO_KEY_ID, DEMO_SECRET, LocalS3  # noqa: E402
 
 WORK = ROOT / "bench" / ".work"
 BIN = Path(sys.executable).parent

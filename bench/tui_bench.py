@@ -36,8 +36,12 @@ from textual._time import get_time  # noqa: E402
 from textual.widgets import DataTable  # noqa: E402
 
 from immich_tui.app import ImmichApp  # noqa: E402
-from immich_tui.sandbox_cluster import World  # noqa: E402
-from immich_tui.sandbox_world import BUCKET, MEDIA_PREFIX, Sandbox  # noqa: E402
+from immich_tui.demo.fixtures import (  # noqa: E402
+    BUCKET,
+    MEDIA_PREFIX,
+    World,
+)
+from immich_tui.demo.world import Sandbox  # noqa: E402
 from immich_tui.services.status import Services  # noqa: E402
 
 PAINT_TARGET_S = 1.0

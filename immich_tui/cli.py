@@ -34,7 +34,12 @@ def run_tui(args: argparse.Namespace) -> int:
             setattr(args, name, value)
     blink = os.environ.get("IMMICH_TUI_CURSOR_BLINK", "1") != "0"
     if getattr(args, "demo", False):
-        from immich_tui.sandbox_world import Sandbox
+        from immich_tui.demo import DEMO_EXTRA_HINT, missing_packages
+
+        if missing_packages():
+            print(f"immich-tui: --demo needs the sandbox's servers: {DEMO_EXTRA_HINT}", file=sys.stderr)
+            return 2
+        from immich_tui.demo.world import Sandbox
 
         print("Starting the sandbox: sample library, local S3, simulated cluster…", file=sys.stderr, flush=True)
         with Sandbox() as box:

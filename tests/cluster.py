@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 import yaml
 
-from immich_tui.emulator import EmulatorServer
+from immich_tui.demo.controllers import BackupController, JobController, SyncTarget
+from immich_tui.demo.emulator import EmulatorServer
+from immich_tui.demo.fixtures import World, seed
+from immich_tui.demo.library import SampleLibrary
+from immich_tui.demo.s3 import LocalS3
 from immich_tui.plugin.cli import main
-from immich_tui.sandbox import LocalS3, SampleLibrary
-from immich_tui.sandbox_cluster import BackupController, JobController, SyncTarget, World, seed
 from tests.conftest import Result
 
 READER_SECRET_VALUE = "reader-secret-never-printed-4f1c"

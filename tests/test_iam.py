@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import botocore.exceptions
 import pytest
 
-from immich_tui.sandbox import LocalS3, SampleLibrary, bucket_policy
+from immich_tui.demo.library import SampleLibrary
+from immich_tui.demo.s3 import LocalS3, bucket_policy
 
 BUCKET = "immich-offsite-iam"
 WRITER_ACTIONS = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListBucket"]

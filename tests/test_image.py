@@ -24,7 +24,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from immich_tui.sandbox import LocalS3, SampleLibrary
+from immich_tui.demo.library import SampleLibrary
+from immich_tui.demo.s3 import LocalS3
 from sync_engine import __version__
 from tests.conftest import list_keys
 

@@ -16,8 +16,8 @@ import yaml
 from textual.app import App, ComposeResult
 from textual.message import Message
 
-from immich_tui.emulator import EmulatorServer, PodLog
-from immich_tui.sandbox_cluster import World, seed
+from immich_tui.demo.emulator import EmulatorServer, PodLog
+from immich_tui.demo.fixtures import World, seed
 from immich_tui.services.status import Services, Target
 from immich_tui.widgets.logview import LogView
 

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from immich_tui.emulator import Denial, PodLog
-from immich_tui.sandbox import free_port
-from immich_tui.sandbox_cluster import CRONJOB, DB_CLUSTER, World
+from immich_tui.demo.emulator import Denial, PodLog
+from immich_tui.demo.fixtures import CRONJOB, DB_CLUSTER, World
+from immich_tui.demo.s3 import free_port
 from tests.cluster import Cluster
 
 NS = "immich"
@@ -539,7 +539,7 @@ def test_kubectl_finds_and_runs_the_plugin(make_cluster) -> None:  # type: ignor
 
 
 def test_db_backup_json_and_a_failed_backup(make_cluster) -> None:  # type: ignore[no-untyped-def]
-    from immich_tui.sandbox_cluster import BackupController
+    from immich_tui.demo.controllers import BackupController
 
     cluster = make_cluster()
     created = cluster.run("db", "backup", "-o", "json")

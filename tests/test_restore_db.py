@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from immich_tui.sandbox_cluster import DB_CLUSTER, DB_NS, World, db_backup, db_cluster, object_store
+from immich_tui.demo.fixtures import DB_CLUSTER, DB_NS, World, db_backup, db_cluster, object_store
 from immich_tui.services import clock
 from immich_tui.services.cnpg import _backup, _cluster, _object_store
 from immich_tui.services.restore import RestoreError, plan_restore

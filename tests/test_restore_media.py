@@ -25,7 +25,8 @@ from urllib.parse import unquote, urlsplit
 import botocore.exceptions
 import pytest
 
-from immich_tui.sandbox import LocalS3, SampleLibrary, bucket_policy, free_port
+from immich_tui.demo.library import SampleLibrary
+from immich_tui.demo.s3 import LocalS3, bucket_policy, free_port
 from sync_engine.config import IMMICH_FOLDERS
 from sync_engine.restore import PROGRESS_MARKER
 from tests.conftest import SECRET, Result

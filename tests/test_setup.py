@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
-from immich_tui.emulator import CORE_RESOURCES, Denial, EmulatorServer
+from immich_tui.demo.emulator import CORE_RESOURCES, Denial, EmulatorServer
+from immich_tui.demo.s3 import LocalS3, free_port
 from immich_tui.plugin.cli import GLOBAL_DEFAULTS, PROG, _global_flags
 from immich_tui.plugin.setup_cmd import add_setup_parser, run_setup
-from immich_tui.sandbox import LocalS3, free_port
 from immich_tui.services.setup import VARIABLES, EnvFileError, load_config, parse_env, read_env_file
 from immich_tui.services.status import Services, Target
 from sync_engine.report import parse_report_key

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from immich_tui.sandbox import LocalS3
+from immich_tui.demo.s3 import LocalS3
 from sync_engine.models import LocalFile, Reason, RemoteObject
 from sync_engine.plan import Rule, merge_join
 from sync_engine.scan import walk_folder, walk_unit

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from immich_tui.sandbox import LocalS3, SampleLibrary
+from immich_tui.demo.library import SampleLibrary
+from immich_tui.demo.s3 import LocalS3
 from tests.conftest import list_keys
 from tests.s3proxy import Proxy, fail
 

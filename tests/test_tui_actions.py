@@ -14,8 +14,8 @@ from textual.widgets import DataTable, Input, Static
 from textual.worker import WorkerFailed
 
 from immich_tui.app import ImmichApp
-from immich_tui.emulator import Denial
-from immich_tui.sandbox_cluster import CRONJOB, DB_NS, NS
+from immich_tui.demo.emulator import Denial
+from immich_tui.demo.fixtures import CRONJOB, DB_NS, NS
 from immich_tui.services.status import Services, Target
 from immich_tui.widgets.dialogs import ConfirmScreen, HelpScreen
 from immich_tui.widgets.logview import LogView

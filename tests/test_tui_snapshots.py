@@ -15,7 +15,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.worker import WorkerFailed
 
-from immich_tui.sandbox_cluster import World
+from immich_tui.demo.fixtures import World
 from tests.tui import SIZE, PinnedClock, make_app, start_sandbox
 
 
@@ -84,7 +84,7 @@ def test_read_only(snap_compare, sandbox) -> None:  # type: ignore[no-untyped-de
 
 def test_degraded_cluster_without_cnpg(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A failing pane: CNPG not installed, a failed last sync, exec denied — the app says so and goes on."""
-    from immich_tui.emulator import Denial
+    from immich_tui.demo.emulator import Denial
 
     with PinnedClock():
         box = start_sandbox(tmp_path, World(cnpg=None, failed_job_days=(0,)))

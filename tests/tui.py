@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from immich_tui.app import ImmichApp
-from immich_tui.sandbox_cluster import World
-from immich_tui.sandbox_world import Sandbox
+from immich_tui.demo.fixtures import World
+from immich_tui.demo.world import Sandbox
 from immich_tui.services.status import Services, Target
 
 FROZEN_NOW = "2026-11-27T09:14:00Z"

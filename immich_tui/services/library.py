@@ -21,7 +21,8 @@ SERVER_SELECTOR = "app.kubernetes.io/name=server"
 MOUNT = "/usr/src/app/upload"
 
 # $1 = library root, $2 = epoch seconds; files modified at or after $2 are counted as pending.
-SCRIPT = r"""
+INVENTORY_NAME = "immich-inventory"  # $0 of the script, shown by `ps` in the pod
+INVENTORY_SCRIPT = r"""
 cd "$1" || exit 3
 for d in upload library profile thumbs encoded-video backups; do
   [ -d "$d" ] || continue
@@ -140,7 +141,7 @@ class Library:
     def live(self, pod: str, since: dt.datetime | None) -> LibraryInventory:
         from kubernetes.stream import stream
 
-        command = ["sh", "-c", SCRIPT, "immich-inventory", MOUNT, str(int(since.timestamp()) if since else 0)]
+        command = ["sh", "-c", INVENTORY_SCRIPT, INVENTORY_NAME, MOUNT, str(int(since.timestamp()) if since else 0)]
         access = Access("create", "pods", self.namespace, subresource="exec", name=pod)
         taken = clock.now()
         try:

@@ -11,7 +11,6 @@ evidence about the local sample library: its first real run lists everything.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import random
 import shutil
@@ -19,75 +18,21 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
-from immich_tui.emulator import EmulatorServer
-from immich_tui.sandbox import DEMO_KEY_ID, DEMO_SECRET, LocalS3, make_sample_library
-from immich_tui.sandbox_cluster import BackupController, JobController, SyncTarget, World, seed
+from immich_tui.demo.controllers import BackupController, JobController, SyncTarget
+from immich_tui.demo.emulator import EmulatorServer
+from immich_tui.demo.fixtures import BUCKET, MEDIA_PREFIX, REPORT_PREFIX, World, history_reports, seed
+from immich_tui.demo.library import make_sample_library
+from immich_tui.demo.s3 import DEMO_KEY_ID, DEMO_SECRET, LocalS3
 from immich_tui.services import clock
 from immich_tui.services.status import Target
 from sync_engine.config import S3Settings
-from sync_engine.models import FolderStats
-from sync_engine.report import RunReport, report_key, write_report
+from sync_engine.report import report_key, write_report
 from sync_engine.store import ObjectStore, StaticCredentials
-
-BUCKET = "immich-offsite"
-MEDIA_PREFIX = "immich/media/"
-REPORT_PREFIX = "immich/sync-reports/"
-CRONJOB_ROOT = "/library"
-
-
-def history_reports(nights: int, failed_nights: tuple[int, ...], now: dt.datetime) -> list[RunReport]:
-    """Nightly reports shaped like the seeded Jobs: 02:30 UTC, a few MB a night, one failed night."""
-    last = now.replace(hour=2, minute=30, second=0, microsecond=0)
-    if last > now:
-        last -= dt.timedelta(days=1)
-    reports = []
-    for night in range(nights):
-        start = last - dt.timedelta(days=night)
-        seed_n = (night * 7919) % 97
-        uploaded = 1 + seed_n % 6  # a few photos a night, on the scale of the sample library
-        photo_bytes = uploaded * (180_000 + 2_500 * seed_n)
-        failed = night in failed_nights
-        age = night // 2  # the library grew by about one photo every other night
-        library = FolderStats(files=103 - age, bytes=43_100_000 - 150_000 * age)
-        library.uploaded, library.uploaded_bytes = (0, 0) if failed else (uploaded, photo_bytes)
-        library.unchanged = library.files - library.uploaded
-        upload = FolderStats(files=97 - age, bytes=4_580_000 - 50_000 * age)
-        upload.uploaded = 0 if failed else 1 + seed_n % 2
-        upload.uploaded_bytes = upload.uploaded * 50_000
-        upload.unchanged = upload.files - upload.uploaded
-        profile = FolderStats(files=3, bytes=80_000, unchanged=3, unchanged_bytes=80_000)
-        per_folder = {"upload": upload, "library": library, "profile": profile}
-        totals = FolderStats()
-        for stats in per_folder.values():
-            totals.add(stats)
-        seconds = 1.5 + seed_n * 0.05
-        reports.append(
-            RunReport(
-                run_id=uuid.UUID(int=night + 1).hex[:8],
-                engine_version="0.1.0",
-                command="backup",
-                started_at=clock.iso(start) or "",
-                finished_at=clock.iso(start + dt.timedelta(seconds=seconds)) or "",
-                duration_seconds=seconds,
-                bucket=BUCKET,
-                media_prefix=MEDIA_PREFIX,
-                library_root=CRONJOB_ROOT,
-                folders=["upload", "library", "profile"],
-                status="aborted" if failed else "ok",
-                exit_code=3 if failed else 0,
-                totals=totals,
-                per_folder=per_folder,
-                listing="full" if night % 7 == 0 else "incremental",
-                error="S3 unreachable after 8 consecutive failures" if failed else "",
-            )
-        )
-    return reports
 
 
 class Sandbox:

@@ -1,26 +1,21 @@
-"""A simulated Immich cluster on the emulator: the namespace, the sync CronJob with its Job history, the
-Immich server pod over the sample library, and a CNPG cluster with Backups and a ScheduledBackup.
+"""The sandbox's seed data: the objects of a simulated Immich cluster and the bucket's report history.
 
-Two small controllers stand in for Kubernetes and CNPG: a Job gets a pod that really runs
-`immich-sync backup` on the sample library into the local S3 (its output is the pod log), and a
-Backup runs through CNPG's phases to `completed`. The demo and the tests both use this world.
+The namespace, the sync CronJob with its Job history, the Immich server pod over the sample library, a
+CNPG cluster with Backups and a ScheduledBackup, and a fortnight of nightly run reports shaped like the
+Jobs. Pure data: the controllers that make the world move live in `controllers.py`.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
-import os
-import subprocess
-import sys
-import threading
-import time
+import uuid
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from immich_tui.emulator import (
+from immich_tui.demo.emulator import (
     CNPG_RESOURCES,
     CORE_RESOURCES,
     PLUGIN_RESOURCES,
@@ -29,6 +24,8 @@ from immich_tui.emulator import (
     PodLog,
 )
 from immich_tui.services import clock
+from sync_engine.models import FolderStats
+from sync_engine.report import RunReport
 
 NS, DB_NS = "immich", "postgresql"
 CRONJOB = "immich-media-offsite-sync"
@@ -37,41 +34,14 @@ IMAGE = "ghcr.io/immich-offsite-backup/immich-sync:0.1.0"
 DB_IMAGE = "ghcr.io/tensorchord/cloudnative-vectorchord:16.9-0.4.3"
 JOB_LABELS = {"app.kubernetes.io/name": CRONJOB, "app.kubernetes.io/part-of": "immich-offsite-backup"}
 SERVER_POD = "immich-server-6d8f9c7b5-q2x7k"
+BUCKET = "immich-offsite"
+MEDIA_PREFIX = "immich/media/"
+REPORT_PREFIX = "immich/sync-reports/"
+CRONJOB_ROOT = "/library"
 
 
-def _iso(when: dt.datetime) -> str:
+def iso(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
-class SyncTarget:
-    """Where a sandbox Job's `immich-sync backup` writes: the local S3 and the sample library."""
-
-    endpoint: str
-    bucket: str
-    media_prefix: str
-    library: Path
-    access_key: str
-    secret_key: str
-    extra_env: dict[str, str] = field(default_factory=dict)
-    restore_root: Path | None = None  # where a restore Job's `/target` volume lives
-
-    def env(self) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "IMMICH_SYNC_"))}
-        base.update(
-            {
-                "AWS_ACCESS_KEY_ID": self.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "AWS_REGION": "us-east-1",
-                "AWS_ENDPOINT_URL_S3": self.endpoint,
-                "BUCKET_NAME": self.bucket,
-                "MEDIA_PREFIX": self.media_prefix,
-                "LIBRARY_ROOT": str(self.library),
-                "IMMICH_SYNC_SETTLE_SECONDS": "0",
-            }
-        )
-        base.update(self.extra_env)
-        return base
 
 
 def cronjob(schedule: str = "30 2 * * *", *, suspended: bool = False, now: dt.datetime | None = None) -> dict[str, Any]:
@@ -116,18 +86,18 @@ def cronjob(schedule: str = "30 2 * * *", *, suspended: bool = False, now: dt.da
                 },
             },
         },
-        "status": {"lastScheduleTime": _iso(last), "lastSuccessfulTime": _iso(last + dt.timedelta(minutes=4))},
+        "status": {"lastScheduleTime": iso(last), "lastSuccessfulTime": iso(last + dt.timedelta(minutes=4))},
     }
 
 
 def job(name: str, cj_uid: str, start: dt.datetime, state: str, *, seconds: int = 240) -> dict[str, Any]:
     end = start + dt.timedelta(seconds=seconds)
-    status: dict[str, Any] = {"startTime": _iso(start)}
+    status: dict[str, Any] = {"startTime": iso(start)}
     if state == "succeeded":
         status.update(
-            completionTime=_iso(end),
+            completionTime=iso(end),
             succeeded=1,
-            conditions=[{"type": "Complete", "status": "True", "lastTransitionTime": _iso(end)}],
+            conditions=[{"type": "Complete", "status": "True", "lastTransitionTime": iso(end)}],
         )
     elif state == "failed":
         status.update(
@@ -138,7 +108,7 @@ def job(name: str, cj_uid: str, start: dt.datetime, state: str, *, seconds: int 
                     "status": "True",
                     "reason": "BackoffLimitExceeded",
                     "message": "Job has reached the specified backoff limit",
-                    "lastTransitionTime": _iso(end),
+                    "lastTransitionTime": iso(end),
                 }
             ],
         )
@@ -151,8 +121,8 @@ def job(name: str, cj_uid: str, start: dt.datetime, state: str, *, seconds: int 
             "name": name,
             "namespace": NS,
             "labels": dict(JOB_LABELS),
-            "creationTimestamp": _iso(start),
-            "annotations": {"batch.kubernetes.io/cronjob-scheduled-timestamp": _iso(start)},
+            "creationTimestamp": iso(start),
+            "annotations": {"batch.kubernetes.io/cronjob-scheduled-timestamp": iso(start)},
             "ownerReferences": [
                 {
                     "apiVersion": "batch/v1",
@@ -172,13 +142,13 @@ def job(name: str, cj_uid: str, start: dt.datetime, state: str, *, seconds: int 
 def job_pod(job_name: str, start: dt.datetime, state: str, *, exit_code: int = 0) -> dict[str, Any]:
     phase = {"succeeded": "Succeeded", "failed": "Failed"}.get(state, "Running")
     if state == "running":
-        container_state: dict[str, Any] = {"running": {"startedAt": _iso(start)}}
+        container_state: dict[str, Any] = {"running": {"startedAt": iso(start)}}
     else:
         container_state = {
             "terminated": {
                 "exitCode": exit_code,
                 "reason": "Completed" if exit_code == 0 else "Error",
-                "startedAt": _iso(start),
+                "startedAt": iso(start),
             }
         }
     return {
@@ -187,13 +157,13 @@ def job_pod(job_name: str, start: dt.datetime, state: str, *, exit_code: int = 0
         "metadata": {
             "name": f"{job_name}-{zlib.crc32(job_name.encode()) % 10**5:05d}",
             "namespace": NS,
-            "creationTimestamp": _iso(start),
+            "creationTimestamp": iso(start),
             "labels": {**JOB_LABELS, "job-name": job_name, "batch.kubernetes.io/job-name": job_name},
         },
         "spec": {"containers": [{"name": "sync", "image": IMAGE}]},
         "status": {
             "phase": phase,
-            "startTime": _iso(start),
+            "startTime": iso(start),
             "containerStatuses": [{"name": "sync", "state": container_state, "ready": state == "running"}],
         },
     }
@@ -242,19 +212,19 @@ def db_cluster(
         "instances": 2,
         "image": DB_IMAGE,
         "conditions": [
-            {"type": "Ready", "status": "True", "reason": "ClusterIsReady", "lastTransitionTime": _iso(now)},
+            {"type": "Ready", "status": "True", "reason": "ClusterIsReady", "lastTransitionTime": iso(now)},
             {
                 "type": "ContinuousArchiving",
                 "status": "True" if archiving else "False",
                 "reason": "ContinuousArchivingSuccess" if archiving else "ContinuousArchivingFailing",
                 "message": "" if archiving else "unexpected failure invoking barman-cloud-wal-archive: exit status 4",
-                "lastTransitionTime": _iso(now - dt.timedelta(days=3 if archiving else 0, hours=5)),
+                "lastTransitionTime": iso(now - dt.timedelta(days=3 if archiving else 0, hours=5)),
             },
             {
                 "type": "LastBackupSucceeded",
                 "status": "True" if last_backup_ok else "False",
                 "reason": "LastBackupSucceeded" if last_backup_ok else "LastBackupFailed",
-                "lastTransitionTime": _iso(now - dt.timedelta(hours=4)),
+                "lastTransitionTime": iso(now - dt.timedelta(hours=4)),
             },
         ],
     }
@@ -279,8 +249,8 @@ def db_cluster(
                 "wal": {"compression": "gzip"},
             },
         }
-        status["firstRecoverabilityPoint"] = _iso(now - dt.timedelta(days=30, hours=2))
-        status["lastSuccessfulBackup"] = _iso(last_backup)
+        status["firstRecoverabilityPoint"] = iso(now - dt.timedelta(days=30, hours=2))
+        status["lastSuccessfulBackup"] = iso(last_backup)
     return {
         "apiVersion": "postgresql.cnpg.io/v1",
         "kind": "Cluster",
@@ -310,8 +280,8 @@ def object_store(now: dt.datetime, last_backup: dt.datetime | None = None) -> di
         "status": {
             "serverRecoveryWindow": {
                 "immich-db-2026": {
-                    "firstRecoverabilityPoint": _iso(now - dt.timedelta(days=30, hours=2)),
-                    "lastSuccessfulBackupTime": _iso(last_backup),
+                    "firstRecoverabilityPoint": iso(now - dt.timedelta(days=30, hours=2)),
+                    "lastSuccessfulBackupTime": iso(last_backup),
                 }
             }
         },
@@ -326,13 +296,13 @@ def db_backup(name: str, mode: str, start: dt.datetime, phase: str = "completed"
         spec["method"] = "barmanObjectStore"
     status: dict[str, Any] = {
         "phase": phase,
-        "startedAt": _iso(start),
+        "startedAt": iso(start),
         "method": spec["method"],
         "serverName": "immich-db-2026",
         "backupId": start.strftime("%Y%m%dT%H%M%S"),
     }
     if phase in ("completed", "failed"):
-        status["stoppedAt"] = _iso(start + dt.timedelta(minutes=3))
+        status["stoppedAt"] = iso(start + dt.timedelta(minutes=3))
     if phase == "failed":
         status["error"] = "can't execute backup: exit status 4 (no write access to the object store)"
     return {
@@ -341,7 +311,7 @@ def db_backup(name: str, mode: str, start: dt.datetime, phase: str = "completed"
         "metadata": {
             "name": name,
             "namespace": DB_NS,
-            "creationTimestamp": _iso(start),
+            "creationTimestamp": iso(start),
             "labels": {"cnpg.io/cluster": DB_CLUSTER},
         },
         "spec": spec,
@@ -358,7 +328,7 @@ def scheduled_backup(mode: str, schedule: str = "0 0 2 * * *") -> dict[str, Any]
         "kind": "ScheduledBackup",
         "metadata": {"name": "immich-db-daily", "namespace": DB_NS},
         "spec": spec,
-        "status": {"lastScheduleTime": _iso(clock.now().replace(hour=2, minute=0, second=0))},
+        "status": {"lastScheduleTime": iso(clock.now().replace(hour=2, minute=0, second=0))},
     }
 
 
@@ -395,7 +365,7 @@ def seed(server: EmulatorServer, world: World) -> None:
     if good_day is None:
         del cj["status"]["lastSuccessfulTime"]
     else:  # the controller records the last Job that succeeded, not the last one that ran
-        cj["status"]["lastSuccessfulTime"] = _iso(last - dt.timedelta(days=good_day) + dt.timedelta(minutes=4))
+        cj["status"]["lastSuccessfulTime"] = iso(last - dt.timedelta(days=good_day) + dt.timedelta(minutes=4))
     server.put("batch/v1/cronjobs", cj)
     uid = cj["metadata"]["uid"]
     for day in range(world.jobs):
@@ -425,8 +395,6 @@ def seed(server: EmulatorServer, world: World) -> None:
             },
         )
     if world.restorer is not None:
-        import base64
-
         data = {k: base64.b64encode(v.encode()).decode() for k, v in world.restorer.items()}
         server.put(
             "v1/secrets",
@@ -457,7 +425,7 @@ def seed(server: EmulatorServer, world: World) -> None:
 
 
 def _old_log(start: dt.datetime, state: str) -> list[str]:
-    t = _iso(start)
+    t = iso(start)
     lines = [
         f'{{"time": "{t}", "level": "info", "event": "start", "command": "backup", '
         '"folders": "upload,library,profile"}}',
@@ -473,113 +441,50 @@ def _old_log(start: dt.datetime, state: str) -> list[str]:
     return lines
 
 
-class JobController:
-    """Gives each new Job of the CronJob a pod that runs `immich-sync backup` for real, then records the
-    outcome on the pod, the Job and the CronJob as Kubernetes would."""
-
-    def __init__(
-        self, server: EmulatorServer, target: SyncTarget | None, runner: Callable[[SyncTarget], list[str]] | None = None
-    ) -> None:
-        self.server = server
-        self.target = target
-        self.threads: list[threading.Thread] = []
-        server.emulator.on_create.append(self._created)
-
-    def _created(self, plural: str, obj: dict[str, Any]) -> None:
-        if plural != "jobs":
-            return
-        thread = threading.Thread(target=self._run, args=(obj,), daemon=True)
-        self.threads.append(thread)
-        thread.start()
-
-    def _run(self, job_obj: dict[str, Any]) -> None:
-        name = job_obj["metadata"]["name"]
-        start = clock.now()
-        pod = job_pod(name, start, "running")
-        pod_name = pod["metadata"]["name"]
-        log = PodLog()
-        self.server.emulator.pod_logs[(NS, pod_name)] = log
-        time.sleep(0.2)  # the controller's reaction time: the Job exists before its pod does
-        self.server.put("v1/pods", pod)
-        self.server.patch("batch/v1/jobs", NS, name, {"status": {"startTime": _iso(start), "active": 1}})
-        code = self._execute(log, job_obj)
-        end = clock.now()
-        state = "succeeded" if code == 0 else "failed"
-        finished = job_pod(name, start, state, exit_code=code)
-        self.server.patch("v1/pods", NS, pod_name, {"status": finished["status"]})
-        log.finish()
-        done = job(name, "", start, state, seconds=max(1, int((end - start).total_seconds())))
-        self.server.patch("batch/v1/jobs", NS, name, {"status": {**done["status"], "active": 0}})
-        if state == "succeeded":
-            self.server.patch("batch/v1/cronjobs", NS, CRONJOB, {"status": {"lastSuccessfulTime": _iso(end)}})
-
-    def _execute(self, log: PodLog, job_obj: dict[str, Any]) -> int:
-        """The Job's own container arguments, with its volumes mapped to sandbox directories."""
-        if self.target is None:
-            log.write('{"level": "error", "event": "config", "error": "no S3 endpoint in this sandbox"}')
-            return 2
-        containers = job_obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or [{}]
-        args = list(containers[0].get("args") or ["backup", "--log-format", "json"])
-        volumes = {"/library": str(self.target.library)}
-        if self.target.restore_root is not None:
-            volumes["/target"] = str(self.target.restore_root)
-        args = [volumes.get(arg, arg) for arg in args]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sync_engine", *args],
-            env=self.target.env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+def history_reports(nights: int, failed_nights: tuple[int, ...], now: dt.datetime) -> list[RunReport]:
+    """Nightly reports shaped like the seeded Jobs: 02:30 UTC, a few MB a night, one failed night."""
+    last = now.replace(hour=2, minute=30, second=0, microsecond=0)
+    if last > now:
+        last -= dt.timedelta(days=1)
+    reports = []
+    for night in range(nights):
+        start = last - dt.timedelta(days=night)
+        seed_n = (night * 7919) % 97
+        uploaded = 1 + seed_n % 6  # a few photos a night, on the scale of the sample library
+        photo_bytes = uploaded * (180_000 + 2_500 * seed_n)
+        failed = night in failed_nights
+        age = night // 2  # the library grew by about one photo every other night
+        library = FolderStats(files=103 - age, bytes=43_100_000 - 150_000 * age)
+        library.uploaded, library.uploaded_bytes = (0, 0) if failed else (uploaded, photo_bytes)
+        library.unchanged = library.files - library.uploaded
+        upload = FolderStats(files=97 - age, bytes=4_580_000 - 50_000 * age)
+        upload.uploaded = 0 if failed else 1 + seed_n % 2
+        upload.uploaded_bytes = upload.uploaded * 50_000
+        upload.unchanged = upload.files - upload.uploaded
+        profile = FolderStats(files=3, bytes=80_000, unchanged=3, unchanged_bytes=80_000)
+        per_folder = {"upload": upload, "library": library, "profile": profile}
+        totals = FolderStats()
+        for stats in per_folder.values():
+            totals.add(stats)
+        seconds = 1.5 + seed_n * 0.05
+        reports.append(
+            RunReport(
+                run_id=uuid.UUID(int=night + 1).hex[:8],
+                engine_version="0.1.0",
+                command="backup",
+                started_at=clock.iso(start) or "",
+                finished_at=clock.iso(start + dt.timedelta(seconds=seconds)) or "",
+                duration_seconds=seconds,
+                bucket=BUCKET,
+                media_prefix=MEDIA_PREFIX,
+                library_root=CRONJOB_ROOT,
+                folders=["upload", "library", "profile"],
+                status="aborted" if failed else "ok",
+                exit_code=3 if failed else 0,
+                totals=totals,
+                per_folder=per_folder,
+                listing="full" if night % 7 == 0 else "incremental",
+                error="S3 unreachable after 8 consecutive failures" if failed else "",
+            )
         )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-        return proc.wait()
-
-    def join(self, timeout: float = 120.0) -> None:
-        for thread in self.threads:
-            thread.join(timeout)
-
-
-class BackupController:
-    """Moves a new CNPG Backup through running to completed and updates the recovery window."""
-
-    def __init__(self, server: EmulatorServer, *, fail: bool = False, seconds: float = 0.5) -> None:
-        self.server = server
-        self.fail = fail
-        self.seconds = seconds
-        self.threads: list[threading.Thread] = []
-        server.emulator.on_create.append(self._created)
-
-    def _created(self, plural: str, obj: dict[str, Any]) -> None:
-        if plural == "backups":
-            thread = threading.Thread(target=self._run, args=(obj["metadata"]["name"],), daemon=True)
-            self.threads.append(thread)
-            thread.start()
-
-    def join(self, timeout: float = 30.0) -> None:
-        for thread in self.threads:
-            thread.join(timeout)
-
-    def _run(self, name: str) -> None:
-        start = clock.now()
-        time.sleep(0.1)
-        self.server.patch(
-            "postgresql.cnpg.io/v1/backups",
-            DB_NS,
-            name,
-            {
-                "status": {
-                    "phase": "running",
-                    "startedAt": _iso(start),
-                    "serverName": "immich-db-2026",
-                    "backupId": start.strftime("%Y%m%dT%H%M%S"),
-                }
-            },
-        )
-        time.sleep(self.seconds)
-        end = clock.now()
-        status: dict[str, Any] = {"phase": "failed" if self.fail else "completed", "stoppedAt": _iso(end)}
-        if self.fail:
-            status["error"] = "can't execute backup: exit status 4"
-        self.server.patch("postgresql.cnpg.io/v1/backups", DB_NS, name, {"status": status})
+    return reports

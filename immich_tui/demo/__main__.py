@@ -16,7 +16,7 @@ from immich_tui.plugin.cli import main as plugin_main
 
 def tour() -> int:
     """The non-interactive demo: the plugin's answers on the sandbox, as an operator would type them."""
-    from immich_tui.sandbox_world import Sandbox
+    from immich_tui.demo.world import Sandbox
 
     print("Starting the sandbox: sample library, local S3 with a first backup, simulated cluster…", flush=True)
     with Sandbox() as box:

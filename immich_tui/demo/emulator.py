@@ -29,6 +29,7 @@ import attrs
 from kmock import KubernetesEmulator, ResourceInfo, Server, resource
 
 from immich_tui.services import clock
+from immich_tui.services.library import INVENTORY_NAME, INVENTORY_SCRIPT
 
 NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/?$")
 VERBS = {"list": "list", "watch": "watch", "fetch": "get", "create": "create", "update": "patch", "delete": "delete"}
@@ -94,10 +95,21 @@ class PodLog:
 
 @dataclass
 class ExecMount:
-    """`exec` in this pod runs locally with `container_path` arguments pointing at `local_path`."""
+    """This pod answers `exec` of the library inventory script, run locally on `local_path`.
+
+    Only that script, with the library mount and an epoch as its arguments, is ever run: the
+    emulator listens on loopback, but no client of it gets to run a command of its choosing.
+    """
 
     container_path: str
     local_path: str
+
+    def argv(self, command: list[str]) -> list[str] | None:
+        """The local command for an exec request, or None when it is not the inventory script."""
+        expected = ["sh", "-c", INVENTORY_SCRIPT, INVENTORY_NAME, self.container_path]
+        if len(command) != 6 or command[:5] != expected or not command[5].isdigit():
+            return None
+        return ["/bin/sh", "-c", INVENTORY_SCRIPT, INVENTORY_NAME, self.local_path, command[5]]
 
 
 def _label_ok(labels: dict[str, str], selector: str) -> bool:
@@ -342,11 +354,12 @@ class ClusterEmulator(KubernetesEmulator):
         mount = self.exec_mounts.get((namespace, pod))
         ws = aiohttp.web.WebSocketResponse(protocols=("v4.channel.k8s.io",))
         await ws.prepare(raw_request)
-        if mount is None:
-            await ws.send_bytes(b"\x02" + b"exec is not available in this emulated pod\n")
+        argv = mount.argv(command) if mount is not None else None
+        if argv is None:
+            what = "the library inventory script" if mount is not None else "nothing"
+            await ws.send_bytes(b"\x02" + f"this emulated pod runs {what} through exec\n".encode())
             code = 126
         else:
-            argv = [mount.local_path if arg == mount.container_path else arg for arg in command]
             done = await asyncio.get_running_loop().run_in_executor(
                 None, lambda: subprocess.run(argv, capture_output=True, timeout=120, check=False)
             )
@@ -390,7 +403,7 @@ class EmulatorServer:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        async with self.emulator, Server(self.emulator) as server:
+        async with self.emulator, Server(self.emulator, host="127.0.0.1") as server:
             self.url = str(server.url).rstrip("/")
             self._ready.set()
             await self._stop.wait()

@@ -1,0 +1,164 @@
+"""Two small controllers that stand in for Kubernetes and CNPG in the sandbox.
+
+A new Job of the CronJob gets a pod that really runs `immich-sync` on the sample library into the local
+S3 (its output is the pod log); a new CNPG Backup runs through its phases to `completed`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from immich_tui.demo.emulator import EmulatorServer, PodLog
+from immich_tui.demo.fixtures import CRONJOB, DB_NS, NS, iso, job, job_pod
+from immich_tui.services import clock
+
+
+@dataclass
+class SyncTarget:
+    """Where a sandbox Job's `immich-sync backup` writes: the local S3 and the sample library."""
+
+    endpoint: str
+    bucket: str
+    media_prefix: str
+    library: Path
+    access_key: str
+    secret_key: str
+    extra_env: dict[str, str] = field(default_factory=dict)
+    restore_root: Path | None = None  # where a restore Job's `/target` volume lives
+
+    def env(self) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "IMMICH_SYNC_"))}
+        base.update(
+            {
+                "AWS_ACCESS_KEY_ID": self.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL_S3": self.endpoint,
+                "BUCKET_NAME": self.bucket,
+                "MEDIA_PREFIX": self.media_prefix,
+                "LIBRARY_ROOT": str(self.library),
+                "IMMICH_SYNC_SETTLE_SECONDS": "0",
+            }
+        )
+        base.update(self.extra_env)
+        return base
+
+
+class JobController:
+    """Gives each new Job of the CronJob a pod that runs `immich-sync backup` for real, then records the
+    outcome on the pod, the Job and the CronJob as Kubernetes would."""
+
+    def __init__(
+        self, server: EmulatorServer, target: SyncTarget | None, runner: Callable[[SyncTarget], list[str]] | None = None
+    ) -> None:
+        self.server = server
+        self.target = target
+        self.threads: list[threading.Thread] = []
+        server.emulator.on_create.append(self._created)
+
+    def _created(self, plural: str, obj: dict[str, Any]) -> None:
+        if plural != "jobs":
+            return
+        thread = threading.Thread(target=self._run, args=(obj,), daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def _run(self, job_obj: dict[str, Any]) -> None:
+        name = job_obj["metadata"]["name"]
+        start = clock.now()
+        pod = job_pod(name, start, "running")
+        pod_name = pod["metadata"]["name"]
+        log = PodLog()
+        self.server.emulator.pod_logs[(NS, pod_name)] = log
+        time.sleep(0.2)  # the controller's reaction time: the Job exists before its pod does
+        self.server.put("v1/pods", pod)
+        self.server.patch("batch/v1/jobs", NS, name, {"status": {"startTime": iso(start), "active": 1}})
+        code = self._execute(log, job_obj)
+        end = clock.now()
+        state = "succeeded" if code == 0 else "failed"
+        finished = job_pod(name, start, state, exit_code=code)
+        self.server.patch("v1/pods", NS, pod_name, {"status": finished["status"]})
+        log.finish()
+        done = job(name, "", start, state, seconds=max(1, int((end - start).total_seconds())))
+        self.server.patch("batch/v1/jobs", NS, name, {"status": {**done["status"], "active": 0}})
+        if state == "succeeded":
+            self.server.patch("batch/v1/cronjobs", NS, CRONJOB, {"status": {"lastSuccessfulTime": iso(end)}})
+
+    def _execute(self, log: PodLog, job_obj: dict[str, Any]) -> int:
+        """The Job's own container arguments, with its volumes mapped to sandbox directories."""
+        if self.target is None:
+            log.write('{"level": "error", "event": "config", "error": "no S3 endpoint in this sandbox"}')
+            return 2
+        containers = job_obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or [{}]
+        args = list(containers[0].get("args") or ["backup", "--log-format", "json"])
+        volumes = {"/library": str(self.target.library)}
+        if self.target.restore_root is not None:
+            volumes["/target"] = str(self.target.restore_root)
+        args = [volumes.get(arg, arg) for arg in args]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sync_engine", *args],
+            env=self.target.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+        return proc.wait()
+
+    def join(self, timeout: float = 120.0) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
+
+
+class BackupController:
+    """Moves a new CNPG Backup through running to completed and updates the recovery window."""
+
+    def __init__(self, server: EmulatorServer, *, fail: bool = False, seconds: float = 0.5) -> None:
+        self.server = server
+        self.fail = fail
+        self.seconds = seconds
+        self.threads: list[threading.Thread] = []
+        server.emulator.on_create.append(self._created)
+
+    def _created(self, plural: str, obj: dict[str, Any]) -> None:
+        if plural == "backups":
+            thread = threading.Thread(target=self._run, args=(obj["metadata"]["name"],), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def join(self, timeout: float = 30.0) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
+
+    def _run(self, name: str) -> None:
+        start = clock.now()
+        time.sleep(0.1)
+        self.server.patch(
+            "postgresql.cnpg.io/v1/backups",
+            DB_NS,
+            name,
+            {
+                "status": {
+                    "phase": "running",
+                    "startedAt": iso(start),
+                    "serverName": "immich-db-2026",
+                    "backupId": start.strftime("%Y%m%dT%H%M%S"),
+                }
+            },
+        )
+        time.sleep(self.seconds)
+        end = clock.now()
+        status: dict[str, Any] = {"phase": "failed" if self.fail else "completed", "stoppedAt": iso(end)}
+        if self.fail:
+            status["error"] = "can't execute backup: exit status 4"
+        self.server.patch("postgresql.cnpg.io/v1/backups", DB_NS, name, {"status": status})
