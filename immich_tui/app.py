@@ -31,7 +31,7 @@ from immich_tui.widgets.library import LibraryPane
 from immich_tui.widgets.offsite import OffsitePane
 from immich_tui.widgets.overview import OverviewPane, chips
 from immich_tui.widgets.pane import Pane, one_line
-from immich_tui.widgets.restore import DbRestoreScreen, MediaRestoreRequest, MediaRestoreScreen, RestoreRequest
+from immich_tui.widgets.restore_dialogs import MediaRestoreRequest, MediaRestoreScreen, RecoveryRequest, RecoveryWizard
 
 PANES: tuple[tuple[str, str, type[Pane]], ...] = (
     ("overview", "Overview", OverviewPane),
@@ -255,7 +255,7 @@ class ImmichApp(App[None]):
                 return
             latest = self.report.offsite.value.reports.latest_ok if self.report and self.report.offsite.value else None
             can_apply = bool(self.check_action("apply_restore", ()))
-            screen = DbRestoreScreen(pane.state, latest.started if latest else None, can_apply=can_apply)
+            screen = RecoveryWizard(pane.state, latest.started if latest else None, can_apply=can_apply)
             self.push_screen(screen, self._db_restore_answer)
         elif isinstance(pane, OffsitePane):
             if not self.check_action("media_restore", ()):
@@ -266,7 +266,7 @@ class ImmichApp(App[None]):
         else:
             self.notify("R restores: the database from the Database tab, the media from the Offsite tab")
 
-    def _db_restore_answer(self, request: RestoreRequest | None) -> None:
+    def _db_restore_answer(self, request: RecoveryRequest | None) -> None:
         if request is None:
             self.notify("restore: cancelled", timeout=3)
         elif request.apply and self.check_action("apply_restore", ()):

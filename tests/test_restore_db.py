@@ -16,7 +16,7 @@ import yaml
 from immich_tui.demo.fixtures import DB_CLUSTER, DB_NS, World, db_backup, db_cluster, object_store
 from immich_tui.services import clock
 from immich_tui.services.cnpg import _backup, _cluster, _object_store
-from immich_tui.services.restore import RestoreError, plan_restore
+from immich_tui.services.recovery import RecoveryError, plan_recovery
 from tests.cluster import Cluster
 from tests.crd_schema import validate
 
@@ -45,7 +45,7 @@ def _source(mode: str) -> tuple[Any, list[Any]]:
 def test_manifest_recovers_from_the_source_archive_into_its_own(mode: str) -> None:
     cluster, backups = _source(mode)
     sync = clock.now() - dt.timedelta(hours=6)
-    plan = plan_restore(cluster, backups, media_sync=sync, name="immich-db-restored")
+    plan = plan_recovery(cluster, backups, media_sync=sync, name="immich-db-restored")
     m = plan.manifest
     validate(m)
     spec = m["spec"]
@@ -95,7 +95,7 @@ def test_manifest_recovers_from_the_source_archive_into_its_own(mode: str) -> No
 
 def test_restore_to_a_backup_and_target_checks() -> None:
     cluster, backups = _source("plugin")
-    plan = plan_restore(cluster, backups, backup_name="daily-1", media_sync=clock.now())
+    plan = plan_recovery(cluster, backups, backup_name="daily-1", media_sync=clock.now())
     validate(plan.manifest)
     assert plan.manifest["spec"]["bootstrap"]["recovery"]["recoveryTarget"] == {
         "backupID": backups[1].backup_id,
@@ -103,17 +103,17 @@ def test_restore_to_a_backup_and_target_checks() -> None:
     }
     first = cluster.window.first_point
     assert first is not None
-    with pytest.raises(RestoreError, match="is before the recovery window, which starts at"):
-        plan_restore(cluster, backups, target_time=first - dt.timedelta(minutes=1))
-    with pytest.raises(RestoreError, match="is in the future"):
-        plan_restore(cluster, backups, target_time=clock.now() + dt.timedelta(hours=1))
-    with pytest.raises(RestoreError, match="not found"):
-        plan_restore(cluster, backups, backup_name="nope")
-    with pytest.raises(RestoreError, match="needs a new name"):
-        plan_restore(cluster, backups, media_sync=clock.now(), name=DB_CLUSTER)
-    with pytest.raises(RestoreError, match="no successful media sync on record"):
-        plan_restore(cluster, backups)
-    later = plan_restore(
+    with pytest.raises(RecoveryError, match="is before the recovery window, which starts at"):
+        plan_recovery(cluster, backups, target_time=first - dt.timedelta(minutes=1))
+    with pytest.raises(RecoveryError, match="is in the future"):
+        plan_recovery(cluster, backups, target_time=clock.now() + dt.timedelta(hours=1))
+    with pytest.raises(RecoveryError, match="not found"):
+        plan_recovery(cluster, backups, backup_name="nope")
+    with pytest.raises(RecoveryError, match="needs a new name"):
+        plan_recovery(cluster, backups, media_sync=clock.now(), name=DB_CLUSTER)
+    with pytest.raises(RecoveryError, match="no successful media sync on record"):
+        plan_recovery(cluster, backups)
+    later = plan_recovery(
         cluster,
         backups,
         target_time=clock.now() - dt.timedelta(minutes=5),

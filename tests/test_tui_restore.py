@@ -10,7 +10,7 @@ from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input
 
 from immich_tui.widgets.logview import LogView
-from immich_tui.widgets.restore import DbRestoreScreen, MediaRestoreScreen
+from immich_tui.widgets.restore_dialogs import RecoveryWizard, MediaRestoreScreen
 from tests.test_tui_actions import press, requests, run, settle, text, until
 from tests.tui import PinnedClock, make_app, start_sandbox
 
@@ -30,7 +30,7 @@ def test_db_restore_wizard_previews_warns_and_applies(box) -> None:  # type: ign
         await press(pilot, "5")
         await settle(pilot)
         await press(pilot, "R")
-        assert isinstance(app.screen, DbRestoreScreen)
+        assert isinstance(app.screen, RecoveryWizard)
         wizard = app.screen
         assert "recovers to" in text(app, "#wizard-result")  # the default target: the latest media sync
         assert (
@@ -54,7 +54,7 @@ def test_db_restore_wizard_previews_warns_and_applies(box) -> None:  # type: ign
         assert created["metadata"]["name"] == "immich-db-wizard"
         assert created["spec"]["bootstrap"]["recovery"]["recoveryTarget"] == {"targetTime": "2026-11-27T09:00:00Z"}
         await press(pilot, "R", "escape")
-        assert not isinstance(app.screen, DbRestoreScreen)
+        assert not isinstance(app.screen, RecoveryWizard)
 
     run(app, scenario)
 
@@ -66,11 +66,11 @@ def test_db_restore_wizard_read_only_previews_but_never_applies(box) -> None:  #
         await press(pilot, "5")
         await settle(pilot)
         await press(pilot, "R")
-        assert isinstance(app.screen, DbRestoreScreen)
+        assert isinstance(app.screen, RecoveryWizard)
         assert app.screen.query_one("#apply", Button).disabled
         assert not app.screen.query_one("#write", Button).disabled
         await press(pilot, "escape", "3", "R")
-        assert not isinstance(app.screen, DbRestoreScreen)
+        assert not isinstance(app.screen, RecoveryWizard)
         assert not requests(box, "POST", "/jobs") or all(
             "restore" not in r.data["metadata"]["name"] for r in requests(box, "POST", "/jobs")
         )

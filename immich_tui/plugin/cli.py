@@ -24,7 +24,7 @@ from immich_tui.services.kube import ClusterError
 from immich_tui.services.library import LibraryInventory
 from immich_tui.services.media import DEFAULT_CRONJOB, JobHistory
 from immich_tui.services.offsite import OffsiteState, OffsiteUnavailable
-from immich_tui.services.restore import RestoreError, parse_target_time, plan_restore
+from immich_tui.services.recovery import RecoveryError, parse_target_time, plan_recovery
 from immich_tui.services.status import Services, StatusReport, Target
 
 PROG = "kubectl immich-backup"
@@ -257,7 +257,7 @@ class Cli:
         cluster = state.cluster
         backups = database.backups(limit=10_000)[0] if self.args.backup else state.backups
         target = parse_target_time(self.args.target_time) if self.args.target_time else None
-        plan = plan_restore(
+        plan = plan_recovery(
             cluster,
             backups,
             backup_name=self.args.backup,
@@ -675,7 +675,7 @@ def main(
     except CnpgMissing as exc:
         print(f"{PROG}: {exc}", file=stderr)
         return ERROR
-    except (ClusterError, OffsiteUnavailable, RestoreError) as exc:
+    except (ClusterError, OffsiteUnavailable, RecoveryError) as exc:
         print(f"{PROG}: error: {exc}", file=stderr)
         return ERROR
     except KeyboardInterrupt:

@@ -21,6 +21,7 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from immich_tui.services.errors import ServiceError
 from sync_engine.store import ObjectStore, StoreError
 
 DONE = "DONE"
@@ -34,7 +35,7 @@ _XLOG_RE = re.compile(
 _ACCESS_CODES = frozenset({"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
 
 
-class CatalogError(Exception):
+class CatalogError(ServiceError):
     """The archive cannot be read as asked; the message is one line that says what to fix."""
 
 

@@ -19,11 +19,13 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from immich_tui.services.errors import ServiceError
+
 PAGE = 500  # items per list request; every list is paginated
 TIMEOUT = (5.0, 30.0)  # connect, read
 
 
-class ClusterError(Exception):
+class ClusterError(ServiceError):
     """Anything that stops a cluster call; the message is the one line shown to the operator."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from immich_tui.services import clock
+from immich_tui.services.errors import ServiceError
 from immich_tui.services.kube import Access, ClusterError, Kube, NotFound
 from sync_engine.config import (
     IMMICH_FOLDERS,
@@ -33,7 +34,7 @@ WRITER_SECRET = "immich-offsite-writer"
 REPORT_DAYS = 62  # report history listed by default (keys start with the run's UTC time)
 
 
-class OffsiteUnavailable(Exception):
+class OffsiteUnavailable(ServiceError):
     """No usable read access to the bucket; the message says what is missing."""
 
 

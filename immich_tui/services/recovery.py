@@ -19,17 +19,18 @@ from typing import Any
 
 from immich_tui.services import clock
 from immich_tui.services.cnpg import GROUP, PLUGIN_NAME, VERSION, DbBackup, DbCluster
+from immich_tui.services.errors import ServiceError
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "immich-backup"}
 ORIGIN = "origin"  # the externalClusters entry that points at the source's archive
 
 
-class RestoreError(Exception):
-    """A restore that must not be planned as asked; the message says why and what to do."""
+class RecoveryError(ServiceError):
+    """A database recovery that must not be planned as asked; the message says why and what to do."""
 
 
 @dataclass
-class RestoreTarget:
+class RecoveryTarget:
     kind: str  # time | backup
     time: dt.datetime | None = None
     backup: DbBackup | None = None
@@ -42,12 +43,12 @@ class RestoreTarget:
 
 
 @dataclass
-class RestorePlan:
+class RecoveryPlan:
     source: str
     namespace: str
     name: str
     server_name: str
-    target: RestoreTarget
+    target: RecoveryTarget
     window_start: dt.datetime | None
     media_sync: dt.datetime | None
     manifest: dict[str, Any]
@@ -63,7 +64,7 @@ def parse_target_time(text: str) -> dt.datetime:
     value = clock.parse(text)
     has_zone = text.strip().upper().endswith("Z") or "+" in text[10:] or "-" in text[10:]
     if value is None or not has_zone:
-        raise RestoreError(
+        raise RecoveryError(
             f"--target-time {text!r} must be RFC 3339 with an explicit zone, e.g. 2026-11-27T02:30:00Z or "
             "2026-11-27T03:30:00+01:00"
         )
@@ -79,7 +80,7 @@ def _copy(spec: dict[str, Any], key: str) -> Any:
 
 
 def recovery_manifest(
-    cluster: DbCluster, name: str, target: RestoreTarget, namespace: str | None = None
+    cluster: DbCluster, name: str, target: RecoveryTarget, namespace: str | None = None
 ) -> dict[str, Any]:
     """The new Cluster, ready to apply. Only fields the CNPG CRD defines; validated in the tests."""
     src = cluster.raw.get("spec", {})
@@ -116,7 +117,7 @@ def recovery_manifest(
         backup["barmanObjectStore"] = dict(store, serverName=server)
         spec["backup"] = backup
     else:
-        raise RestoreError(f"Cluster {cluster.name} has no object store to recover from (method {cluster.method})")
+        raise RecoveryError(f"Cluster {cluster.name} has no object store to recover from (method {cluster.method})")
     annotations = {
         "immich-backup/restored-from": f"{cluster.namespace}/{cluster.name}",
         "immich-backup/recovery-target": target.describe(),
@@ -134,7 +135,7 @@ def recovery_manifest(
     }
 
 
-def plan_restore(
+def plan_recovery(
     cluster: DbCluster,
     backups: list[DbBackup],
     *,
@@ -143,40 +144,40 @@ def plan_restore(
     name: str | None = None,
     media_sync: dt.datetime | None = None,
     now: dt.datetime | None = None,
-) -> RestorePlan:
+) -> RecoveryPlan:
     """Check the target against the recovery window and the media copy, then build the manifest."""
     now = now or clock.now()
     if backup_name and target_time:
-        raise RestoreError("choose either --backup or --target-time, not both")
+        raise RecoveryError("choose either --backup or --target-time, not both")
     warnings: list[str] = []
     first = cluster.window.first_point
     if backup_name:
         backup = next((b for b in backups if b.name == backup_name), None)
         if backup is None:
-            raise RestoreError(f"Backup {backup_name} of cluster {cluster.name} not found (see `db backups`)")
+            raise RecoveryError(f"Backup {backup_name} of cluster {cluster.name} not found (see `db backups`)")
         if backup.phase != "completed" or not backup.backup_id:
-            raise RestoreError(f"Backup {backup_name} is {backup.phase}: only a completed backup can be restored")
-        target = RestoreTarget("backup", backup.stopped, backup)
+            raise RecoveryError(f"Backup {backup_name} is {backup.phase}: only a completed backup can be restored")
+        target = RecoveryTarget("backup", backup.stopped, backup)
     else:
         when = target_time or media_sync
         if when is None:
-            raise RestoreError(
+            raise RecoveryError(
                 "no target: there is no successful media sync on record to default to; "
                 "pass --target-time (RFC 3339 with a zone) or --backup NAME"
             )
         if target_time is None:
             warnings.append(f"target defaults to the start of the latest media sync, {rfc3339(when)}")
-        target = RestoreTarget("time", when)
+        target = RecoveryTarget("time", when)
     when = target.time
     if when is not None:
         if first is None:
-            raise RestoreError(f"Cluster {cluster.name} has no recoverability point yet (no completed base backup)")
+            raise RecoveryError(f"Cluster {cluster.name} has no recoverability point yet (no completed base backup)")
         if when < first:
-            raise RestoreError(
+            raise RecoveryError(
                 f"target {rfc3339(when)} is before the recovery window, which starts at {rfc3339(first)}"
             )
         if when > now:
-            raise RestoreError(f"target {rfc3339(when)} is in the future (now is {rfc3339(now)})")
+            raise RecoveryError(f"target {rfc3339(when)} is in the future (now is {rfc3339(now)})")
         if media_sync is not None and when > media_sync:
             warnings.append(
                 f"target {rfc3339(when)} is after the start of the latest media sync ({rfc3339(media_sync)}): "
@@ -186,6 +187,6 @@ def plan_restore(
         warnings.append("no successful media sync on record: check the media copy before relying on this database")
     name = name or default_name(cluster.name, now)
     if name == cluster.name:
-        raise RestoreError("the restored cluster needs a new name: recovery never overwrites the existing cluster")
+        raise RecoveryError("the restored cluster needs a new name: recovery never overwrites the existing cluster")
     manifest = recovery_manifest(cluster, name, target)
-    return RestorePlan(cluster.name, cluster.namespace, name, name, target, first, media_sync, manifest, warnings)
+    return RecoveryPlan(cluster.name, cluster.namespace, name, name, target, first, media_sync, manifest, warnings)

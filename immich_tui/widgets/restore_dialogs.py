@@ -20,19 +20,19 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Static
 
 from immich_tui.services.cnpg import DbState
-from immich_tui.services.restore import RestoreError, RestorePlan, parse_target_time, plan_restore, rfc3339
+from immich_tui.services.recovery import RecoveryError, RecoveryPlan, parse_target_time, plan_recovery, rfc3339
 
 
 @dataclass
-class RestoreRequest:
+class RecoveryRequest:
     """What the wizard hands back: apply this plan, or write it to `path`."""
 
-    plan: RestorePlan
+    plan: RecoveryPlan
     apply: bool
     path: Path | None = None
 
 
-class DbRestoreScreen(ModalScreen[RestoreRequest | None]):
+class RecoveryWizard(ModalScreen[RecoveryRequest | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
 
     def __init__(self, state: DbState, media_sync: dt.datetime | None, *, can_apply: bool) -> None:
@@ -40,7 +40,7 @@ class DbRestoreScreen(ModalScreen[RestoreRequest | None]):
         self.state = state
         self.media_sync = media_sync
         self.can_apply = can_apply
-        self.plan: RestorePlan | None = None
+        self.plan: RecoveryPlan | None = None
 
     def compose(self) -> ComposeResult:
         c = self.state.cluster
@@ -80,7 +80,7 @@ class DbRestoreScreen(ModalScreen[RestoreRequest | None]):
         try:
             by_backup = bool(target) and any(b.name == target for b in self.state.backups)
             when = parse_target_time(target) if target and not by_backup else None
-            self.plan = plan_restore(
+            self.plan = plan_recovery(
                 self.state.cluster,
                 self.state.backups,
                 backup_name=target if by_backup else None,
@@ -88,7 +88,7 @@ class DbRestoreScreen(ModalScreen[RestoreRequest | None]):
                 name=name,
                 media_sync=self.media_sync,
             )
-        except RestoreError as exc:
+        except RecoveryError as exc:
             self.plan = None
             result.update(f"[red]✖ {exc}[/]")
             self.query_one("#wizard-yaml", Static).update("")
@@ -111,9 +111,9 @@ class DbRestoreScreen(ModalScreen[RestoreRequest | None]):
             self.dismiss(None)
         elif event.button.id == "write":
             path = Path.cwd() / f"{self.plan.name}.yaml"
-            self.dismiss(RestoreRequest(self.plan, apply=False, path=path))
+            self.dismiss(RecoveryRequest(self.plan, apply=False, path=path))
         elif event.button.id == "apply":
-            self.dismiss(RestoreRequest(self.plan, apply=True))
+            self.dismiss(RecoveryRequest(self.plan, apply=True))
 
     def key_w(self) -> None:
         if not self.query_one("#write", Button).disabled and not self.focused_is_input():
