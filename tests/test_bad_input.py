@@ -28,11 +28,11 @@ from immich_tui.demo.library import SampleLibrary
 from immich_tui.demo.s3 import LocalS3, free_port
 from tests.conftest import SECRET, Result, list_keys
 from tests.s3proxy import Proxy, fail
+from tests.unprivileged import unprivileged
 
 PREFIX = "immich/media/"
 DEFAULT = ("upload/", "library/", "profile/")
 EMPTY_ETAG = "d41d8cd98f00b204e9800998ecf8427e"  # MD5 of no bytes
-NOBODY = 65534
 
 RunSync = Callable[..., Result]
 
@@ -316,11 +316,11 @@ def open_to_everyone(base: Path) -> None:
             os.chmod(os.path.join(dirpath, name), 0o644)
 
 
-def run_as_nobody(argv: list[str], cwd: Path) -> Result:
-    """Root reads 0000 files anyway, so drop to `nobody` to make permission bits count."""
-    drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+def run_unprivileged(argv: list[str], cwd: Path) -> Result:
+    """Root reads 0000 files anyway, so drop every privilege to make permission bits count."""
+    drop = unprivileged("the unreadable-file tests")
     proc = subprocess.run(
-        [*drop, sys.executable, "-m", "sync_engine", *argv],
+        drop.argv([sys.executable, "-m", "sync_engine", *argv]),
         cwd=cwd,
         env=dict(os.environ),
         capture_output=True,
@@ -362,7 +362,7 @@ def test_unreadable_entry_fails_alone(
     os.chmod(root / locked, 0o000)
     monkeypatch.setenv("LIBRARY_ROOT", str(root))
     argv = ["backup", "-o", "json"]
-    result = run_as_nobody(argv, cwd=root.parent) if os.geteuid() == 0 else run_sync(*argv)
+    result = run_unprivileged(argv, cwd=root.parent) if os.geteuid() == 0 else run_sync(*argv)
 
     assert result.code == 1, tail(result.err)
     assert problems_by_path(result.json())[locked] == {"path": locked, "kind": kind, "detail": detail}

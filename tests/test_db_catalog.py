@@ -173,9 +173,7 @@ def _recover(archive: Archive, name: str, backup: BaseBackup, target: dt.datetim
         recovery_target_action="promote",
         archive_mode=False,  # a restored copy must never archive into the source's server folder
     )
-    signal = pg.data / "recovery.signal"
-    signal.touch()
-    lab.runas.own(signal)
+    (pg.data / "recovery.signal").touch()
     pg.start()
     try:
         pg.wait_promoted()
