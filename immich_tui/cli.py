@@ -1,4 +1,8 @@
-"""Entry points: `immich-tui` (and `kubectl immich-backup tui`) and `kubectl-immich_backup`."""
+"""The `immich-tui` command: its flags, and starting the Textual app on a cluster or on the sandbox.
+
+`kubectl immich-backup tui` opens the same app through `run_tui`; the plugin itself lives in
+`immich_tui.plugin.cli`, which imports this module (never the other way round).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from immich_tui.plugin.cli import GLOBAL_DEFAULTS, _global_flags, target_from_args
+from immich_tui.flags import global_flags, target_from_args, with_defaults
 from immich_tui.services.status import Services, Target
 
 
 def tui_parser(prog: str = "immich-tui") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        parents=[_global_flags(output=False)],
+        parents=[global_flags(output=False)],
         description="Terminal UI: is Immich backed up offsite, and since when? Act on the media sync and the "
         "CloudNativePG backups.",
     )
@@ -27,11 +31,10 @@ def tui_parser(prog: str = "immich-tui") -> argparse.ArgumentParser:
 
 
 def run_tui(args: argparse.Namespace) -> int:
+    """Open the app on the cluster the flags name, or with `--demo` on the embedded sandbox (an optional extra)."""
     from immich_tui.app import ImmichApp
 
-    for name, value in GLOBAL_DEFAULTS.items():
-        if not hasattr(args, name):
-            setattr(args, name, value)
+    with_defaults(args)
     blink = os.environ.get("IMMICH_TUI_CURSOR_BLINK", "1") != "0"
     if getattr(args, "demo", False):
         from immich_tui.demo import DEMO_EXTRA_HINT, missing_packages
@@ -62,11 +65,6 @@ def run_tui(args: argparse.Namespace) -> int:
 
 
 def tui_main(argv: Sequence[str] | None = None) -> int:
+    """The `immich-tui` console script."""
     args = tui_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     return run_tui(args)
-
-
-def plugin_main() -> int:
-    from immich_tui.plugin.cli import main
-
-    return main()

@@ -61,10 +61,14 @@ class Cluster:
         return self.server.get(key, namespace, name)
 
 
+# The `make_cluster` fixture: `make_cluster(World(...), restorer=True, sync_bucket=None)` -> a started Cluster.
+MakeCluster = Callable[..., Cluster]
+
+
 @pytest.fixture
 def make_cluster(
     tmp_path: Path, s3: LocalS3, bucket: str, sample: SampleLibrary, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., Cluster]]:
+) -> Iterator[MakeCluster]:
     for name in list(os.environ):
         if name.startswith(("AWS_", "IMMICH_SYNC_", "KUBECONFIG")):
             monkeypatch.delenv(name, raising=False)

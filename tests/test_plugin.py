@@ -21,8 +21,8 @@ import yaml
 
 from immich_tui.demo.emulator import Denial, PodLog
 from immich_tui.demo.fixtures import CRONJOB, DB_CLUSTER, World
-from immich_tui.demo.s3 import free_port
-from tests.cluster import Cluster
+from immich_tui.demo.s3 import LocalS3, free_port
+from tests.cluster import Cluster, MakeCluster
 
 NS = "immich"
 
@@ -38,7 +38,7 @@ def _lists(cluster: Cluster) -> list[Any]:
 
 
 # status ------------------------------------------------------------------------------------------
-def test_status_healthy_table_and_json(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_status_healthy_table_and_json(make_cluster: MakeCluster) -> None:
     cluster = make_cluster()
     _synced(cluster)
     result = cluster.run("status")
@@ -56,7 +56,7 @@ def test_status_healthy_table_and_json(make_cluster) -> None:  # type: ignore[no
     assert sum(f["objects"] for f in offsite["folders"]) == 203
 
 
-def test_every_list_call_is_scoped_and_paginated(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_every_list_call_is_scoped_and_paginated(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(World(jobs=30, job_pods=5, other_pods=40, backups=20))
     before = len(cluster.emulator.requests)
     assert cluster.run("status").code == 0
@@ -77,7 +77,7 @@ def test_every_list_call_is_scoped_and_paginated(make_cluster) -> None:  # type:
     assert len(lists) <= 5
 
 
-def test_status_stale_exits_1(make_cluster, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_status_stale_exits_1(make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     cluster = make_cluster()
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
     monkeypatch.setenv("IMMICH_BACKUP_NOW", later.strftime("%Y-%m-%dT%H:%M:%SZ"))
@@ -91,7 +91,7 @@ def test_status_stale_exits_1(make_cluster, monkeypatch) -> None:  # type: ignor
     assert table.code == 0, table.out
 
 
-def test_status_failing_wal_and_failed_sync(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_status_failing_wal_and_failed_sync(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(World(archiving=False, failed_job_days=(0,)))
     result = cluster.run("status")
     assert result.code == 1
@@ -101,7 +101,7 @@ def test_status_failing_wal_and_failed_sync(make_cluster) -> None:  # type: igno
     assert "What to do:" in result.out
 
 
-def test_status_without_cnpg_still_reports_media(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_status_without_cnpg_still_reports_media(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(World(cnpg=None))
     result = cluster.run("status", "-o", "json")
     assert result.code == 1
@@ -140,7 +140,7 @@ def test_unreachable_cluster(tmp_path: Path) -> None:
         assert lines[0].startswith(f"kubectl immich-backup: error: cannot reach the cluster at http://127.0.0.1:{port}")
 
 
-def test_bad_kubeconfig_and_context(tmp_path: Path, make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_bad_kubeconfig_and_context(tmp_path: Path, make_cluster: MakeCluster) -> None:
     cluster = make_cluster()
     missing = cluster.run("status", "--kubeconfig", str(tmp_path / "nope"), kubeconfig=False)
     assert missing.code == 2 and "kubeconfig" in missing.err and "does not exist" in missing.err
@@ -150,7 +150,7 @@ def test_bad_kubeconfig_and_context(tmp_path: Path, make_cluster) -> None:  # ty
 
 
 # jobs and logs -----------------------------------------------------------------------------------
-def test_jobs_table_and_json(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_jobs_table_and_json(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(World(jobs=12, job_pods=3, failed_job_days=(1,)))
     result = cluster.run("jobs", "--limit", "5")
     assert result.code == 0
@@ -168,7 +168,7 @@ def test_jobs_table_and_json(make_cluster) -> None:  # type: ignore[no-untyped-d
     assert data["cronjob"]["next_run"].endswith("T02:30:00Z")
 
 
-def test_logs_newest_and_named_job(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_logs_newest_and_named_job(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(World(failed_job_days=(1,)))
     newest = cluster.run("logs")
     assert newest.code == 0
@@ -181,7 +181,7 @@ def test_logs_newest_and_named_job(make_cluster) -> None:  # type: ignore[no-unt
     assert gone.code == 2 and "has no pod" in gone.err
 
 
-def test_logs_follow_streams_until_the_pod_ends(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_logs_follow_streams_until_the_pod_ends(make_cluster: MakeCluster) -> None:
     cluster = make_cluster()
     jobs = cluster.run("jobs", "-o", "json").json()["jobs"]
     pod = jobs[0]["pod"]
@@ -215,7 +215,7 @@ def _normalized(obj: Any) -> Any:
     return obj
 
 
-def test_trigger_creates_the_job_kubectl_would(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_trigger_creates_the_job_kubectl_would(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(World())
     cluster.jobs.target = None  # this test only looks at the Job object
     kubectl = Path(sys.executable).parent / "kubectl"
@@ -262,7 +262,7 @@ def test_trigger_creates_the_job_kubectl_would(make_cluster) -> None:  # type: i
     }
 
 
-def test_sync_wait_runs_the_engine_and_exits_with_the_job_result(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_sync_wait_runs_the_engine_and_exits_with_the_job_result(make_cluster: MakeCluster) -> None:
     cluster = make_cluster()
     result = cluster.run("sync", "--wait")
     assert result.code == 0, result.out + result.err
@@ -274,7 +274,7 @@ def test_sync_wait_runs_the_engine_and_exits_with_the_job_result(make_cluster) -
     assert jobs[0]["manual"] is True and jobs[0]["status"] == "succeeded"
 
 
-def test_sync_wait_reports_a_failed_job(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_sync_wait_reports_a_failed_job(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(sync_bucket="no-such-bucket-here")
     result = cluster.run("sync", "--wait")
     assert result.code == 2  # the engine's configuration-error exit, passed through
@@ -282,7 +282,7 @@ def test_sync_wait_reports_a_failed_job(make_cluster) -> None:  # type: ignore[n
     assert "failed" in result.out.strip().splitlines()[-1]
 
 
-def test_suspend_and_resume(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_suspend_and_resume(make_cluster: MakeCluster) -> None:
     cluster = make_cluster()
     assert cluster.run("suspend").out.strip() == f"cronjob/{CRONJOB} suspended"
     assert cluster.get("batch/v1/cronjobs", NS, CRONJOB)["spec"]["suspend"] is True  # type: ignore[index]
@@ -312,7 +312,7 @@ def test_suspend_and_resume(make_cluster) -> None:  # type: ignore[no-untyped-de
         ),
     ],
 )
-def test_rbac_denied_writes(make_cluster, argv, denial, message) -> None:  # type: ignore[no-untyped-def]
+def test_rbac_denied_writes(make_cluster: MakeCluster, argv: list[str], denial: Denial, message: str) -> None:
     cluster = make_cluster()
     cluster.emulator.denials.append(denial)
     writes_before = len(cluster.requests("POST")) - len(cluster.requests("POST", "/selfsubjectaccessreviews"))
@@ -325,7 +325,7 @@ def test_rbac_denied_writes(make_cluster, argv, denial, message) -> None:  # typ
     assert not cluster.requests("PATCH")
 
 
-def test_rbac_denied_read_is_a_clear_error(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_rbac_denied_read_is_a_clear_error(make_cluster: MakeCluster) -> None:
     cluster = make_cluster()
     cluster.emulator.denials.append(Denial("list", "jobs", group="batch"))
     result = cluster.run("jobs")
@@ -337,7 +337,7 @@ def test_rbac_denied_read_is_a_clear_error(make_cluster) -> None:  # type: ignor
     assert status.json()["database"]["value"] is not None  # the rest still works
 
 
-def test_read_only_refuses_every_write_without_asking_the_cluster(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_read_only_refuses_every_write_without_asking_the_cluster(make_cluster: MakeCluster) -> None:
     cluster = make_cluster()
     for argv, verb in (
         (["sync"], "create jobs.batch"),
@@ -352,7 +352,7 @@ def test_read_only_refuses_every_write_without_asking_the_cluster(make_cluster) 
 
 
 # library and bucket ------------------------------------------------------------------------------
-def test_inventory_live_through_exec(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_inventory_live_through_exec(make_cluster: MakeCluster) -> None:
     cluster = make_cluster()
     result = cluster.run("inventory")
     assert result.code == 0, result.err
@@ -380,7 +380,7 @@ def test_inventory_live_through_exec(make_cluster) -> None:  # type: ignore[no-u
     assert after["library"]["pending"] == 0
 
 
-def test_inventory_falls_back_to_the_report_when_exec_is_denied(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_inventory_falls_back_to_the_report_when_exec_is_denied(make_cluster: MakeCluster) -> None:
     cluster = make_cluster()
     cluster.emulator.denials.append(Denial("create", "pods", subresource="exec"))
     none = cluster.run("inventory")
@@ -397,7 +397,7 @@ def test_inventory_falls_back_to_the_report_when_exec_is_denied(make_cluster) ->
     assert not cluster.requests("GET", "/exec")
 
 
-def test_offsite_listing_and_report(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_offsite_listing_and_report(make_cluster: MakeCluster) -> None:
     cluster = make_cluster()
     _synced(cluster)
     result = cluster.run("offsite")
@@ -416,7 +416,7 @@ def test_offsite_listing_and_report(make_cluster) -> None:  # type: ignore[no-un
     assert not cluster.requests("GET", "/secrets/immich-offsite-writer")
 
 
-def test_offsite_without_read_credentials_says_what_is_missing(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_offsite_without_read_credentials_says_what_is_missing(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(restorer=False)
     result = cluster.run("offsite")
     assert result.code == 2
@@ -430,7 +430,7 @@ def test_offsite_without_read_credentials_says_what_is_missing(make_cluster) -> 
     assert status.code == 0  # offsite detail is informative; the verdict rests on the sync and the database
 
 
-def test_offsite_with_wrong_reader_credentials(make_cluster, s3) -> None:  # type: ignore[no-untyped-def]
+def test_offsite_with_wrong_reader_credentials(make_cluster: MakeCluster, s3: LocalS3) -> None:
     cluster = make_cluster(restorer=False)
     env = {
         **cluster.env,
@@ -449,7 +449,7 @@ def test_offsite_with_wrong_reader_credentials(make_cluster, s3) -> None:  # typ
 
 # database ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["plugin", "in-tree"])
-def test_db_status_and_backups(make_cluster, mode: str) -> None:  # type: ignore[no-untyped-def]
+def test_db_status_and_backups(make_cluster: MakeCluster, mode: str) -> None:
     cluster = make_cluster(World(cnpg=mode, backups=7))
     status = cluster.run("db", "status")
     assert status.code == 0
@@ -470,7 +470,7 @@ def test_db_status_and_backups(make_cluster, mode: str) -> None:  # type: ignore
 
 
 @pytest.mark.parametrize("mode", ["plugin", "in-tree"])
-def test_db_backup_uses_the_cluster_method(make_cluster, mode: str) -> None:  # type: ignore[no-untyped-def]
+def test_db_backup_uses_the_cluster_method(make_cluster: MakeCluster, mode: str) -> None:
     cluster = make_cluster(World(cnpg=mode))
     result = cluster.run("db", "backup", "--wait")
     assert result.code == 0, result.err
@@ -486,7 +486,7 @@ def test_db_backup_uses_the_cluster_method(make_cluster, mode: str) -> None:  # 
         assert created["spec"] == {"cluster": {"name": DB_CLUSTER}, "method": "barmanObjectStore"}
 
 
-def test_five_field_scheduled_backup_warns(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_five_field_scheduled_backup_warns(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(World(schedule_5_field=True))
     backups = cluster.run("db", "backups")
     assert "5-field schedule '30 2 * * *': CNPG reads seconds first" in backups.out
@@ -497,7 +497,7 @@ def test_five_field_scheduled_backup_warns(make_cluster) -> None:  # type: ignor
 
 
 # the command line itself -------------------------------------------------------------------------
-def test_flags_before_or_after_the_subcommand(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_flags_before_or_after_the_subcommand(make_cluster: MakeCluster) -> None:
     cluster = make_cluster()
     before = cluster.run("-o", "json", "-n", NS, "jobs")
     after = cluster.run("jobs", "-n", NS, "-o", "json")
@@ -520,7 +520,7 @@ def test_usage_names_the_kubectl_plugin(capsys: pytest.CaptureFixture[str]) -> N
     assert "kubectl immich-backup: error: argument COMMAND: invalid choice" in capsys.readouterr().err
 
 
-def test_kubectl_finds_and_runs_the_plugin(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_kubectl_finds_and_runs_the_plugin(make_cluster: MakeCluster) -> None:
     """Through kubectl itself: `kubectl immich-backup` resolves to the `kubectl-immich_backup` executable."""
     cluster = make_cluster()
     bindir = Path(sys.executable).parent
@@ -538,7 +538,7 @@ def test_kubectl_finds_and_runs_the_plugin(make_cluster) -> None:  # type: ignor
     assert "kubectl-immich_backup" in plugins.stdout
 
 
-def test_db_backup_json_and_a_failed_backup(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_db_backup_json_and_a_failed_backup(make_cluster: MakeCluster) -> None:
     from immich_tui.demo.controllers import BackupController
 
     cluster = make_cluster()
@@ -553,7 +553,7 @@ def test_db_backup_json_and_a_failed_backup(make_cluster) -> None:  # type: igno
     assert "failed: can't execute backup: exit status 4" in failed.out
 
 
-def test_a_log_follow_can_be_stopped(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_a_log_follow_can_be_stopped(make_cluster: MakeCluster) -> None:
     from immich_tui.services.status import Services, Target
 
     cluster = make_cluster()

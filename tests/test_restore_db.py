@@ -14,10 +14,11 @@ import pytest
 import yaml
 
 from immich_tui.demo.fixtures import DB_CLUSTER, DB_NS, World, db_backup, db_cluster, object_store
+from immich_tui.demo.library import SampleLibrary
 from immich_tui.services import clock
 from immich_tui.services.cnpg import _backup, _cluster, _object_store
 from immich_tui.services.recovery import RecoveryError, plan_recovery
-from tests.cluster import Cluster
+from tests.cluster import Cluster, MakeCluster
 from tests.crd_schema import validate
 
 
@@ -122,14 +123,14 @@ def test_restore_to_a_backup_and_target_checks() -> None:
     assert any("after the start of the latest media sync" in w for w in later.warnings)
 
 
-def test_db_backup_manifest_validates(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_db_backup_manifest_validates(make_cluster: MakeCluster) -> None:
     for mode in ("plugin", "in-tree"):
         cluster: Cluster = make_cluster(World(cnpg=mode))
         assert cluster.run("db", "backup").code == 0
         validate(cluster.requests("POST", "/backups")[-1].data)
 
 
-def test_plugin_db_restore_preview_yaml_and_apply(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_plugin_db_restore_preview_yaml_and_apply(make_cluster: MakeCluster) -> None:
     cluster: Cluster = make_cluster()
     assert cluster.run("sync", "--wait").code == 0  # a real media sync: its start is the default target
     sync_started = cluster.run("offsite", "--from-report", "-o", "json").json()["reports"]["latest_ok"]["started"]
@@ -160,7 +161,7 @@ def test_plugin_db_restore_preview_yaml_and_apply(make_cluster) -> None:  # type
     assert again.code == 2 and "409" in again.err
 
 
-def test_media_restore_job_shape(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_media_restore_job_shape(make_cluster: MakeCluster) -> None:
     cluster: Cluster = make_cluster()
     cluster.jobs.target = None  # only the Job object matters here
     result = cluster.run("media", "restore", "--pvc", "immich-library-new", "--force", "-o", "json")
@@ -181,7 +182,7 @@ def test_media_restore_job_shape(make_cluster) -> None:  # type: ignore[no-untyp
     assert denied.code == 2 and "read-only mode: refusing to create jobs.batch" in denied.err
 
 
-def test_media_restore_wait_runs_the_real_restore(make_cluster, sample) -> None:  # type: ignore[no-untyped-def]
+def test_media_restore_wait_runs_the_real_restore(make_cluster: MakeCluster, sample: SampleLibrary) -> None:
     cluster: Cluster = make_cluster()
     assert cluster.run("sync", "--wait").code == 0
     target = cluster.jobs.target.restore_root  # the volume the emulated Job mounts at /target

@@ -23,7 +23,8 @@ import yaml
 
 from immich_tui.demo.emulator import CORE_RESOURCES, Denial, EmulatorServer
 from immich_tui.demo.s3 import LocalS3, free_port
-from immich_tui.plugin.cli import GLOBAL_DEFAULTS, PROG, _global_flags
+from immich_tui.flags import global_flags, with_defaults
+from immich_tui.plugin import PROG
 from immich_tui.plugin.setup_cmd import add_setup_parser, run_setup
 from immich_tui.services.setup import VARIABLES, EnvFileError, load_config, parse_env, read_env_file
 from immich_tui.services.status import Services, Target
@@ -86,13 +87,10 @@ class Setup:
 
     def run(self, *argv: str, secrets: tuple[str, ...] = SECRETS) -> Result:
         """The subcommand through its own parser with the plugin's global flags, as the plugin will run it."""
-        common = _global_flags()
+        common = global_flags()
         parser = argparse.ArgumentParser(prog=PROG, parents=[common])
         add_setup_parser(parser.add_subparsers(dest="command", required=True), common)
-        args = parser.parse_args(["setup", *argv, "--kubeconfig", str(self.kubeconfig)])
-        for name, value in GLOBAL_DEFAULTS.items():
-            if not hasattr(args, name):
-                setattr(args, name, value)
+        args = with_defaults(parser.parse_args(["setup", *argv, "--kubeconfig", str(self.kubeconfig)]))
         target = Target(
             kubeconfig=args.kubeconfig,
             context=args.context,

@@ -1,13 +1,15 @@
-"""`kubectl immich-backup` (the executable `kubectl-immich_backup`).
+"""`kubectl immich-backup` (the executable `kubectl-immich_backup`): its parser and its commands.
 
 Flags may come before or after the subcommand, as with kubectl. Exit codes: 0 success (for
 `status`: healthy), 1 degraded/stale or a waited-for run that failed, 2 an error (cluster,
-RBAC, configuration), 130 interrupted.
+RBAC, configuration), 130 interrupted. What the commands print for people is in `render`; the
+global flags it shares with `immich-tui` are in `immich_tui.flags`.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import sys
 from collections.abc import Sequence
@@ -15,56 +17,33 @@ from typing import Any, TextIO
 
 import yaml
 
+from immich_tui.flags import global_flags, target_from_args, with_defaults
+from immich_tui.plugin import PROG
 from immich_tui.plugin import output as out
+from immich_tui.plugin.render import (
+    AFTER_MEDIA_RESTORE,
+    render_catalog,
+    render_db_backups,
+    render_db_status,
+    render_inventory,
+    render_jobs,
+    render_offsite,
+    render_status,
+)
 from immich_tui.plugin.setup_cmd import add_setup_parser, run_setup
-from immich_tui.services import clock
+from immich_tui.services.barman import read_catalog
 from immich_tui.services.cnpg import CnpgMissing
-from immich_tui.services.health import STALE_AFTER_HOURS
+from immich_tui.services.errors import ServiceError
 from immich_tui.services.kube import ClusterError
-from immich_tui.services.library import LibraryInventory
-from immich_tui.services.media import DEFAULT_CRONJOB, JobHistory
-from immich_tui.services.offsite import OffsiteState, OffsiteUnavailable
-from immich_tui.services.recovery import RecoveryError, parse_target_time, plan_recovery
-from immich_tui.services.status import Services, StatusReport, Target
+from immich_tui.services.recovery import parse_target_time, plan_recovery
+from immich_tui.services.status import Services
 
-PROG = "kubectl immich-backup"
 FAILED = 1
 ERROR = 2
 
-GLOBAL_DEFAULTS: dict[str, Any] = {
-    "kubeconfig": None,
-    "context": None,
-    "namespace": "immich",
-    "db_namespace": "postgresql",
-    "db_cluster": "immich-db",
-    "cronjob": DEFAULT_CRONJOB,
-    "output": "table",
-    "read_only": False,
-    "stale_after": STALE_AFTER_HOURS,
-    "s3_profile": None,
-}
-
-
-def _global_flags(*, output: bool = True) -> argparse.ArgumentParser:
-    """Parsed both before and after the subcommand; SUPPRESS keeps a later default from erasing an earlier value."""
-    p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    g = p.add_argument_group("cluster and output")
-    g.add_argument("--kubeconfig", help="path to the kubeconfig (default: $KUBECONFIG or ~/.kube/config)")
-    g.add_argument("--context", help="kubeconfig context to use")
-    g.add_argument("-n", "--namespace", help="Immich namespace (default: immich)")
-    g.add_argument("--db-namespace", help="namespace of the CNPG cluster (default: postgresql)")
-    g.add_argument("--db-cluster", help="name of the CNPG cluster (default: immich-db)")
-    g.add_argument("--cronjob", help=f"media sync CronJob (default: {DEFAULT_CRONJOB})")
-    if output:  # the TUI has no output format
-        g.add_argument("-o", "--output", choices=("table", "json", "yaml"), help="output format (default: table)")
-    g.add_argument("--read-only", action="store_true", help="refuse every change to the cluster")
-    g.add_argument("--stale-after", type=float, metavar="HOURS", help="a backup older than this is stale (36)")
-    g.add_argument("--s3-profile", help="AWS profile with read access to the bucket (default: $AWS_PROFILE)")
-    return p
-
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _global_flags()
+    common = global_flags()
     parser = argparse.ArgumentParser(
         prog=PROG,
         parents=[common],
@@ -100,18 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     dbsub.add_parser("backups", parents=[common], help="Backups newest first, and ScheduledBackups")
     dbb = dbsub.add_parser("backup", parents=[common], help="take a base backup now, with the cluster's method")
     dbb.add_argument("--wait", action="store_true", help="wait until the Backup completes or fails")
-    dbr = dbsub.add_parser(
+    recovery = dbsub.add_parser(
         "restore",
         parents=[common],
         help="plan a point-in-time recovery into a NEW cluster (preview; --apply creates it)",
         description="Generate a new CNPG Cluster that recovers from the object store. The existing cluster is "
         "never modified. Default target: the start of the latest successful media sync.",
     )
-    which = dbr.add_mutually_exclusive_group()
+    which = recovery.add_mutually_exclusive_group()
     which.add_argument("--backup", metavar="NAME", help="recover to the end of this completed Backup")
     which.add_argument("--target-time", metavar="RFC3339", help="recover to this time (explicit zone required)")
-    dbr.add_argument("--name", help="name of the new cluster (default: <cluster>-restore-<time>)")
-    dbr.add_argument("--apply", action="store_true", help="create the new Cluster now")
+    recovery.add_argument("--name", help="name of the new cluster (default: <cluster>-restore-<time>)")
+    recovery.add_argument("--apply", action="store_true", help="create the new Cluster now")
     dbc = dbsub.add_parser(
         "catalog",
         parents=[common],
@@ -121,45 +100,33 @@ def build_parser() -> argparse.ArgumentParser:
     dbc.add_argument("--server-name", help="barman serverName (default: the cluster's)")
     media = add("media", "restore the media library from the bucket")
     msub = media.add_subparsers(dest="media_command", metavar="MEDIA_COMMAND", required=True)
-    mr = msub.add_parser(
+    media_restore = msub.add_parser(
         "restore",
         parents=[common],
         help="run `immich-sync restore` in a Job that mounts the library PVC read-write",
         description="Create a Job that restores the media into a PVC with the restorer's read-only credentials. "
         "Stop Immich first (scale the server to 0) so nothing writes to the volume meanwhile.",
     )
-    mr.add_argument("--pvc", default="immich-library", help="target PersistentVolumeClaim (default immich-library)")
-    mr.add_argument("--force", action="store_true", help="restore into a volume that already holds files")
-    mr.add_argument("--only", metavar="F[,F]", help="only these folders (default: every folder in the bucket)")
-    mr.add_argument("--wait", action="store_true", help="follow the Job's log and exit with its result")
+    media_restore.add_argument(
+        "--pvc", default="immich-library", help="target PersistentVolumeClaim (default immich-library)"
+    )
+    media_restore.add_argument("--force", action="store_true", help="restore into a volume that already holds files")
+    media_restore.add_argument(
+        "--only", metavar="F[,F]", help="only these folders (default: every folder in the bucket)"
+    )
+    media_restore.add_argument("--wait", action="store_true", help="follow the Job's log and exit with its result")
     add_setup_parser(sub, common)
     return parser
 
 
-def target_from_args(args: argparse.Namespace) -> Target:
-    """The cluster target the global flags name, for the plugin and the TUI alike."""
-    return Target(
-        kubeconfig=args.kubeconfig,
-        context=args.context,
-        namespace=args.namespace,
-        db_namespace=args.db_namespace,
-        db_cluster=args.db_cluster,
-        cronjob=args.cronjob,
-        read_only=args.read_only,
-        stale_after_hours=args.stale_after,
-        s3_profile=args.s3_profile,
-    )
-
-
 def parse(argv: Sequence[str]) -> argparse.Namespace:
-    args = build_parser().parse_args(list(argv))
-    for name, value in GLOBAL_DEFAULTS.items():
-        if not hasattr(args, name):
-            setattr(args, name, value)
-    return args
+    """The command line, with every global flag it leaves out at its default."""
+    return with_defaults(build_parser().parse_args(list(argv)))
 
 
 class Cli:
+    """One method per command (`db` and `media` dispatch their subcommands); each returns the exit code."""
+
     def __init__(self, args: argparse.Namespace, services: Services, stdout: TextIO, stderr: TextIO) -> None:
         self.args = args
         self.services = services
@@ -232,7 +199,7 @@ class Cli:
         last_ok = None
         try:
             last_ok = self.services.offsite().reports(limit=1).latest_ok
-        except (OffsiteUnavailable, ClusterError) as exc:
+        except ServiceError as exc:
             self.stderr.write(f"note: no run reports ({exc}); pending cannot be computed\n")
         inventory = self.services.library.inventory(last_ok, live=not self.args.from_report)
         self.emit(inventory, render_inventory(inventory))
@@ -243,15 +210,17 @@ class Cli:
         self.emit(state, render_offsite(state))
         return 0
 
-    def _latest_media_sync(self) -> Any:
+    def _latest_media_sync(self) -> dt.datetime | None:
+        """Where the database recovery defaults to: the start of the latest successful media sync."""
         try:
             latest = self.services.offsite().reports(limit=1).latest_ok
-        except (OffsiteUnavailable, ClusterError) as exc:
+        except ServiceError as exc:
             self.stderr.write(f"note: the latest media sync is unknown ({exc})\n")
             return None
         return latest.started if latest else None
 
-    def db_restore(self) -> int:
+    def db_recovery(self) -> int:
+        """`db restore`: plan the database's point-in-time recovery into a new Cluster, and create it with --apply."""
         database = self.services.database
         state = database.state()  # the plugin's ObjectStore holds the recovery window
         cluster = state.cluster
@@ -298,8 +267,7 @@ class Cli:
         return 0
 
     def db_catalog(self) -> int:
-        from immich_tui.services.barman import CatalogError, read_catalog
-
+        """`db catalog`: the Barman Cloud archive read from the bucket, so it works when the cluster is gone."""
         destination, server = self.args.destination_path, self.args.server_name
         if not destination or not server:
             try:
@@ -314,18 +282,18 @@ class Cli:
             else:
                 destination = destination or cluster.object_store
         store = self.services.offsite().store_for(destination)
-        try:
-            catalog = read_catalog(store, destination, server)
-        except CatalogError as exc:
-            raise OffsiteUnavailable(str(exc)) from None
+        catalog = read_catalog(store, destination, server)
         self.emit(catalog, render_catalog(catalog))
         return 0
 
     def media(self) -> int:
+        """`media restore`: a Job in the cluster that runs the engine's `immich-sync restore` into the PVC."""
         media = self.services.media
         job = media.start_restore(self.args.pvc, force=self.args.force, only=self.args.only)
         if not self.args.wait:
-            self.emit(job, f"job/{job.name} created: restoring the media into pvc/{self.args.pvc}\n" + AFTER_RESTORE)
+            self.emit(
+                job, f"job/{job.name} created: restoring the media into pvc/{self.args.pvc}\n" + AFTER_MEDIA_RESTORE
+            )
             return 0
         self.say(f"job/{job.name} created; waiting for its pod")
         pod = media.wait_for_pod(job.name)
@@ -336,7 +304,7 @@ class Cli:
         extra = f": {final.exit_reason}" if final.exit_reason else ""
         self.say(f"job/{final.name} {final.status}{extra}")
         if final.status == "succeeded":
-            self.say(AFTER_RESTORE)
+            self.say(AFTER_MEDIA_RESTORE)
             return 0
         return final.exit_code if final.exit_code and final.exit_code < 126 else FAILED
 
@@ -366,7 +334,7 @@ class Cli:
             )
             return 0
         if command == "restore":
-            return self.db_restore()
+            return self.db_recovery()
         backup = database.backup_now()
         if not self.args.wait:
             self.emit(backup, f"backup/{backup.name} created (method {backup.method})")
@@ -378,281 +346,6 @@ class Cli:
         return 0 if final.phase == "completed" else FAILED
 
 
-# Renderers (tables for people) ---------------------------------------------------------------------
-def _mark(state: str) -> str:
-    return state.upper()
-
-
-def render_status(report: StatusReport, target: Target) -> str:
-    v = report.verdict
-    lines = [
-        f"Context {report.context or '-'}   namespace {report.namespace}   "
-        f"database {target.db_namespace}/{target.db_cluster}",
-        f"Verdict: {_mark(v.state)} (stale after {v.stale_after_hours:g}h)",
-        "",
-        out.table(
-            ["CHECK", "STATE", "AGE", "DETAIL"],
-            [[c.name, c.state, out.duration(c.age_seconds), c.detail] for c in v.checks],
-        ),
-    ]
-    hints = [f"  {c.name}: {c.hint}" for c in v.checks if c.hint and c.state != "ok"]
-    lines.append("")
-    history: JobHistory | None = report.media.value
-    if history is not None:
-        cj = history.cronjob
-        state = "SUSPENDED" if cj.suspended else f"next run {out.when(cj.next_run)}"
-        lines.append(f'Media sync  cronjob/{cj.name} "{cj.schedule}" ({cj.timezone}), {state}')
-        if history.jobs:
-            j = history.jobs[0]
-            reason = f" — {j.exit_reason}" if j.exit_reason else ""
-            lines.append(f"            latest job/{j.name} {j.status}, started {out.when(j.started)}{reason}")
-        if cj.schedule_error:
-            lines.append(f"            warning: {cj.schedule_error}")
-    else:
-        lines.append(f"Media sync  {report.media.error}")
-    offsite: OffsiteState | None = report.offsite.value
-    if offsite is not None:
-        last = offsite.reports.latest_ok
-        if last is not None:
-            lines.append(
-                f"Offsite     {offsite.total_objects} objects, {out.size(offsite.total_bytes)} in s3://{offsite.bucket}/"
-                f"{offsite.media_prefix} as of run {out.when(last.finished)} (read via {offsite.source})"
-            )
-        else:
-            lines.append(f"Offsite     no successful run report yet in s3://{offsite.bucket} (via {offsite.source})")
-    else:
-        lines.append(f"Offsite     {report.offsite.error}")
-    db = report.database.value
-    if db is not None:
-        c = db.cluster
-        window = c.window.first_point
-        lines.append(
-            f"Database    cluster/{c.name} {c.phase}, {c.ready_instances}/{c.instances} ready, archiving via "
-            f"{_method(c.method)}; recoverable from {out.when(window)} to now"
-        )
-        lines += [f"            warning: scheduledbackup/{s.name}: {s.warning}" for s in db.schedules if s.warning]
-    else:
-        lines.append(f"Database    {report.database.error}")
-    if hints:
-        lines += ["", "What to do:", *hints]
-    return "\n".join(lines)
-
-
-def _method(method: str) -> str:
-    return {"plugin": "Barman Cloud Plugin", "barmanObjectStore": "in-tree barmanObjectStore"}.get(method, method)
-
-
-def render_jobs(history: JobHistory) -> str:
-    cj = history.cronjob
-    head = [
-        f'cronjob/{cj.name}  schedule "{cj.schedule}" ({cj.timezone})  suspended: {"yes" if cj.suspended else "no"}',
-        f"last schedule {out.when(cj.last_schedule)}   last success {out.when(cj.last_success)}   "
-        f"next run {out.when(cj.next_run)}",
-    ]
-    if cj.schedule_error:
-        head.append(f"warning: {cj.schedule_error}")
-    rows = [
-        [
-            j.name + (" (manual)" if j.manual else ""),
-            j.status,
-            out.when(j.started),
-            out.duration(j.duration_seconds),
-            j.pod,
-            j.exit_reason,
-        ]
-        for j in history.jobs
-    ]
-    shown = f"{len(history.jobs)} of {history.total} jobs" + (
-        f" ({', '.join(f'{n} {s}' for s, n in sorted(history.counts.items()))})" if history.counts else ""
-    )
-    body = out.table(["JOB", "STATUS", "STARTED", "DURATION", "POD", "REASON"], rows) if rows else "no jobs yet"
-    return "\n".join([*head, "", body, "", shown])
-
-
-def render_inventory(inv: LibraryInventory) -> str:
-    if inv.source == "none":
-        return f"library inventory unavailable: {inv.detail}"
-    source = (
-        f"live count through {inv.detail} at {out.when(inv.taken_at)}"
-        if inv.source == "live"
-        else f"last successful run report {inv.detail} ({out.when(inv.taken_at)}); live count unavailable: "
-        f"{inv.fallback_reason}"
-    )
-    pending_label = "PENDING" if inv.source == "live" else "NOT STORED"
-    rows = [
-        [
-            f.name,
-            f.files if f.exists else "missing",
-            out.size(f.bytes),
-            out.when(f.newest) if f.newest else "-",
-            "-" if not f.backed_up else f"{f.pending} ({out.size(f.pending_bytes)})" if f.pending else "0",
-            "yes" if f.backed_up else "skipped",
-            "yes" if f.marker else "MISSING",
-        ]
-        for f in inv.folders
-    ]
-    return "\n".join(
-        [
-            f"Source: {source}",
-            "",
-            out.table(["FOLDER", "FILES", "SIZE", "NEWEST", pending_label, "BACKED UP", ".immich"], rows),
-            "",
-            f"{inv.total_files} files, {out.size(inv.total_bytes)}",
-        ]
-    )
-
-
-def render_offsite(state: OffsiteState) -> str:
-    rows = [
-        [
-            f.folder,
-            f.objects,
-            out.size(f.bytes),
-            ", ".join(f"{k} {v}" for k, v in sorted(f.storage_classes.items())) or "-",
-            out.when(f.newest),
-        ]
-        for f in state.folders
-    ]
-    runs = [
-        [
-            clock.iso(r.started),
-            r.status,
-            r.listing,
-            f"{r.uploaded} ({out.size(r.uploaded_bytes)})",
-            r.files,
-            r.deferred + r.failed + r.unstable,
-            out.duration(r.duration_seconds),
-        ]
-        for r in state.reports.runs
-    ]
-    lines = [
-        f"s3://{state.bucket}/{state.media_prefix}   read via {state.source}   totals from {state.basis}",
-        "",
-        out.table(["FOLDER", "OBJECTS", "SIZE", "STORAGE", "NEWEST"], rows) if rows else "no objects",
-        "",
-        f"{state.total_objects} objects, {out.size(state.total_bytes)}",
-        "",
-        f"Recent runs ({len(state.reports.runs)} of {state.reports.total} reports):",
-        out.table(["STARTED", "STATUS", "LISTING", "UPLOADED", "FILES", "NOT STORED", "DURATION"], runs)
-        if runs
-        else "no run reports yet",
-    ]
-    return "\n".join(lines)
-
-
-def render_db_status(state: Any) -> str:
-    c = state.cluster
-    lines = [
-        f"cluster/{c.name} in {c.namespace}: {c.phase}, {c.ready_instances}/{c.instances} instances ready",
-        f"image                {c.image or '-'}",
-        f"archiving            {_method(c.method)}"
-        + (
-            f" (ObjectStore {c.object_store})"
-            if c.method == "plugin"
-            else f" ({c.object_store})"
-            if c.object_store
-            else ""
-        ),
-        f"server name          {c.server_name}",
-    ]
-    for cond in (c.continuous_archiving, c.last_backup_succeeded):
-        detail = f" — {cond.message or cond.reason}" if (cond.message or cond.reason) else ""
-        lines.append(f"{cond.type:<21}{cond.status}{detail}")
-    lines.append(f"recovery window  {out.when(c.window.first_point)} → now")
-    lines.append(f"last backup      {out.when(state.last_backup)}")
-    if c.window.last_failure:
-        lines.append(f"last failure     {out.when(c.window.last_failure)}")
-    if state.object_store is not None:
-        os_ = state.object_store
-        lines.append(
-            f"object store     {os_.name}: {os_.destination_path}"
-            + (f" ({os_.endpoint_url})" if os_.endpoint_url else "")
-        )
-        for server, w in sorted(os_.windows.items()):
-            lines.append(
-                f"  serverRecoveryWindow[{server}]  first {out.when(w.first_point)}, "
-                f"last success {out.when(w.last_success)}"
-            )
-    lines += [f"warning: scheduledbackup/{s.name}: {s.warning}" for s in state.schedules if s.warning]
-    return "\n".join(lines)
-
-
-AFTER_RESTORE = (
-    "After the media restore, before starting Immich: restore the database to a time no later than the latest "
-    "media sync (`kubectl immich-backup db restore`), then in Immich → Administration → Jobs run "
-    '"Generate Thumbnails" (All) and "Transcode Videos" (All) — thumbs/ and encoded-video/ are not backed up.'
-)
-
-
-def render_catalog(catalog: Any) -> str:
-    rows = [
-        [
-            b.backup_id,
-            b.status,
-            out.when(b.begin_time),
-            out.when(b.end_time),
-            b.begin_wal,
-            b.end_wal,
-            b.timeline,
-            out.size(b.size),
-        ]
-        for b in reversed(catalog.backups)
-    ]
-    wal = catalog.wal
-    return "\n".join(
-        [
-            f"{catalog.destination_path} · serverName {catalog.server_name}",
-            "",
-            out.table(["BACKUP ID", "STATUS", "BEGIN", "END", "BEGIN WAL", "END WAL", "TL", "SIZE"], rows)
-            if rows
-            else "no base backups",
-            "",
-            f"WAL archive: {wal.count} files, {wal.first or '-'} → {wal.last or '-'} (timelines "
-            f"{', '.join(map(str, wal.timelines)) or '-'})",
-            f"recoverable from {out.when(catalog.first_recoverability_point)} (end of the oldest DONE backup)",
-        ]
-    )
-
-
-def render_db_backups(state: Any) -> str:
-    rows = [
-        [
-            b.name,
-            b.phase,
-            b.method,
-            out.when(b.started),
-            out.duration((b.stopped - b.started).total_seconds() if b.started and b.stopped else None),
-            b.backup_id,
-            b.error,
-        ]
-        for b in state.backups
-    ]
-    sched = [
-        [
-            s.name,
-            s.schedule,
-            s.method,
-            "yes" if s.suspended else "no",
-            out.when(s.last_schedule),
-            out.when(s.next_schedule),
-            s.warning,
-        ]
-        for s in state.schedules
-    ]
-    return "\n".join(
-        [
-            out.table(["BACKUP", "PHASE", "METHOD", "STARTED", "DURATION", "BACKUP ID", "ERROR"], rows)
-            if rows
-            else "no backups",
-            f"{len(state.backups)} of {state.total_backups} backups",
-            "",
-            out.table(["SCHEDULEDBACKUP", "SCHEDULE", "METHOD", "SUSPENDED", "LAST", "NEXT", "WARNING"], sched)
-            if sched
-            else "no scheduled backups",
-        ]
-    )
-
-
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -660,6 +353,10 @@ def main(
     stderr: TextIO | None = None,
     env: dict[str, str] | None = None,
 ) -> int:
+    """The `kubectl-immich_backup` console script: run one command and return its exit code.
+
+    Every operator-side failure is a `ServiceError`: one line on stderr, and the exit code it carries.
+    """
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # retries are reported once, as our own error line
@@ -672,12 +369,11 @@ def main(
     command = args.command
     try:
         return int(getattr(cli, command)())
-    except CnpgMissing as exc:
-        print(f"{PROG}: {exc}", file=stderr)
-        return ERROR
-    except (ClusterError, OffsiteUnavailable, RecoveryError) as exc:
-        print(f"{PROG}: error: {exc}", file=stderr)
-        return ERROR
+    except ServiceError as exc:
+        # A missing CNPG is a fact about the cluster rather than a failed request: it reads without "error:".
+        label = "" if isinstance(exc, CnpgMissing) else "error: "
+        print(f"{PROG}: {label}{exc}", file=stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -1,4 +1,9 @@
-"""Tables for people, JSON and YAML for machines; the same data either way."""
+"""Tables for people, JSON and YAML for machines; the same data either way.
+
+The plugin's few formatting primitives (kubectl-style tables, times with their age, durations), kept apart
+from the renderers so `setup` and every command format alike. Sizes read as everywhere else in the project:
+`sync_engine.text.size`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ import datetime as dt
 import json
 from typing import Any
 
-import humanize
 import yaml
 
 from immich_tui.services import clock
@@ -27,6 +31,7 @@ def plain(value: Any) -> Any:
 
 
 def dump(data: Any, fmt: str) -> str:
+    """`-o json` or `-o yaml`: the data as `plain` makes it, keys in their declared order."""
     if fmt == "json":
         return json.dumps(plain(data), indent=2, sort_keys=False)
     return yaml.safe_dump(plain(data), sort_keys=False, allow_unicode=True).rstrip("\n")
@@ -40,15 +45,13 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def size(n: int | None) -> str:
-    return "-" if n is None else humanize.naturalsize(n, binary=True, format="%.1f")
-
-
 def when(value: dt.datetime | None) -> str:
+    """A moment in RFC 3339 (UTC) with its age, kubectl-style (`3h ago`, `in 5h`); `-` when unknown."""
     if value is None:
         return "-"
     return f"{clock.iso(value)} ({clock.ago(value)})"
 
 
 def duration(seconds: float | None) -> str:
+    """A span as kubectl shows ages (`90s`, `42m`, `5h`); `-` when unknown."""
     return "-" if seconds is None else clock.short(seconds)

@@ -15,9 +15,9 @@ from typing import Any, TextIO
 
 import yaml
 
+from immich_tui.plugin import PROG
 from immich_tui.plugin import output as out
-from immich_tui.services.kube import ClusterError
-from immich_tui.services.offsite import OffsiteUnavailable
+from immich_tui.services.errors import ServiceError
 from immich_tui.services.setup import (
     S3Check,
     SecretChange,
@@ -31,9 +31,6 @@ from immich_tui.services.setup import (
     redacted,
 )
 from immich_tui.services.status import Services
-
-PROG = "kubectl immich-backup"
-ERROR = 2
 
 DESCRIPTION = (
     "Create or update the Secrets the offsite backup reads, from the OFFSITE_BACKUP_* variables of a .env file: "
@@ -111,9 +108,9 @@ def run_setup(args: argparse.Namespace, services: Services, stdout: TextIO, stde
             setup.preflight(plans)
         check = check_s3(config) if getattr(args, "check_s3", False) else None
         changes = [p.change for p in plans] if dry_run else setup.apply(plans)
-    except (ClusterError, OffsiteUnavailable) as exc:
+    except ServiceError as exc:
         print(f"{PROG}: error: {_scrub(str(exc), secrets)}", file=stderr)
-        return ERROR
+        return exc.exit_code
 
     if fmt in ("json", "yaml"):
         data: dict[str, Any] = {

@@ -1,8 +1,9 @@
 """The one root of every operator-side failure: a message that fits on one line, and the exit code it means.
 
-The plugin prints `kubectl immich-backup: error: <message>` and exits with `exit_code`; the TUI shows the
-message as a banner; the status command turns it into a section's error. Every service raises a subclass,
-so each caller catches `ServiceError` once and never has to know which service failed.
+The plugin prints `kubectl immich-backup: error: <message>` (a missing CNPG without `error:`) and exits
+with `exit_code`; the TUI shows the message as a banner; the status command turns it into a section's
+error. Every service raises a subclass, so each caller catches `ServiceError` once and never has to know
+which service failed.
 """
 
 from __future__ import annotations

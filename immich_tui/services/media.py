@@ -344,6 +344,8 @@ class MediaBackup:
         }
 
     def start_restore(self, pvc: str, *, force: bool = False, only: str | None = None) -> JobInfo:
+        """Create the media restore Job (the engine's `immich-sync restore`); the database's point-in-time
+        recovery is `services.recovery`."""
         body = self.restore_job(pvc, force=force, only=only)
         access = Access("create", "jobs", self.namespace, "batch")
         created = self.kube.write(access, self.kube.batch.create_namespaced_job, self.namespace, body)

@@ -8,6 +8,10 @@ cannot fail with "Expected empty archive" or write into the source's history.
 
 The default target is the start of the latest successful media sync: a database from later than
 that would reference photos the offsite copy may not have.
+
+This is the database's recovery (`kubectl immich-backup db restore`, the TUI's recovery wizard). The
+media are restored by the engine, `sync_engine/restore.py` (`immich-sync restore`, run in the cluster
+by `MediaBackup.start_restore`); the TUI's dialogs for both are in `widgets/restore_dialogs.py`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class RecoveryError(ServiceError):
 
 @dataclass
 class RecoveryTarget:
+    """The point the new cluster replays to: a time, or the end of one completed Backup."""
+
     kind: str  # time | backup
     time: dt.datetime | None = None
     backup: DbBackup | None = None
@@ -44,6 +50,8 @@ class RecoveryTarget:
 
 @dataclass
 class RecoveryPlan:
+    """A checked database recovery: the new Cluster's manifest, what it recovers to, and what to be wary of."""
+
     source: str
     namespace: str
     name: str

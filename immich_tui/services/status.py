@@ -14,10 +14,11 @@ from typing import Any, TypeVar
 
 from immich_tui.services import clock, health
 from immich_tui.services.cnpg import Database, DbState
+from immich_tui.services.errors import ServiceError
 from immich_tui.services.kube import ClusterError, Kube, Unreachable
 from immich_tui.services.library import Library
 from immich_tui.services.media import DEFAULT_CRONJOB, JobHistory, MediaBackup
-from immich_tui.services.offsite import Offsite, OffsiteState, OffsiteUnavailable, Reader, resolve_reader
+from immich_tui.services.offsite import Offsite, OffsiteState, Reader, resolve_reader
 
 T = TypeVar("T")
 
@@ -58,7 +59,7 @@ class StatusReport:
 def _section(fn: Callable[[], T]) -> Section:
     try:
         return Section(fn())
-    except (ClusterError, OffsiteUnavailable) as exc:
+    except ServiceError as exc:
         return Section(None, str(exc), isinstance(exc, Unreachable))
 
 

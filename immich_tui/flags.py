@@ -1,0 +1,68 @@
+"""The global flags `kubectl immich-backup` and `immich-tui` share, and the cluster target they name.
+
+Both commands take the same `--kubeconfig`, `--context`, namespaces, `--read-only`… and must read them the
+same way. Defining them here, below both entry points, lets each import them without importing the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from immich_tui.services.health import STALE_AFTER_HOURS
+from immich_tui.services.media import DEFAULT_CRONJOB
+from immich_tui.services.status import Target
+
+GLOBAL_DEFAULTS: dict[str, Any] = {
+    "kubeconfig": None,
+    "context": None,
+    "namespace": "immich",
+    "db_namespace": "postgresql",
+    "db_cluster": "immich-db",
+    "cronjob": DEFAULT_CRONJOB,
+    "output": "table",
+    "read_only": False,
+    "stale_after": STALE_AFTER_HOURS,
+    "s3_profile": None,
+}
+
+
+def global_flags(*, output: bool = True) -> argparse.ArgumentParser:
+    """Parsed both before and after the subcommand; SUPPRESS keeps a later default from erasing an earlier value."""
+    p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    g = p.add_argument_group("cluster and output")
+    g.add_argument("--kubeconfig", help="path to the kubeconfig (default: $KUBECONFIG or ~/.kube/config)")
+    g.add_argument("--context", help="kubeconfig context to use")
+    g.add_argument("-n", "--namespace", help="Immich namespace (default: immich)")
+    g.add_argument("--db-namespace", help="namespace of the CNPG cluster (default: postgresql)")
+    g.add_argument("--db-cluster", help="name of the CNPG cluster (default: immich-db)")
+    g.add_argument("--cronjob", help=f"media sync CronJob (default: {DEFAULT_CRONJOB})")
+    if output:  # the TUI has no output format
+        g.add_argument("-o", "--output", choices=("table", "json", "yaml"), help="output format (default: table)")
+    g.add_argument("--read-only", action="store_true", help="refuse every change to the cluster")
+    g.add_argument("--stale-after", type=float, metavar="HOURS", help="a backup older than this is stale (36)")
+    g.add_argument("--s3-profile", help="AWS profile with read access to the bucket (default: $AWS_PROFILE)")
+    return p
+
+
+def with_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill in every global flag that was given neither before nor after the subcommand."""
+    for name, value in GLOBAL_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    return args
+
+
+def target_from_args(args: argparse.Namespace) -> Target:
+    """The cluster target the global flags name, for the plugin and the TUI alike."""
+    return Target(
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        namespace=args.namespace,
+        db_namespace=args.db_namespace,
+        db_cluster=args.db_cluster,
+        cronjob=args.cronjob,
+        read_only=args.read_only,
+        stale_after_hours=args.stale_after,
+        s3_profile=args.s3_profile,
+    )

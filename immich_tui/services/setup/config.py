@@ -1,0 +1,222 @@
+"""The `OFFSITE_BACKUP_*` variables of the `.env`, validated into the one configuration setup works from.
+
+Every problem is one line that names the variable, and no value ever appears in a message. What is
+accepted is exactly what the sync engine will accept from the Secrets (its own `s3_settings` decides),
+plus the shape checks that catch the usual paste mistakes in keys before they reach a cluster.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from immich_tui.services.offsite import READER_SECRET
+from immich_tui.services.setup.envfile import PREFIX
+from immich_tui.services.setup.errors import EnvFileError
+from sync_engine.config import ConfigError, S3Settings, default_report_prefix, normalize_prefix, s3_settings
+from sync_engine.store import StaticCredentials
+
+DEFAULT_MEDIA_PREFIX = "immich/media/"
+
+ACCESS_KEY = "OFFSITE_BACKUP_AWS_ACCESS_KEY_ID"
+SECRET_KEY = "OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY"
+REGION = "OFFSITE_BACKUP_AWS_REGION"
+BUCKET = "OFFSITE_BACKUP_BUCKET_NAME"
+MEDIA_PREFIX = "OFFSITE_BACKUP_MEDIA_PREFIX"
+RESTORER_ACCESS_KEY = "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID"
+RESTORER_SECRET_KEY = "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY"
+ENDPOINT = "OFFSITE_BACKUP_ENDPOINT_URL"
+
+# Every variable setup understands; any other OFFSITE_BACKUP_* name is a typo and refused.
+VARIABLES: dict[str, str] = {
+    ACCESS_KEY: "writer access key ID (s3:PutObject, s3:AbortMultipartUpload, s3:ListBucket)",
+    SECRET_KEY: "writer secret access key",
+    REGION: "bucket region, e.g. eu-central-1",
+    BUCKET: "bucket name",
+    MEDIA_PREFIX: f"key prefix of the media (default {DEFAULT_MEDIA_PREFIX})",
+    RESTORER_ACCESS_KEY: "restorer access key ID, read-only (s3:GetObject, s3:ListBucket, s3:RestoreObject)",
+    RESTORER_SECRET_KEY: "restorer secret access key",
+    ENDPOINT: "S3-compatible endpoint (MinIO, Ceph, Garage, B2, …); unset for AWS",
+}
+REQUIRED = (ACCESS_KEY, SECRET_KEY, REGION, BUCKET)
+CREDENTIALS = (ACCESS_KEY, SECRET_KEY, RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY)
+ENDPOINT_KEY = "AWS_ENDPOINT_URL_S3"  # the Secret key an S3-compatible endpoint goes under (boto3's own variable)
+
+_AWS_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
+_OTHER_REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # S3-compatible stores: `auto`, `garage`, …
+_AWS_KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
+_AWS_SECRET = re.compile(r"[A-Za-z0-9/+]{40}")
+
+
+@dataclass(frozen=True)
+class OffsiteConfig:
+    """The validated `.env`. Keys live only in `StaticCredentials`, whose repr never shows them."""
+
+    bucket: str
+    region: str
+    media_prefix: str
+    endpoint_url: str | None
+    writer: StaticCredentials = field(repr=False)
+    restorer: StaticCredentials | None = field(default=None, repr=False)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def report_prefix(self) -> str:
+        return default_report_prefix(self.media_prefix)
+
+    def secret_values(self) -> list[str]:
+        """Every key and secret, so output can be checked and scrubbed against them."""
+        keys = [self.writer] + ([self.restorer] if self.restorer else [])
+        return [v for k in keys for v in (k.access_key, k.secret_key)]
+
+    def secret_data(self, keys: StaticCredentials) -> dict[str, str]:
+        data = {
+            "AWS_ACCESS_KEY_ID": keys.access_key,
+            "AWS_SECRET_ACCESS_KEY": keys.secret_key,
+            "AWS_REGION": self.region,
+            "BUCKET_NAME": self.bucket,
+            "MEDIA_PREFIX": self.media_prefix,
+        }
+        if self.endpoint_url:
+            data[ENDPOINT_KEY] = self.endpoint_url
+        return data
+
+
+def credential_values(values: Mapping[str, str]) -> list[str]:
+    """The raw key values of a parsed file, for scrubbing messages before the file is validated."""
+    return [values[name] for name in CREDENTIALS if len(values.get(name, "").strip()) >= 4]
+
+
+def load_config(values: Mapping[str, str], source: str = ".env") -> OffsiteConfig:
+    """Validate the `OFFSITE_BACKUP_*` variables; other variables in the file belong to others and are ignored."""
+    ours = {k: v for k, v in values.items() if k.startswith(PREFIX)}
+    for name in sorted(ours):
+        if name not in VARIABLES:
+            close = difflib.get_close_matches(name, list(VARIABLES), n=1, cutoff=0.75)
+            hint = f"did you mean {close[0]}?" if close else "see .env.example for the variables"
+            raise EnvFileError(f"{name} in {source} is not a setup variable ({hint})")
+    for name in VARIABLES:
+        if name in ours and not ours[name].strip():
+            raise EnvFileError(f"{name} is empty in {source} (remove the line to leave it unset)")
+    for name in REQUIRED:
+        if name not in ours:
+            raise EnvFileError(f"{name} is not set in {source}")
+
+    endpoint = ours.get(ENDPOINT)
+    if endpoint is not None:
+        endpoint = endpoint.strip()
+        if "@" in endpoint.split("//", 1)[-1].split("/", 1)[0]:
+            raise EnvFileError(
+                f"{ENDPOINT} must not carry credentials (user:password@); the keys have their own variables"
+            )
+        if not _engine_accepts({"AWS_ENDPOINT_URL_S3": endpoint}):
+            raise EnvFileError(f"{ENDPOINT} {endpoint!r} is not an http(s) URL")
+
+    bucket = ours[BUCKET].strip()
+    if not _engine_accepts({"BUCKET_NAME": bucket}):
+        raise EnvFileError(
+            f"{BUCKET} {bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, digits, dots and "
+            "hyphens, starting and ending with a letter or digit)"
+        )
+    region = ours[REGION].strip()
+    if endpoint is None and not _AWS_REGION.fullmatch(region):
+        raise EnvFileError(f"{REGION} {region!r} does not look like an AWS region (such as eu-central-1)")
+    if endpoint is not None and not _OTHER_REGION.fullmatch(region):
+        raise EnvFileError(f"{REGION} {region!r} is not a region name (such as us-east-1, or auto)")
+
+    media_prefix = _media_prefix(ours.get(MEDIA_PREFIX, DEFAULT_MEDIA_PREFIX))
+
+    aws = endpoint is None
+    writer = _keys(ours, ACCESS_KEY, SECRET_KEY, aws=aws)
+    restorer: StaticCredentials | None = None
+    warnings: list[str] = []
+    given = [n for n in (RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY) if n in ours]
+    if len(given) == 1:
+        missing = RESTORER_SECRET_KEY if given[0] == RESTORER_ACCESS_KEY else RESTORER_ACCESS_KEY
+        raise EnvFileError(f"{missing} is not set but {given[0]} is: give both restorer keys, or neither")
+    if given:
+        restorer = _keys(ours, RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY, aws=aws)
+        if restorer.access_key == writer.access_key:
+            raise EnvFileError(
+                f"{RESTORER_ACCESS_KEY} is the writer's key: the restorer needs its own read-only keys "
+                "(s3:GetObject, s3:ListBucket, s3:RestoreObject)"
+            )
+        if restorer.secret_key == writer.secret_key:
+            raise EnvFileError(f"{RESTORER_SECRET_KEY} is the same as {SECRET_KEY}: the restorer needs its own keys")
+    else:
+        warnings.append(
+            f"no restorer keys ({RESTORER_ACCESS_KEY}, {RESTORER_SECRET_KEY}): Secret {READER_SECRET} is "
+            "neither created nor changed; status, offsite and media restore need it"
+        )
+    config = OffsiteConfig(bucket, region, media_prefix, endpoint, writer, restorer, tuple(warnings))
+    _engine_settings(config)
+    return config
+
+
+def _engine_accepts(values: dict[str, str]) -> bool:
+    """The engine's own rules (`s3_settings`), so setup accepts exactly what the CronJob will."""
+    try:
+        s3_settings(None, {"BUCKET_NAME": "immich-offsite", "AWS_REGION": "us-east-1", **values})
+    except ConfigError:
+        return False
+    return True
+
+
+def _engine_settings(config: OffsiteConfig) -> S3Settings:
+    try:
+        return s3_settings(None, config.secret_data(config.writer))
+    except ConfigError as exc:  # every field was checked above; this only guards the two from drifting
+        raise EnvFileError(f"the sync engine would refuse these settings: {exc}") from None
+
+
+def _media_prefix(raw: str) -> str:
+    prefix = raw.strip()
+    if prefix != raw or any(ch.isspace() or not ch.isprintable() for ch in prefix):
+        raise EnvFileError(f"{MEDIA_PREFIX} contains whitespace or control characters")
+    if prefix.startswith("/"):
+        raise EnvFileError(f"{MEDIA_PREFIX} {prefix!r} starts with '/': S3 keys have none (write immich/media/)")
+    if "\\" in prefix:
+        raise EnvFileError(f"{MEDIA_PREFIX} {prefix!r} contains a backslash: S3 key prefixes use '/'")
+    segments = prefix.rstrip("/").split("/")
+    if any(s in (".", "..") for s in segments):
+        raise EnvFileError(f"{MEDIA_PREFIX} {prefix!r} contains a '.' or '..' segment")
+    if any(not s for s in segments):
+        raise EnvFileError(f"{MEDIA_PREFIX} {prefix!r} contains an empty segment ('//')")
+    return normalize_prefix(prefix)
+
+
+def _keys(values: Mapping[str, str], id_var: str, secret_var: str, *, aws: bool) -> StaticCredentials:
+    """Shape checks that catch the usual paste mistakes; S3 itself is asked only with --check-s3."""
+    key_id, secret = values[id_var], values[secret_var]
+    for var, value in ((id_var, key_id), (secret_var, secret)):
+        if any(ch.isspace() or not ch.isprintable() for ch in value):
+            raise EnvFileError(f"{var} contains whitespace or control characters (a stray space or line break?)")
+        if value[0] in "\"'" or value[-1] in "\"'":
+            raise EnvFileError(f"{var} begins or ends with a quote character (quoted twice?)")
+    if key_id == secret:
+        raise EnvFileError(f"{id_var} and {secret_var} are identical")
+    if aws:
+        if _AWS_SECRET.fullmatch(key_id) and not _AWS_KEY_ID.fullmatch(key_id):
+            raise EnvFileError(f"{id_var} looks like a secret access key: are {id_var} and {secret_var} swapped?")
+        if not _AWS_KEY_ID.fullmatch(key_id):
+            raise EnvFileError(
+                f"{id_var} does not look like an AWS access key ID (20 characters, A-Z and 0-9, starting with AKIA)"
+            )
+        if key_id.startswith("ASIA"):
+            raise EnvFileError(
+                f"{id_var} is a temporary key (ASIA…) that expires and needs a session token: use an IAM user's "
+                "key (AKIA…)"
+            )
+        if not _AWS_SECRET.fullmatch(secret):
+            raise EnvFileError(
+                f"{secret_var} does not look like an AWS secret access key (40 characters of A-Z, a-z, 0-9, / "
+                f"and +; it has {len(secret)})"
+            )
+    else:
+        if not 3 <= len(key_id) <= 128:
+            raise EnvFileError(f"{id_var} has {len(key_id)} characters: an access key ID has 3 to 128")
+        if not 8 <= len(secret) <= 256:
+            raise EnvFileError(f"{secret_var} has {len(secret)} characters: a secret key has 8 to 256")
+    return StaticCredentials(key_id, secret)
