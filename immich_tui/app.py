@@ -1,7 +1,9 @@
 """`immich-tui`: is Immich safe offsite, and since when — and the actions to keep it so.
 
-The app owns one `Services` (the same layer as `kubectl immich-backup`). Every call to the cluster
-or the bucket runs on a thread worker; results come back as worker state messages. Only the verdict
+The app owns one `Services` (the same layer as `kubectl immich-backup`) and hands it to each pane;
+panes never import the app, they ask it for app-wide things with messages (`Pane.StatusWanted`) and
+the app pushes app-wide state down (the status report to Overview). Every call to the cluster or the
+bucket runs on a thread worker; results come back as worker state messages. Only the verdict
 and the visible tab are polled, and a poll never starts while the previous one of the same kind runs.
 Writes (trigger, suspend/resume, DB backup) are confirmed first and refused in read-only mode by
 `check_action`, the one place that decides.
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
+from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -22,7 +25,6 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
-from immich_tui.services.kube import ClusterError
 from immich_tui.services.status import Services, StatusReport
 from immich_tui.widgets.database import DatabasePane
 from immich_tui.widgets.dialogs import ConfirmScreen, HelpScreen
@@ -30,8 +32,9 @@ from immich_tui.widgets.jobs import JobsPane
 from immich_tui.widgets.library import LibraryPane
 from immich_tui.widgets.offsite import OffsitePane
 from immich_tui.widgets.overview import OverviewPane, chips
-from immich_tui.widgets.pane import Pane, one_line
+from immich_tui.widgets.pane import Pane
 from immich_tui.widgets.restore_dialogs import MediaRestoreRequest, MediaRestoreScreen, RecoveryRequest, RecoveryWizard
+from sync_engine.text import one_line
 
 PANES: tuple[tuple[str, str, type[Pane]], ...] = (
     ("overview", "Overview", OverviewPane),
@@ -82,7 +85,7 @@ class ImmichApp(App[None]):
         with TabbedContent(id="tabs"):
             for pid, title, cls in PANES:
                 with TabPane(title, id=f"tab-{pid}"):
-                    yield cls(id=pid)
+                    yield cls(self.services, id=pid)
         yield Input(placeholder="filter the pane — Esc clears", id="filter", disabled=True)
         yield Footer()
 
@@ -117,6 +120,10 @@ class ImmichApp(App[None]):
         self._status_worker = self.run_worker(
             lambda: self.services.status(report_limit=OVERVIEW_RUNS), thread=True, group="status", exit_on_error=False
         )
+
+    def on_pane_status_wanted(self, message: Pane.StatusWanted) -> None:
+        message.stop()
+        self.refresh_status()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker is self._status_worker:
@@ -179,7 +186,7 @@ class ImmichApp(App[None]):
         if event.input.id == "filter":
             self.active_pane.focus_main()
 
-    def on_key(self, event: Any) -> None:
+    def on_key(self, event: events.Key) -> None:
         box = self.query_one("#filter", Input)
         if event.key == "escape" and box.has_focus:
             box.value = ""
@@ -255,14 +262,17 @@ class ImmichApp(App[None]):
                 return
             latest = self.report.offsite.value.reports.latest_ok if self.report and self.report.offsite.value else None
             can_apply = bool(self.check_action("apply_restore", ()))
-            screen = RecoveryWizard(pane.state, latest.started if latest else None, can_apply=can_apply)
-            self.push_screen(screen, self._db_restore_answer)
+            wizard = RecoveryWizard(
+                pane.state, latest.started if latest else None, can_apply=can_apply, cursor_blink=self.cursor_blink
+            )
+            self.push_screen(wizard, self._db_restore_answer)
         elif isinstance(pane, OffsitePane):
             if not self.check_action("media_restore", ()):
                 self.notify("read-only mode: a media restore is a change to the cluster", severity="warning")
                 return
             bucket = pane.state.bucket if pane.state else "the bucket"
-            self.push_screen(MediaRestoreScreen(self.services.target.namespace, bucket), self._media_restore_answer)
+            dialog = MediaRestoreScreen(self.services.target.namespace, bucket, cursor_blink=self.cursor_blink)
+            self.push_screen(dialog, self._media_restore_answer)
         else:
             self.notify("R restores: the database from the Database tab, the media from the Offsite tab")
 
@@ -298,7 +308,7 @@ class ImmichApp(App[None]):
     def _write_done(self, event: Worker.StateChanged) -> None:
         name = event.worker.name
         if event.state == WorkerState.ERROR:
-            self.notify(f"{name} failed: {one_line(event.worker.error or ClusterError())}", severity="error", timeout=8)
+            self.notify(f"{name} failed: {one_line(event.worker.error or 'failed')}", severity="error", timeout=8)
             return
         if event.state != WorkerState.SUCCESS:
             return

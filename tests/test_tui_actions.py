@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Input, Static, TabbedContent
 from textual.worker import WorkerFailed
 
 from immich_tui.app import ImmichApp
 from immich_tui.demo.emulator import Denial
 from immich_tui.demo.fixtures import CRONJOB, DB_NS, NS
+from immich_tui.demo.world import Sandbox
 from immich_tui.services.status import Services, Target
 from immich_tui.widgets.dialogs import ConfirmScreen, HelpScreen
 from immich_tui.widgets.logview import LogView
@@ -54,7 +56,7 @@ def requests(box: Any, method: str, path: str) -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def box(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     with PinnedClock():
         sandbox = start_sandbox(tmp_path_factory.mktemp("actions"))
         yield sandbox
@@ -71,18 +73,19 @@ def run(app: ImmichApp, scenario: Any) -> None:
         asyncio.run(main())
 
 
-def test_trigger_sync_streams_the_log_and_updates_offsite(box) -> None:  # type: ignore[no-untyped-def]
+def test_trigger_sync_streams_the_log_and_updates_offsite(box: Sandbox) -> None:
     app = make_app(box, tick_seconds=0.5)  # polling picks up the new Job's pod
 
     async def scenario(pilot: Pilot[Any]) -> None:
-        runs_before = len(app.query_one("#overview").app.report.offsite.value.reports.runs)  # type: ignore[union-attr]
+        runs_before = len(app.report.offsite.value.reports.runs)  # type: ignore[union-attr]
         await press(pilot, "t")
         assert isinstance(app.screen, ConfirmScreen)
         await press(pilot, "y")
         await until(pilot, lambda: requests(box, "POST", "/jobs"))
         created = requests(box, "POST", "/jobs")[-1].data
         assert created["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
-        assert app.query_one("#tabs").active == "tab-jobs"  # type: ignore[attr-defined]
+        # the request is seen before its answer reaches the app, which then switches to the Jobs tab
+        await until(pilot, lambda: app.query_one("#tabs", TabbedContent).active == "tab-jobs")
         log = app.query_one(LogView)
         await until(pilot, lambda: any("backup ok" in line for line in log.lines), timeout=90)
         await until(pilot, lambda: "log ended" in text(app, "#jobs-log-status"))
@@ -95,7 +98,7 @@ def test_trigger_sync_streams_the_log_and_updates_offsite(box) -> None:  # type:
     run(app, scenario)
 
 
-def test_trigger_cancelled_creates_nothing(box) -> None:  # type: ignore[no-untyped-def]
+def test_trigger_cancelled_creates_nothing(box: Sandbox) -> None:
     app = make_app(box)
 
     async def scenario(pilot: Pilot[Any]) -> None:
@@ -112,7 +115,7 @@ def test_trigger_cancelled_creates_nothing(box) -> None:  # type: ignore[no-unty
     run(app, scenario)
 
 
-def test_suspend_then_resume(box) -> None:  # type: ignore[no-untyped-def]
+def test_suspend_then_resume(box: Sandbox) -> None:
     app = make_app(box)
 
     async def scenario(pilot: Pilot[Any]) -> None:
@@ -132,7 +135,7 @@ def test_suspend_then_resume(box) -> None:  # type: ignore[no-untyped-def]
     run(app, scenario)
 
 
-def test_backup_db_now(box) -> None:  # type: ignore[no-untyped-def]
+def test_backup_db_now(box: Sandbox) -> None:
     app = make_app(box)
 
     async def scenario(pilot: Pilot[Any]) -> None:
@@ -150,7 +153,7 @@ def test_backup_db_now(box) -> None:  # type: ignore[no-untyped-def]
     run(app, scenario)
 
 
-def test_refresh_filter_help_and_palette(box) -> None:  # type: ignore[no-untyped-def]
+def test_refresh_filter_help_and_palette(box: Sandbox) -> None:
     app = make_app(box)
 
     async def scenario(pilot: Pilot[Any]) -> None:
@@ -196,7 +199,7 @@ def test_refresh_filter_help_and_palette(box) -> None:  # type: ignore[no-untype
     run(app, scenario)
 
 
-def test_offsite_verify_and_listing(box) -> None:  # type: ignore[no-untyped-def]
+def test_offsite_verify_and_listing(box: Sandbox) -> None:
     app = make_app(box)
 
     async def scenario(pilot: Pilot[Any]) -> None:
@@ -213,7 +216,7 @@ def test_offsite_verify_and_listing(box) -> None:  # type: ignore[no-untyped-def
     run(app, scenario)
 
 
-def test_read_only_hides_and_refuses_every_write(box) -> None:  # type: ignore[no-untyped-def]
+def test_read_only_hides_and_refuses_every_write(box: Sandbox) -> None:
     app = make_app(box, read_only=True)
 
     async def scenario(pilot: Pilot[Any]) -> None:

@@ -3,27 +3,29 @@ sync" past the pinned clock): the database wizard and the media restore Job, end
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Button, DataTable, Input
+from textual.widgets import Button, DataTable, Input, TabbedContent
 
+from immich_tui.demo.world import Sandbox
 from immich_tui.widgets.logview import LogView
-from immich_tui.widgets.restore_dialogs import RecoveryWizard, MediaRestoreScreen
+from immich_tui.widgets.restore_dialogs import MediaRestoreScreen, RecoveryWizard
 from tests.test_tui_actions import press, requests, run, settle, text, until
 from tests.tui import PinnedClock, make_app, start_sandbox
 
 
 @pytest.fixture(scope="module")
-def box(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     with PinnedClock():
         sandbox = start_sandbox(tmp_path_factory.mktemp("restore"))
         yield sandbox
         sandbox.stop()
 
 
-def test_db_restore_wizard_previews_warns_and_applies(box) -> None:  # type: ignore[no-untyped-def]
+def test_db_restore_wizard_previews_warns_and_applies(box: Sandbox) -> None:
     app = make_app(box)
 
     async def scenario(pilot: Pilot[Any]) -> None:
@@ -59,7 +61,7 @@ def test_db_restore_wizard_previews_warns_and_applies(box) -> None:  # type: ign
     run(app, scenario)
 
 
-def test_db_restore_wizard_read_only_previews_but_never_applies(box) -> None:  # type: ignore[no-untyped-def]
+def test_db_restore_wizard_read_only_previews_but_never_applies(box: Sandbox) -> None:
     app = make_app(box, read_only=True)
 
     async def scenario(pilot: Pilot[Any]) -> None:
@@ -78,7 +80,7 @@ def test_db_restore_wizard_read_only_previews_but_never_applies(box) -> None:  #
     run(app, scenario)
 
 
-def test_media_restore_job_restores_the_library_and_streams_its_log(box) -> None:  # type: ignore[no-untyped-def]
+def test_media_restore_job_restores_the_library_and_streams_its_log(box: Sandbox) -> None:
     app = make_app(box, tick_seconds=0.5)
     restored = box.sync_target().restore_root
     box.sync()  # something to restore: the sample library's first backup
@@ -94,7 +96,8 @@ def test_media_restore_job_restores_the_library_and_streams_its_log(box) -> None
         assert job["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [
             {"secretRef": {"name": "immich-offsite-restorer"}}
         ]
-        assert app.query_one("#tabs").active == "tab-jobs"  # type: ignore[attr-defined]
+        # the request is seen before its answer reaches the app, which then switches to the Jobs tab
+        await until(pilot, lambda: app.query_one("#tabs", TabbedContent).active == "tab-jobs")
         log = app.query_one(LogView)
         await until(pilot, lambda: "log ended" in text(app, "#jobs-log-status"), timeout=90)
         assert any("restore" in line for line in log.lines)

@@ -16,7 +16,10 @@ from textual.pilot import Pilot
 from textual.worker import WorkerFailed
 
 from immich_tui.demo.fixtures import World
+from immich_tui.demo.world import Sandbox
 from tests.tui import SIZE, PinnedClock, make_app, start_sandbox
+
+SnapCompare = Callable[..., bool]  # pytest-textual-snapshot's fixture: app (or path), then options
 
 
 async def settle(pilot: Pilot[Any]) -> None:
@@ -61,12 +64,12 @@ def keys(*pressed: str, after: Callable[[Pilot[Any]], Any] | None = None) -> Cal
         ("media_restore", ("3", "R")),
     ],
 )
-def test_pane_and_dialog(snap_compare, sandbox, name: str, pressed: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+def test_pane_and_dialog(snap_compare: SnapCompare, sandbox: Sandbox, name: str, pressed: tuple[str, ...]) -> None:
     with PinnedClock():
         assert snap_compare(make_app(sandbox), terminal_size=SIZE, run_before=keys(*pressed))
 
 
-def test_command_palette(snap_compare, sandbox) -> None:  # type: ignore[no-untyped-def]
+def test_command_palette(snap_compare: SnapCompare, sandbox: Sandbox) -> None:
     async def quiet_cursor(pilot: Pilot[Any]) -> None:
         from textual.command import CommandInput
 
@@ -77,12 +80,12 @@ def test_command_palette(snap_compare, sandbox) -> None:  # type: ignore[no-unty
         assert snap_compare(make_app(sandbox), terminal_size=SIZE, run_before=keys("ctrl+p", after=quiet_cursor))
 
 
-def test_read_only(snap_compare, sandbox) -> None:  # type: ignore[no-untyped-def]
+def test_read_only(snap_compare: SnapCompare, sandbox: Sandbox) -> None:
     with PinnedClock():
         assert snap_compare(make_app(sandbox, read_only=True), terminal_size=SIZE, run_before=keys())
 
 
-def test_degraded_cluster_without_cnpg(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_degraded_cluster_without_cnpg(snap_compare: SnapCompare, tmp_path: Path) -> None:
     """A failing pane: CNPG not installed, a failed last sync, exec denied — the app says so and goes on."""
     from immich_tui.demo.emulator import Denial
 

@@ -10,6 +10,7 @@ from textual.widgets import DataTable, Static
 
 from immich_tui.services import clock
 from immich_tui.services.cnpg import DbState
+from immich_tui.services.status import Services
 from immich_tui.widgets.pane import Pane
 
 PHASE_STYLE = {"completed": "green", "failed": "red", "walArchivingFailing": "red"}
@@ -35,8 +36,8 @@ class DatabasePane(Pane):
     placeholder = "db-cluster"
     poll_seconds = 30.0
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, services: Services, **kwargs: Any) -> None:
+        super().__init__(services, **kwargs)
         self.state: DbState | None = None
         self.filter = ""
 
@@ -57,7 +58,7 @@ class DatabasePane(Pane):
         return self.state is not None
 
     def fetch(self) -> DbState:
-        return self.immich.services.database.state()
+        return self.services.database.state()
 
     def show(self, data: Any) -> None:
         self.state = data

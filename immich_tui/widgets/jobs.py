@@ -12,8 +12,10 @@ from textual.worker import Worker, WorkerState
 
 from immich_tui.services import clock
 from immich_tui.services.media import JobHistory, JobInfo
+from immich_tui.services.status import Services
 from immich_tui.widgets.logview import LogView
-from immich_tui.widgets.pane import Pane, one_line
+from immich_tui.widgets.pane import Pane
+from sync_engine.text import one_line
 
 JOBS_SHOWN = 50
 LOG_TAIL = 2_000
@@ -30,8 +32,8 @@ class JobsPane(Pane):
     placeholder = "jobs-cronjob"
     poll_seconds = 10.0
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, services: Services, **kwargs: Any) -> None:
+        super().__init__(services, **kwargs)
         self.history: JobHistory | None = None
         self.selected: str | None = None  # Job name whose log is shown
         self.follow_job: str | None = None  # a Job just triggered: select it once it shows up
@@ -61,7 +63,7 @@ class JobsPane(Pane):
         return self.history is not None
 
     def fetch(self) -> JobHistory:
-        return self.immich.services.media.history(limit=JOBS_SHOWN)
+        return self.services.media.history(limit=JOBS_SHOWN)
 
     def show(self, data: Any) -> None:
         self.history = data
@@ -119,7 +121,7 @@ class JobsPane(Pane):
         status.update(f" pod/{job.pod} · opening log…")
         pod = job.pod
         self._opening = self.run_worker(
-            lambda: self.immich.services.media.logs(pod, follow=True, tail=LOG_TAIL),
+            lambda: self.services.media.logs(pod, follow=True, tail=LOG_TAIL),
             thread=True,
             group="jobs-log-open",
             name=pod,

@@ -10,10 +10,11 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from immich_tui.services import clock
+from immich_tui.services.errors import ServiceError
 from immich_tui.services.library import FolderCount, FolderInfo, LibraryInventory
-from immich_tui.services.offsite import OffsiteUnavailable
-from immich_tui.widgets.overview import size
+from immich_tui.services.status import Services
 from immich_tui.widgets.pane import Pane
+from sync_engine.text import size
 
 
 def _newest(value: Any) -> str:
@@ -30,8 +31,8 @@ class LibraryPane(Pane):
         Binding("backspace,escape", "up", "Back", show=False),
     ]
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, services: Services, **kwargs: Any) -> None:
+        super().__init__(services, **kwargs)
         self.inventory: LibraryInventory | None = None
         self.folder: FolderInfo | None = None  # drilled into
         self.filter = ""
@@ -49,11 +50,10 @@ class LibraryPane(Pane):
         return self.inventory is not None
 
     def fetch(self) -> LibraryInventory:
-        services = self.immich.services
         last_ok = None
-        with contextlib.suppress(OffsiteUnavailable):  # no reader: the live count works, pending is unknown
-            last_ok = services.offsite().reports(limit=1).latest_ok
-        return services.library.inventory(last_ok)
+        with contextlib.suppress(ServiceError):  # no reader or no reports: the live count works, pending is unknown
+            last_ok = self.services.offsite().reports(limit=1).latest_ok
+        return self.services.library.inventory(last_ok)
 
     def show(self, data: Any) -> None:
         self.inventory = data

@@ -420,7 +420,7 @@ class LogView(ScrollView, can_focus=True):
                     return
                 if feed.put(line):
                     self.post_message(_Arrived(feed))
-        except Exception as exc:
+        except Exception as exc:  # a broken stream raises whatever its transport raises (urllib3, sockets)
             if not feed.detached:
                 error = _one_line(exc)
         if not feed.detached:

@@ -7,6 +7,7 @@ worker threads and show progress in the status line; the tables never hold more 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from textual.app import ComposeResult
@@ -16,8 +17,9 @@ from textual.worker import Worker, WorkerState
 
 from immich_tui.services import clock
 from immich_tui.services.offsite import FolderObjects, OffsiteState
-from immich_tui.widgets.overview import size
-from immich_tui.widgets.pane import Pane, one_line
+from immich_tui.services.status import Services
+from immich_tui.widgets.pane import Pane
+from sync_engine.text import one_line, size
 
 RUNS_SHOWN = 30
 
@@ -32,8 +34,8 @@ class OffsitePane(Pane):
         Binding("v", "verify", "Verify"),
     ]
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, services: Services, **kwargs: Any) -> None:
+        super().__init__(services, **kwargs)
         self.state: OffsiteState | None = None
         self.listed: list[FolderObjects] | None = None
         self.filter = ""
@@ -57,7 +59,7 @@ class OffsitePane(Pane):
         return self.state is not None
 
     def fetch(self) -> OffsiteState:
-        return self.immich.services.offsite().state(listing=False, report_limit=RUNS_SHOWN)
+        return self.services.offsite().state(listing=False, report_limit=RUNS_SHOWN)
 
     def show(self, data: Any) -> None:
         self.state = data
@@ -106,18 +108,18 @@ class OffsitePane(Pane):
         self.query_one("#offsite-sparkline", Sparkline).data = spark or [0.0]
 
     # Actions on demand -------------------------------------------------------------------------
-    def _start(self, label: str, fn: Any) -> None:
+    def _start(self, label: str, fn: Callable[[], Any]) -> None:
         if self._side_worker is not None and self._side_worker.state in (WorkerState.PENDING, WorkerState.RUNNING):
-            self.immich.notify("still busy with the previous request", severity="warning")
+            self.notify("still busy with the previous request", severity="warning")
             return
         self.query_one("#offsite-task", Static).update(f" {label}…")
         self._side_worker = self.run_worker(fn, thread=True, group="offsite-task", name=label, exit_on_error=False)
 
     def action_list_bucket(self) -> None:
-        self._start("listing the bucket", lambda: self.immich.services.offsite().folders_from_listing())
+        self._start("listing the bucket", lambda: self.services.offsite().folders_from_listing())
 
     def action_verify(self) -> None:
-        self._start("verifying the bucket against the run manifests", lambda: self.immich.services.offsite().verify())
+        self._start("verifying the bucket against the run manifests", lambda: self.services.offsite().verify())
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker is not self._side_worker:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import humanize
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import Sparkline, Static
@@ -15,6 +14,7 @@ from immich_tui.services.media import JobHistory
 from immich_tui.services.offsite import OffsiteState
 from immich_tui.services.status import StatusReport
 from immich_tui.widgets.pane import Pane
+from sync_engine.text import size
 
 STYLE = {"ok": "green", "stale": "red", "failing": "red", "unknown": "yellow", "error": "red"}
 VERDICT_STYLE = {"healthy": "bold green", "degraded": "bold yellow", "error": "bold red"}
@@ -38,10 +38,6 @@ def chips(verdict: Verdict | None, error: str = "") -> Text:
         text.append("● ", style=check_style(check, threshold))
         text.append(f"{labels[check.name]} {value}  ", style="bold")
     return text
-
-
-def size(n: int) -> str:
-    return humanize.naturalsize(n, binary=True, format="%.1f")
 
 
 def when(value: Any) -> str:
@@ -171,8 +167,8 @@ class OverviewPane(Pane):
         yield Sparkline([], id="overview-sparkline")
 
     def load(self) -> None:
-        """The app fetches the status once, for the verdict chips and this pane."""
-        self.immich.refresh_status()
+        """The app fetches the status once, for the verdict chips and this pane, and pushes it to `show`."""
+        self.post_message(self.StatusWanted())
 
     def show(self, data: Any) -> None:
         report: StatusReport = data

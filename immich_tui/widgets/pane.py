@@ -1,5 +1,9 @@
 """What every tab of the TUI shares: loading on a thread worker, one load at a time, errors in place.
 
+A pane is handed the `Services` it reads from and knows nothing of the app around it: what only the
+app can do (read the verdict again) it asks for with a message, and app-wide state (the latest status
+report) is pushed down to it. So the panes can be built and tested alone, and no pane imports the app.
+
 A pane's `fetch()` runs on a worker thread and talks to the services only; `show()` runs on the UI
 thread with the result. A failed fetch leaves the last good data on screen under a one-line banner,
 so an RBAC denial or an unreachable cluster degrades the pane instead of the app.
@@ -8,19 +12,15 @@ so an RBAC denial or an unreachable cluster degrades the pane instead of the app
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
-if TYPE_CHECKING:
-    from immich_tui.app import ImmichApp
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+from immich_tui.services.status import Services
+from sync_engine.text import one_line
 
 
 class Pane(Vertical):
@@ -30,15 +30,15 @@ class Pane(Vertical):
     poll_seconds = 30.0  # how stale the data may get while the tab is visible
     placeholder = ""  # id of the line that says "loading…" until the first data arrives
 
-    def __init__(self, **kwargs: Any) -> None:
+    class StatusWanted(Message):
+        """Read the verdict again now: the app owns the one status poll, shared by the chips and Overview."""
+
+    def __init__(self, services: Services, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.services = services
         self._worker: Worker[Any] | None = None
         self.loaded_at: float | None = None
         self.error = ""
-
-    @property
-    def immich(self) -> ImmichApp:
-        return self.app  # type: ignore[return-value]
 
     def banner(self) -> Static:
         return Static("", classes="pane-error", id=f"{self.id}-error")
@@ -87,7 +87,7 @@ class Pane(Vertical):
             self.show(event.worker.result)
         elif event.state == WorkerState.ERROR:
             self.loaded_at = time.monotonic()
-            self.show_error(one_line(event.worker.error or RuntimeError("failed")))
+            self.show_error(one_line(event.worker.error or "failed"))
 
     def focus_main(self) -> None:
         """Put the cursor in the pane's first table, so its keys and arrows work right away."""

@@ -20,7 +20,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Static
 
 from immich_tui.services.cnpg import DbState
-from immich_tui.services.recovery import RecoveryError, RecoveryPlan, parse_target_time, plan_recovery, rfc3339
+from immich_tui.services.errors import ServiceError
+from immich_tui.services.recovery import RecoveryPlan, parse_target_time, plan_recovery, rfc3339
 
 
 @dataclass
@@ -35,11 +36,14 @@ class RecoveryRequest:
 class RecoveryWizard(ModalScreen[RecoveryRequest | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
 
-    def __init__(self, state: DbState, media_sync: dt.datetime | None, *, can_apply: bool) -> None:
+    def __init__(
+        self, state: DbState, media_sync: dt.datetime | None, *, can_apply: bool, cursor_blink: bool = True
+    ) -> None:
         super().__init__()
         self.state = state
         self.media_sync = media_sync
         self.can_apply = can_apply
+        self.cursor_blink = cursor_blink
         self.plan: RecoveryPlan | None = None
 
     def compose(self) -> ComposeResult:
@@ -66,7 +70,7 @@ class RecoveryWizard(ModalScreen[RecoveryRequest | None]):
 
     def on_mount(self) -> None:
         for box in self.query(Input):
-            box.cursor_blink = getattr(self.app, "cursor_blink", True)
+            box.cursor_blink = self.cursor_blink
         self.replan()
         self.query_one("#wizard-target", Input).focus()
 
@@ -88,7 +92,7 @@ class RecoveryWizard(ModalScreen[RecoveryRequest | None]):
                 name=name,
                 media_sync=self.media_sync,
             )
-        except RecoveryError as exc:
+        except ServiceError as exc:
             self.plan = None
             result.update(f"[red]✖ {exc}[/]")
             self.query_one("#wizard-yaml", Static).update("")
@@ -139,10 +143,11 @@ class MediaRestoreRequest:
 class MediaRestoreScreen(ModalScreen[MediaRestoreRequest | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
 
-    def __init__(self, namespace: str, bucket: str) -> None:
+    def __init__(self, namespace: str, bucket: str, *, cursor_blink: bool = True) -> None:
         super().__init__()
         self.namespace = namespace
         self.bucket = bucket
+        self.cursor_blink = cursor_blink
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -162,7 +167,7 @@ class MediaRestoreScreen(ModalScreen[MediaRestoreRequest | None]):
 
     def on_mount(self) -> None:
         for box in self.query(Input):
-            box.cursor_blink = getattr(self.app, "cursor_blink", True)
+            box.cursor_blink = self.cursor_blink
         self.query_one("#no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
