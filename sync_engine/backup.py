@@ -1,9 +1,9 @@
 """One backup (or dry-run plan) of the selected folders: walk + listing → merge-join → worker pool.
 
-The planner thread feeds a bounded pool, so uploads begin while the listing is still paging and the
-number of queued items (hence memory) is capped. Results are folded into per-folder counters and
-the manifest as they complete. If S3 becomes unreachable mid-run, submission stops and the run ends
-as aborted rather than failing every remaining file one by one.
+The planner thread feeds the bounded pool of `pool.py`, so uploads begin while the listing is still
+paging and the number of queued items (hence memory) is capped. Results are folded into per-folder
+counters and the manifest as they complete. If S3 becomes unreachable mid-run, submission stops and the
+run ends as aborted rather than failing every remaining file one by one.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from sync_engine import __version__
 from sync_engine.config import SyncSettings
+from sync_engine.errors import EXIT_ABORTED, EXIT_OK, EXIT_PARTIAL, SetupError, StoreError
+from sync_engine.manifests import ManifestWriter
 from sync_engine.models import (
     BLOCKING_PROBLEMS,
     FolderStats,
@@ -31,20 +32,16 @@ from sync_engine.models import (
     UploadResult,
 )
 from sync_engine.plan import Rule, merge_join, trusted_items
-from sync_engine.report import ManifestWriter, RunReport, coverage, report_key, utc_iso, write_report
+from sync_engine.pool import WorkerPool
+from sync_engine.prefetch import PrefetchedListing
+from sync_engine.report import RunReport, coverage, report_key, utc_iso, write_report
 from sync_engine.scan import printable, walk_unit
-from sync_engine.store import SETUP_CODES, ObjectStore, PrefetchedListing, SetupError, StoreError
+from sync_engine.store import SETUP_CODES, ObjectStore
 from sync_engine.trust import Anchor, find_anchor
 from sync_engine.units import ListUnit, list_units
 from sync_engine.upload import Uploader
 
-EXIT_OK = 0
-EXIT_PARTIAL = 1
-EXIT_CONFIG = 2
-EXIT_ABORTED = 3
-
 MAX_PROBLEMS_IN_REPORT = 1000
-ABORT_AFTER_S3_FAILURES = 8
 
 
 class Observer(Protocol):
@@ -57,6 +54,8 @@ class Observer(Protocol):
 
 
 class NullObserver:
+    """Ignores every event: a run nobody watches."""
+
     def folder_started(self, folder: str) -> None:
         pass
 
@@ -75,10 +74,7 @@ class _State:
     report: RunReport
     manifest: ManifestWriter | None
     lock: threading.Lock = field(default_factory=threading.Lock)
-    s3_failures: int = 0  # consecutive; reset by any success
-    submitted: int = 0
     blocking: int = 0  # problems only the operator can fix (see BLOCKING_PROBLEMS)
-    abort_reason: str = ""
 
     def stats(self, folder: str) -> FolderStats:
         return self.report.per_folder.setdefault(folder, FolderStats())
@@ -119,58 +115,44 @@ def run(
     state = _State(report, None if dry_run else ManifestWriter())
     rule = Rule(settings.settle_seconds, started)
     uploader = Uploader(store, settings, clock)
-    slots = threading.BoundedSemaphore(settings.workers * 4)
 
-    def on_done(future: Future[UploadResult]) -> None:
-        try:
-            result = future.result()
-        finally:
-            slots.release()
-        _record_result(state, result)
+    def record(result: UploadResult) -> None:
+        _record_result(state, pool, result)
         observer.finished(result)
-        if state.abort_reason:
-            uploader.cancel.set()
 
-    try:
-        with ThreadPoolExecutor(settings.workers, thread_name_prefix="upload") as pool:
-            try:
-                anchor = _anchor(store, settings, report, started)
-                report.trusted_run = anchor.run.key if anchor else ""
-                current, folder_start = "", clock()
-                for unit, listing in _listed_units(store, settings, report, anchor):
-                    if unit.folder != current:
-                        if current:
-                            report.folder_seconds[current] = round(clock() - folder_start, 3)
-                        current, folder_start = unit.folder, clock()
-                        observer.folder_started(current)
-                    for entry in _plan_unit(store, settings, report, rule, unit, listing, anchor):
-                        if state.abort_reason:
-                            break
-                        if _record_planned(state, current, entry, observer, dry_run):
-                            slots.acquire()
-                            state.submitted += 1
-                            pool.submit(uploader.upload, entry).add_done_callback(on_done)  # type: ignore[arg-type]
-                    if state.abort_reason:
-                        break
+    def produce(pool: WorkerPool[PlanItem, UploadResult]) -> None:
+        anchor = _anchor(store, settings, report, started)
+        report.trusted_run = anchor.run.key if anchor else ""
+        current, folder_start = "", clock()
+        for unit, listing in _listed_units(store, settings, report, anchor):
+            if unit.folder != current:
                 if current:
                     report.folder_seconds[current] = round(clock() - folder_start, 3)
-                # Wait for the last uploads here, where an interrupt can still cancel them cleanly.
-                for _ in range(settings.workers * 4):
-                    slots.acquire()
-            except StoreError as exc:
-                if not state.submitted and (exc.transport or exc.code in SETUP_CODES):
-                    # Nothing was done yet: a setup problem, reported as one line by the CLI.
-                    raise SetupError(str(exc), code=exc.code, transport=exc.transport) from None
-                state.abort_reason = str(exc)
-            except KeyboardInterrupt:
-                state.abort_reason = "interrupted (SIGINT/SIGTERM): in-flight uploads aborted"
-            if state.abort_reason:
-                uploader.cancel.set()
-    except BaseException:
-        uploader.cancel.set()
-        raise
+                current, folder_start = unit.folder, clock()
+                observer.folder_started(current)
+            for entry in _plan_unit(store, settings, report, rule, unit, listing, anchor):
+                if pool.stopping:
+                    break
+                if _record_planned(state, current, entry, observer, dry_run):
+                    pool.submit(entry)  # type: ignore[arg-type]
+            if pool.stopping:
+                break
+        if current:
+            report.folder_seconds[current] = round(clock() - folder_start, 3)
 
-    _finish(report, state, store, settings, started, clock)
+    def store_failed(exc: StoreError) -> str:
+        if not pool.submitted and (exc.transport or exc.code in SETUP_CODES):
+            # Nothing was done yet: a setup problem, reported as one line by the CLI.
+            raise SetupError(str(exc), code=exc.code, transport=exc.transport) from None
+        return str(exc)
+
+    pool = WorkerPool(
+        uploader.upload, record, workers=settings.workers, name="upload", cancel=uploader.cancel, unit="uploads"
+    )
+    reason = pool.run(
+        produce, interrupted="interrupted (SIGINT/SIGTERM): in-flight uploads aborted", store_failed=store_failed
+    )
+    _finish(report, state, reason, store, settings, started, clock)
     return report
 
 
@@ -306,14 +288,14 @@ def _record_plan_only(state: _State, item: PlanItem, dry_run: bool) -> None:
             _bump(stats, "unchanged", size)
 
 
-def _record_result(state: _State, result: UploadResult) -> None:
+def _record_result(state: _State, pool: WorkerPool[PlanItem, UploadResult], result: UploadResult) -> None:
     item = result.item
     with state.lock:
         stats = state.stats(item.local.folder)
         outcome = result.outcome
         if outcome is Outcome.UPLOADED:
             _bump(stats, "uploaded", result.size)
-            state.s3_failures = 0
+            pool.s3_worked()
             if state.manifest is not None:
                 state.manifest.add(result)
         elif outcome is Outcome.SAME_CONTENT:
@@ -330,14 +312,13 @@ def _record_result(state: _State, result: UploadResult) -> None:
             _bump(stats, "failed", item.local.size)
             _add_problem(state.report, printable(item.local.rel), "failed", result.error)
             if result.s3_failure:
-                state.s3_failures += 1
-                if state.s3_failures >= ABORT_AFTER_S3_FAILURES and not state.abort_reason:
-                    state.abort_reason = f"S3 keeps failing ({state.s3_failures} uploads in a row): {result.error}"
+                pool.s3_failed(result.error)
 
 
 def _finish(
     report: RunReport,
     state: _State,
+    abort_reason: str,
     store: ObjectStore,
     settings: SyncSettings,
     started: float,
@@ -347,8 +328,8 @@ def _finish(
     for stats in report.per_folder.values():
         totals.add(stats)
     report.totals = totals
-    if state.abort_reason:
-        report.status, report.exit_code, report.error = "aborted", EXIT_ABORTED, state.abort_reason
+    if abort_reason:
+        report.status, report.exit_code, report.error = "aborted", EXIT_ABORTED, abort_reason
     elif totals.failed or state.blocking:
         report.status, report.exit_code = "partial", EXIT_PARTIAL
     else:

@@ -38,6 +38,8 @@ _MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
 
 
 class DirectError(Exception):
+    """A direct PUT failed after retries; `store.describe_error` turns it into a StoreError."""
+
     def __init__(self, code: str, message: str, *, transport: bool = False) -> None:
         super().__init__(message)
         self.code = code

@@ -2,7 +2,8 @@
 
 Single-part PUT (no SSE-KMS/SSE-C): ETag = hex MD5 of the body. Multipart: hex MD5 of the
 concatenated binary MD5s of the parts, then `-N`. The part size must be known, so the engine records
-it in its manifest; for objects written by other tools a few common part sizes are tried.
+it in its manifest; for objects written by other tools a few common part sizes are tried. A download
+computes the same ETag over the bytes as they stream past (`StreamingEtag`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from sync_engine.config import MiB
+from sync_engine.settings import MiB
 
 # aws-cli's default (8 MiB), the original CronJob's setting (64 MiB) and the engine's default (16 MiB).
 COMMON_PART_SIZES: tuple[int, ...] = (8 * MiB, 16 * MiB, 64 * MiB)
@@ -78,3 +79,34 @@ def file_matches_etag(path: Path, etag: str, size: int, part_sizes: Iterable[int
         if multipart_etag(digests) == etag:
             return True
     return False
+
+
+class StreamingEtag:
+    """The ETag S3 computes, over bytes as they stream past: MD5, or MD5 of the parts' MD5s + `-N`."""
+
+    def __init__(self, part_size: int | None) -> None:
+        self.part_size = part_size
+        self._current = hashlib.md5(usedforsecurity=False)
+        self._in_part = 0
+        self._digests: list[bytes] = []
+
+    def update(self, chunk: bytes) -> None:
+        if self.part_size is None:
+            self._current.update(chunk)
+            return
+        view = memoryview(chunk)
+        while view:
+            take = min(len(view), self.part_size - self._in_part)
+            self._current.update(view[:take])
+            self._in_part += take
+            view = view[take:]
+            if self._in_part == self.part_size:
+                self._digests.append(self._current.digest())
+                self._current = hashlib.md5(usedforsecurity=False)
+                self._in_part = 0
+
+    def hexdigest(self) -> str:
+        if self.part_size is None:
+            return self._current.hexdigest()
+        digests = self._digests + ([self._current.digest()] if self._in_part else [])
+        return multipart_etag(digests)

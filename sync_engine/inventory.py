@@ -14,6 +14,8 @@ MARKER = ".immich"
 
 @dataclass
 class FolderInventory:
+    """One Immich folder as found on disk: counts, newest file, marker, and whether backup takes it."""
+
     folder: str
     backed_up: bool
     exists: bool

@@ -1,9 +1,32 @@
-"""Plain data passed between scan, plan, upload and report. No I/O here."""
+"""Plain data passed between scan, plan, upload, download and report. No I/O here."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One of N deterministic slices of the key space, for a Kubernetes Indexed Job."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """`I/N`; a ValueError says what is wrong (the caller names the setting)."""
+        match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+        if not match:
+            raise ValueError(f"must look like I/N (e.g. 0/4), got {text.strip()!r}")
+        index, count = int(match[1]), int(match[2])
+        if count < 1 or index >= count:
+            raise ValueError(f"need 0 <= I < N, got {text.strip()}")
+        return cls(index, count)
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +60,8 @@ class RemoteObject:
 
 
 class ProblemKind(StrEnum):
+    """Why the walk could not back up an entry."""
+
     SYMLINK = "symlink"
     INVALID_NAME = "invalid-name"
     UNREADABLE = "unreadable"
@@ -74,6 +99,8 @@ UPLOAD_REASONS = frozenset({Reason.MISSING, Reason.SIZE, Reason.NEWER, Reason.RA
 
 @dataclass(frozen=True, slots=True)
 class PlanItem:
+    """One local file paired with its object (if any), and what the planner decided."""
+
     local: LocalFile
     key: str
     reason: Reason
@@ -86,6 +113,8 @@ class PlanItem:
 
 
 class Outcome(StrEnum):
+    """What an upload worker did with one plan item."""
+
     UPLOADED = "uploaded"
     SAME_CONTENT = "same-content"  # the ETag check proved the object already holds these bytes
     DEFERRED = "deferred"  # changed again since the scan and is inside the settle window
@@ -96,6 +125,8 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class UploadResult:
+    """One plan item after its upload worker: counted by the run, recorded in the manifest when uploaded."""
+
     item: PlanItem
     outcome: Outcome
     size: int = 0
@@ -132,3 +163,33 @@ class FolderStats:
                 setattr(self, name, getattr(self, name) + value)
         for reason, count in other.by_reason.items():
             self.by_reason[reason] = self.by_reason.get(reason, 0) + count
+
+
+class Fate(StrEnum):
+    """What a restore did with one object."""
+
+    DOWNLOADED = "downloaded"
+    ALREADY_THERE = "already-there"  # same size and ETag: left untouched
+    CONFLICT = "conflict"  # a local file differs and --overwrite was not given
+    FAILED = "failed"
+    PENDING = "pending"  # archived: S3 is restoring it
+    CANCELLED = "cancelled"  # the run was stopped before this file was done
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """One restored (or not restored) object, as the restore counts it and the log shows it."""
+
+    key: str
+    path: str  # relative to the target, printable
+    folder: str
+    fate: Fate
+    size: int
+    detail: str = ""
+    kind: str = ""  # for problems: what went wrong, in one word
+    storage_class: str = ""
+    pending_state: str = ""  # requested | in-progress
+    estimate: str = ""
+    attempts: int = 0
+    s3_failure: bool = False  # S3 refused or was unreachable
+    fatal: bool = False  # the target file system cannot take more (full, read-only): stop the run

@@ -1,30 +1,30 @@
 """How a run talks to people and to log collectors.
 
-On a terminal: a live progress display. Otherwise: one line per event, as text or JSON
-(`--log-format json` for the CronJob, so log pipelines can parse it). Nothing printed here ever
-contains credentials: events carry keys, sizes and S3 error codes only.
+On a terminal: a live progress display, when the display library (rich) is installed; the CronJob
+image does not install it, and there (or with `--no-progress`) a terminal gets the line log too.
+Otherwise: one line per event, as text or JSON (`--log-format json` for the CronJob, so log pipelines
+can parse it). Nothing printed here ever contains credentials: events carry keys, sizes and S3 error
+codes only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Self, TextIO, TypeVar
 
-import humanize
-
-from sync_engine.models import Outcome, PlanItem, ScanProblem, UploadResult
+from sync_engine.models import Fate, FileResult, Outcome, PlanItem, RemoteObject, ScanProblem, UploadResult
 from sync_engine.scan import printable
-
-
-def size(n: int) -> str:
-    return humanize.naturalsize(n, binary=True, format="%.1f")
+from sync_engine.text import size
 
 
 class LineLog:
-    """One line per event: `text` for people reading `kubectl logs`, `json` for log pipelines."""
+    """One line per event (of a backup or plan): `text` for people reading `kubectl logs`, `json` for log pipelines."""
 
     def __init__(self, fmt: str = "text", stream: TextIO | None = None, *, quiet: bool = False) -> None:
         self.fmt = fmt
@@ -79,10 +79,46 @@ class LineLog:
             self.emit("warning", result.outcome.value, f"{result.outcome.value} {rel}: {result.error}", path=rel)
 
 
-class ProgressDisplay:
-    """A live display for interactive runs; warnings still print above it as lines."""
+class RestoreLog:
+    """One line per file that needs attention (and per download unless quiet), for logs and pipes."""
 
     def __init__(self, log: LineLog) -> None:
+        self.log = log
+
+    def listed(self, obj: RemoteObject) -> None:
+        pass
+
+    def finished(self, result: FileResult) -> None:
+        path = result.path
+        if result.fate is Fate.DOWNLOADED:
+            if not self.log.quiet:
+                self.log.emit(
+                    "info", "downloaded", f"restored {path} ({size(result.size)})", path=path, size=result.size
+                )
+        elif result.fate is Fate.PENDING:
+            what = "restore requested" if result.pending_state == "requested" else "restore in progress"
+            self.log.emit(
+                "info",
+                "pending",
+                f"pending {path}: {result.storage_class}, {what} ({result.estimate})",
+                path=path,
+                storage_class=result.storage_class,
+                state=result.pending_state,
+            )
+        elif result.fate is Fate.CONFLICT:
+            self.log.emit("warning", "conflict", f"conflict {path}: {result.detail}", path=path, detail=result.detail)
+        elif result.fate is Fate.FAILED:
+            self.log.emit("error", "failed", f"failed {path}: {result.detail}", path=path, error=result.detail)
+
+
+# -- live displays on a terminal -----------------------------------------------------------------------
+
+
+def _live_bar(label: str, *, speed: bool) -> tuple[Any, Any] | None:
+    """A console on stderr and a progress bar on it: label, bar, file count, bytes (speed), elapsed time.
+
+    None when rich is not installed (the CronJob image carries only what the CronJob runs)."""
+    try:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -92,33 +128,47 @@ class ProgressDisplay:
             TimeElapsedColumn,
             TransferSpeedColumn,
         )
+    except ImportError:
+        return None
+    console = Console(stderr=True)
+    columns: list[Any] = [TextColumn(label), BarColumn(), TextColumn("{task.fields[files]}")]
+    columns += [DownloadColumn(binary_units=True), *([TransferSpeedColumn()] if speed else []), TimeElapsedColumn()]
+    return console, Progress(*columns, console=console, transient=False)
 
+
+class _Live:
+    """Starts and stops the bar; problems keep printing above it as lines, through the console."""
+
+    def __init__(self, log: LineLog, console: Any, progress: Any) -> None:
         self.log = log
-        self.console = Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[files]}"),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=False,
-        )
-        self.scan = self.progress.add_task("scan", total=None, files="0 files", completed=0)
-        self.upload = self.progress.add_task("upload", total=0, files="0 files", completed=0)
+        self.console = console
+        self.progress = progress
         self._lock = threading.Lock()
-        self._scanned = 0
-        self._queued = 0
-        self._done = 0
-        self.log.stream = self.console.file
+        self.log.stream = console.file
 
-    def __enter__(self) -> ProgressDisplay:
+    def __enter__(self) -> Self:
         self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
+
+
+class ProgressDisplay(_Live):
+    """A live display of a backup: what was scanned, and what was uploaded of what is queued."""
+
+    @classmethod
+    def open(cls, log: LineLog) -> ProgressDisplay | None:
+        bar = _live_bar("[bold]{task.description}", speed=True)
+        return cls(log, *bar) if bar else None
+
+    def __init__(self, log: LineLog, console: Any, progress: Any) -> None:
+        super().__init__(log, console, progress)
+        self.scan = self.progress.add_task("scan", total=None, files="0 files", completed=0)
+        self.upload = self.progress.add_task("upload", total=0, files="0 files", completed=0)
+        self._scanned = 0
+        self._queued = 0
+        self._done = 0
 
     def folder_started(self, folder: str) -> None:
         self.progress.update(self.scan, description=f"scan {folder}/")
@@ -142,3 +192,44 @@ class ProgressDisplay:
             )
         if result.outcome not in (Outcome.UPLOADED, Outcome.SAME_CONTENT):
             self.log.finished(result)
+
+
+class RestoreProgress(_Live):
+    """A live bar of a restore: bytes handled against bytes listed so far; problems print above it."""
+
+    @classmethod
+    def open(cls, log: LineLog) -> RestoreProgress | None:
+        bar = _live_bar("[bold]restore", speed=False)
+        return cls(log, *bar) if bar else None
+
+    def __init__(self, log: LineLog, console: Any, progress: Any) -> None:
+        super().__init__(log, console, progress)
+        self.lines = RestoreLog(log)
+        self.task = self.progress.add_task("restore", total=0, files="0 files")
+        self._listed = 0
+        self._done = 0
+
+    def listed(self, obj: RemoteObject) -> None:
+        with self._lock:
+            self._listed += 1
+            total = (self.progress.tasks[0].total or 0) + obj.size
+            self.progress.update(self.task, total=total, files=f"{self._done:,}/{self._listed:,} files")
+
+    def finished(self, result: FileResult) -> None:
+        with self._lock:
+            self._done += 1
+            self.progress.update(self.task, advance=result.size, files=f"{self._done:,}/{self._listed:,} files")
+        if result.fate in (Fate.CONFLICT, Fate.FAILED, Fate.PENDING):
+            self.lines.finished(result)
+
+
+Display = TypeVar("Display", bound=_Live)
+Lines = TypeVar("Lines")
+
+
+def live_or_lines(
+    open_display: Callable[[LineLog], Display | None], log: LineLog, lines: Lines, *, interactive: bool
+) -> AbstractContextManager[Display | Lines]:
+    """The live display when the run is interactive and it can be shown; the line observer otherwise."""
+    display = open_display(log) if interactive else None
+    return display if display is not None else contextlib.nullcontext(lines)

@@ -27,6 +27,8 @@ MIN_RACE_WINDOW = 2.0
 
 @dataclass(frozen=True)
 class Rule:
+    """The upload rule of one run: aws s3 sync's, with the settle window and the race check."""
+
     settle_seconds: float
     now: float
 

@@ -1,25 +1,22 @@
-"""The run report: one new JSON object per run, plus a gzipped JSON-lines manifest of what it uploaded.
+"""The run report: one new JSON object per run, stored with the gzipped manifest of what it uploaded.
 
 Reports are append-only like the media: every run writes new keys named by start time and run id, so
 the newest report is the last key of a listing and no run can overwrite another's record. They live
 under REPORT_PREFIX, beside (never inside) the media folders, so a media restore never sees them.
-The manifest is spooled to a temporary file while the run goes, so memory does not grow with uploads.
+The manifest's content is `manifests.py`'s business; this module names and stores both objects.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import tempfile
-import threading
 import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
 from sync_engine.etag import md5_hex
-from sync_engine.models import FolderStats, UploadResult
+from sync_engine.models import FolderStats
 from sync_engine.store import ObjectStore
 
 REPORT_SCHEMA = 1
@@ -54,6 +51,8 @@ def report_key(report_prefix: str, report: RunReport) -> str:
 
 @dataclass(frozen=True)
 class ReportName:
+    """What a report's key alone says about its run."""
+
     key: str
     started: float
     run_id: str
@@ -70,8 +69,12 @@ def parse_report_key(key: str) -> ReportName | None:
     return ReportName(key, started, match[2], match[3], match[4], match[5])
 
 
+MANIFEST_SUFFIX = ".manifest.jsonl.gz"
+
+
 def manifest_key(report_key_: str) -> str:
-    return report_key_.removesuffix(".json") + ".manifest.jsonl.gz"
+    """The manifest sits beside its report: same name, so it sorts with the run it belongs to."""
+    return report_key_.removesuffix(".json") + MANIFEST_SUFFIX
 
 
 @dataclass
@@ -122,43 +125,6 @@ class RunReport:
         data["per_folder"] = {k: FolderStats(**v) for k, v in data.get("per_folder", {}).items()}
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-class ManifestWriter:
-    """Thread-safe spool of uploaded objects (key, size, mtime, ETag, part size)."""
-
-    def __init__(self) -> None:
-        self._file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - lives until finish()
-        self._gzip = gzip.GzipFile(fileobj=self._file, mode="wb", compresslevel=6)
-        self._lock = threading.Lock()
-        self.entries = 0
-
-    def add(self, result: UploadResult) -> None:
-        line = json.dumps(
-            {
-                "key": result.item.key,
-                "size": result.size,
-                "mtime": result.mtime_ns / 1e9,
-                "etag": result.etag,
-                "part_size": result.part_size,
-            },
-            ensure_ascii=False,
-        )
-        with self._lock:
-            self._gzip.write(line.encode("utf-8") + b"\n")
-            self.entries += 1
-
-    def finish(self) -> bytes:
-        with self._lock:
-            self._gzip.close()
-            self._file.seek(0)
-            data = self._file.read()
-            self._file.close()
-            return data
-
-
-def read_manifest(data: bytes) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in gzip.decompress(data).splitlines() if line.strip()]
 
 
 def write_report(store: ObjectStore, key: str, report: RunReport, manifest: bytes) -> None:

@@ -3,14 +3,13 @@
 HEAD, GET and RestoreObject are for the restore and the reports, run with read-only credentials.
 
 One botocore client is shared by every worker (its connection pool is sized to the worker count), so no
-request pays for session or client set-up. Listing runs in a prefetch thread so the planner and the
-uploads never wait for the next page.
+request pays for session or client set-up. Listing runs in a prefetch thread (`prefetch.py`) so the
+planner and the uploads never wait for the next page.
 """
 
 from __future__ import annotations
 
 import base64
-import queue
 import threading
 import urllib.parse
 import urllib.request
@@ -23,23 +22,11 @@ import botocore.exceptions as bexc
 import botocore.session
 from botocore.config import Config
 
-from sync_engine.config import ConfigError, S3Settings
+from sync_engine.config import S3Settings
 from sync_engine.direct import DirectError, DirectWriter
+from sync_engine.errors import ConfigError, SetupError, StoreError
 from sync_engine.models import RemoteObject
-
-
-class StoreError(Exception):
-    """An S3 request failed after retries; the message is one line and names the bucket/key."""
-
-    def __init__(self, message: str, *, code: str = "", transport: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
-        self.transport = transport  # endpoint unreachable / connection dropped, not a refusal
-
-
-class SetupError(StoreError):
-    """The bucket cannot be used at all: credentials refused, bucket missing, endpoint unreachable."""
-
+from sync_engine.prefetch import PrefetchedListing
 
 # Refusals that mean the bucket cannot be used as configured (rather than one object failing).
 SETUP_CODES = frozenset(
@@ -154,6 +141,8 @@ def _proxied(endpoint: str) -> bool:
 
 @dataclass(frozen=True)
 class PutResult:
+    """What S3 answered to a committed PUT or CompleteMultipartUpload."""
+
     etag: str
     kms: bool  # SSE-KMS ETags are not MD5s, so they cannot be compared
 
@@ -428,46 +417,3 @@ class ObjectStore:
         except Exception as exc:
             raise describe_error(exc, f"requesting the restore of s3://{self.bucket}/{key}") from None
         return int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 202)) != 200
-
-
-_DONE = object()
-
-
-class PrefetchedListing:
-    """Iterates a listing that a background thread keeps a few pages ahead of the consumer."""
-
-    def __init__(self, source: Iterator[list[RemoteObject]], capacity: int) -> None:
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=capacity)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._fill, args=(source,), daemon=True, name="s3-listing")
-        self._thread.start()
-
-    def _fill(self, source: Iterator[list[RemoteObject]]) -> None:
-        try:
-            for page in source:
-                if not self._put(page):
-                    return
-            self._put(_DONE)
-        except BaseException as exc:
-            self._put(exc)
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self) -> Iterator[RemoteObject]:
-        while True:
-            item = self._queue.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield from item  # type: ignore[misc]
-
-    def close(self) -> None:
-        self._stop.set()

@@ -27,6 +27,8 @@ MARGIN_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Anchor:
+    """The run a listing unit may be trusted to, and the time before which changes are covered by it."""
+
     run: ReportName
     cutoff_ns: int  # files and directories changed before this are covered by `run`
 

@@ -56,7 +56,7 @@ class _Snapshot:
 
 
 class EtagMismatch(Exception):
-    pass
+    """S3 committed an ETag that is not the one computed from the bytes sent."""
 
 
 class Cancelled(Exception):

@@ -3,18 +3,22 @@
 No container runtime is needed: the image's /app is rebuilt in a temporary directory the way the Dockerfile
 builds it (the hash-checked lock installed with --target, then `sync_engine/` alone), and the image's
 ENTRYPOINT and CMD run from it in a fresh interpreter that sees no other site-packages, no project
-checkout and no inherited environment.
+checkout and no inherited environment. The image carries only what the CronJob runs: the live progress
+display's library (rich) is not in it, and runs on a pipe and on a pseudo-terminal fall back to the line log.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import os
+import pty
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import tomllib
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -37,6 +41,8 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 
 # What the project installs for the TUI, the kubectl plugin and the tests; none of it belongs in the image.
 NOT_IN_IMAGE = ("immich_tui", "kubernetes", "textual", "kmock", "croniter", "yaml", "boto3", "s3transfer", "moto")
+# The live progress display's library and its dependencies: for terminals, never for the CronJob.
+DISPLAY_ONLY = {"rich": "rich", "pygments": "pygments", "markdown_it": "markdown-it-py", "mdurl": "mdurl"}
 PREFIX = "immich/media/"
 DEFAULT_FOLDERS = ("upload/", "library/", "profile/")
 ISOLATION = ("-S", "-s")  # no site-packages at all: only the image's PYTHONPATH and the standard library
@@ -203,8 +209,10 @@ def locked() -> dict[str, tuple[str, list[str]]]:
 
 def test_lock_pins_and_hashes_every_requirement_and_fits_the_project():
     lock = locked()
-    assert {"botocore", "urllib3", "humanize", "rich"} <= set(lock)
+    assert {"botocore", "urllib3", "humanize"} <= set(lock)
     assert not {canonicalize_name(n) for n in (*NOT_IN_IMAGE, "pyyaml")} & set(lock)
+    assert not {canonicalize_name(n) for n in (*DISPLAY_ONLY.values(), "textual")} & set(lock)
+    assert set(lock) == {"botocore", "jmespath", "python-dateutil", "six", "urllib3", "humanize"}
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
     for dependency in map(Requirement, pyproject["project"]["dependencies"]):
         name = canonicalize_name(dependency.name)
@@ -263,11 +271,30 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
     return Runtime(root, env, exec_form(final.last("ENTRYPOINT")), exec_form(final.last("CMD")))
 
 
-def engine_imports() -> list[str]:
-    """Every third-party module the engine's sources import, lazily imported ones included."""
+def _guarded(tree: ast.AST) -> set[ast.AST]:
+    """Import statements inside a `try` whose handlers catch ImportError: optional at runtime."""
+    guarded: set[ast.AST] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Try):
+            continue
+        caught = {ast.unparse(h.type) for h in node.handlers if h.type is not None}
+        if caught & {"ImportError", "ModuleNotFoundError"}:
+            guarded.update(
+                n for stmt in node.body for n in ast.walk(stmt) if isinstance(n, ast.Import | ast.ImportFrom)
+            )
+    return guarded
+
+
+def engine_imports(*, optional: bool = False) -> list[str]:
+    """Every third-party module the engine's sources import, lazily imported ones included; with `optional`,
+    only those whose absence the engine handles (imported in a `try` that catches ImportError)."""
     found: set[str] = set()
     for source in (ROOT / "sync_engine").glob("*.py"):
-        for node in ast.walk(ast.parse(source.read_text("utf-8"))):
+        tree = ast.parse(source.read_text("utf-8"))
+        guarded = _guarded(tree)
+        for node in ast.walk(tree):
+            if (node in guarded) != optional:
+                continue
             if isinstance(node, ast.Import):
                 found.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -310,10 +337,11 @@ def test_lock_is_complete_and_nothing_else_is_installed(runtime: Runtime):
     for name in NOT_IN_IMAGE:
         assert not (runtime.site / name).exists() and not list(runtime.site.glob(f"{name}-*.dist-info")), name
 
-    probe = runtime.run("-c", PROBE, json.dumps({"imports": engine_imports(), "absent": list(NOT_IN_IMAGE)}))
+    absent = [*NOT_IN_IMAGE, *DISPLAY_ONLY]
+    probe = runtime.run("-c", PROBE, json.dumps({"imports": engine_imports(), "absent": absent}))
     assert probe.returncode == 0, probe.stderr
     seen = json.loads(probe.stdout)
-    assert seen["absent"] == list(NOT_IN_IMAGE), "importable in the image's runtime, but must not be"
+    assert seen["absent"] == absent, "importable in the image's runtime, but must not be"
     outside = [f for f in seen["files"] if not f.startswith((str(runtime.root), sys.base_prefix))]
     assert outside == [], "loaded from outside the image's /app and the standard library"
     checkout = [p for p in seen["path"] if p.startswith(str(ROOT)) and not p.startswith(str(runtime.root))]
@@ -349,3 +377,97 @@ def test_default_command_backs_up_from_the_image_layout(
     assert {k: o["Size"] for k, o in list_keys(s3, bucket, PREFIX).items()} == want
     assert sorted(p.relative_to(runtime.root) for p in (runtime.root / "app").rglob("*")) == before
     assert list(tmpdir.iterdir()) == []
+
+
+# Without the display library -----------------------------------------------------------------------------
+
+
+def test_the_display_library_is_neither_installed_nor_importable(runtime: Runtime):
+    """rich (and what it pulls in) is for terminals; the engine imports it only where it can do without it."""
+    assert {m.split(".")[0] for m in engine_imports(optional=True)} == {"rich"}
+    assert not {m.split(".")[0] for m in engine_imports()} & {"rich", "textual", *DISPLAY_ONLY}
+    installed = {canonicalize_name(d.metadata["Name"]) for d in metadata.distributions(path=[str(runtime.site)])}
+    assert not installed & {canonicalize_name(n) for n in (*DISPLAY_ONLY.values(), "textual")}, installed
+    for module in (*DISPLAY_ONLY, "textual"):
+        assert not (runtime.site / module).exists() and not list(runtime.site.glob(f"{module}-*")), module
+        found = runtime.run("-c", f"import importlib.util as u; print(u.find_spec({module!r}) is None)")
+        assert found.stdout.strip() == "True", (module, found.stdout, found.stderr)
+
+
+def run_on_terminal(runtime: Runtime, *argv: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """Like Runtime.run, with stderr on a pseudo-terminal (as `docker run -it` gives it): code, stdout, stderr."""
+    workdir = runtime.root / "work"
+    workdir.mkdir(exist_ok=True)
+    master, slave = pty.openpty()
+    chunks: list[bytes] = []
+
+    def drain() -> None:  # a full terminal buffer would block the run
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every writer has closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, *ISOLATION, *argv],
+            cwd=workdir,
+            env={**runtime.env, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+        )
+        os.close(slave)
+        out, _ = proc.communicate(timeout=120)
+        reader.join(timeout=10)
+    finally:
+        os.close(master)
+    return proc.returncode, out.decode("utf-8"), b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["pipe", "pseudo-terminal"])
+def test_backup_and_restore_show_the_line_log_without_the_display_library(
+    runtime: Runtime,
+    sync_env: dict[str, str],
+    s3: LocalS3,
+    bucket: str,
+    sample: SampleLibrary,
+    tmp_path: Path,
+    terminal: bool,
+):
+    """On a terminal the engine would show a live display; the image has no display library, so backup and
+    restore log lines instead, and finish exactly as they do on a pipe."""
+    tmpdir = runtime.root / "tmp"
+    tmpdir.mkdir(exist_ok=True)
+    env = {**sync_env, "TMPDIR": str(tmpdir)}
+    entry = runtime.entrypoint[1:]
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        if terminal:
+            return run_on_terminal(runtime, *entry, *argv, env=env)
+        done = runtime.run(*entry, *argv, env=env)
+        return done.returncode, done.stdout, done.stderr
+
+    if terminal:  # the child really sees a terminal, so the display path is the one taken
+        assert run_on_terminal(runtime, "-c", "import sys; print(sys.stderr.isatty())", env=env)[1].strip() == "True"
+    code, out, err = run("backup")
+    assert code == 0, err
+    assert "Traceback" not in err and "ModuleNotFoundError" not in err
+    want = {PREFIX + rel: size for rel, size in sample.files.items() if rel.startswith(DEFAULT_FOLDERS)}
+    assert {k: o["Size"] for k, o in list_keys(s3, bucket, PREFIX).items()} == want
+    uploaded = [line for line in err.splitlines() if " INFO  uploaded " in line]
+    assert len(uploaded) == len(want), err[-2000:]
+    assert out.startswith("backup ok")
+
+    target = tmp_path / "restored"
+    code, out, err = run("restore", "--to", str(target), "--only", "upload,library,profile")
+    assert code == 0, err
+    assert "Traceback" not in err and len([line for line in err.splitlines() if " restored " in line]) == len(want)
+    assert out.startswith("restore ok")
+    restored = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()}
+    assert {PREFIX + rel for rel in restored if rel.startswith(DEFAULT_FOLDERS)} == set(want)
