@@ -32,7 +32,7 @@ from sync_engine.restore import RestoreReport, RestoreStats, run_restore
 from sync_engine.scan import printable
 from sync_engine.settings import BACKUP, INVENTORY, PLAN, RESTORE, VERIFY, add_flags
 from sync_engine.store import ObjectStore
-from sync_engine.text import size
+from sync_engine.text import size, table
 from sync_engine.verify import verify
 
 PROG = "immich-sync"
@@ -198,15 +198,6 @@ def _problem_lines(problems: list[dict[str, str]], truncated: int, more: str) ->
     return lines
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
 def _report_text(report: RunReport, settings: SyncSettings) -> str:
     upload_word = "to upload" if report.dry_run else "uploaded"
     head = [["folder", "files", "size", upload_word, "bytes", "unchanged", "deferred", "changing", "failed"]]
@@ -219,7 +210,7 @@ def _report_text(report: RunReport, settings: SyncSettings) -> str:
         f"{t.uploaded:,} files {upload_word} ({size(t.uploaded_bytes)}), {t.unchanged:,} unchanged, "
         f"{t.deferred:,} deferred, {t.failed:,} failed",
         "",
-        _table(head + rows),
+        table(head + rows, gap=2, numbers_right=True),
     ]
     if report.dry_run and t.by_reason:
         reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(t.by_reason.items()))
@@ -239,14 +230,14 @@ def _inventory(args: argparse.Namespace) -> int:
         json.dump({"library_root": str(root), "folders": [asdict(r) for r in rows]}, sys.stdout, indent=2)
         print()
         return EXIT_OK
-    table = [["folder", "files", "size", "newest", "backup", "marker"]]
+    cells = [["folder", "files", "size", "newest", "backup", "marker"]]
     for r in rows:
         newest = utc_iso(r.newest_mtime) if r.newest_mtime else "-"
         status = "backed up" if r.backed_up else "skipped"
         marker = "ok" if r.marker else ("missing" if r.exists else "-")
-        table.append([f"{r.folder}/", f"{r.files:,}", size(r.bytes), newest, status, marker])
+        cells.append([f"{r.folder}/", f"{r.files:,}", size(r.bytes), newest, status, marker])
     print(f"library {root}\n")
-    print(_table(table))
+    print(table(cells, gap=2, numbers_right=True))
     return EXIT_OK
 
 
@@ -312,7 +303,7 @@ def _restore_text(report: RestoreReport) -> str:
         f"{t.conflicts:,} conflicts, {t.failed:,} failed, {t.pending:,} pending",
         f"from s3://{report.bucket}/{report.media_prefix} into {report.target}",
         "",
-        _table(head + rows),
+        table(head + rows, gap=2, numbers_right=True),
     ]
     if report.records_note:
         lines += ["", f"note: {report.records_note}"]

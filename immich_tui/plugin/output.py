@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from immich_tui.services import clock
+from sync_engine.text import table as text_table
 
 
 def plain(value: Any) -> Any:
@@ -40,9 +41,7 @@ def dump(data: Any, fmt: str) -> str:
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     """kubectl's layout: upper-case headers, columns padded by three spaces, no borders."""
     cells = [[str(h) for h in headers]] + [["-" if c in (None, "") else str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    return "\n".join(lines)
+    return text_table(cells)
 
 
 def when(value: dt.datetime | None) -> str:
