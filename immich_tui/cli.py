@@ -68,3 +68,7 @@ def tui_main(argv: Sequence[str] | None = None) -> int:
     """The `immich-tui` console script."""
     args = tui_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     return run_tui(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(tui_main())

@@ -10,7 +10,13 @@ DEMO_EXTRA_HINT = "pip install 'immich-offsite-backup[demo]'"
 
 
 def missing_packages() -> list[str]:
-    """The demo extra's packages that are not installed; checked before anything imports them."""
-    import importlib.util
+    """The demo extra's packages that cannot be imported; checked before the sandbox is started."""
+    import importlib
 
-    return [name for name in ("kmock", "moto") if importlib.util.find_spec(name) is None]
+    missing = []
+    for name in ("kmock", "moto"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing

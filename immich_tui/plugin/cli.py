@@ -380,3 +380,7 @@ def main(
         return 0
     finally:
         services.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -102,7 +102,8 @@ def _rows(width: int, wrap_width: int) -> int:
     return max(1, -(-width // wrap_width))
 
 
-def _one_line(exc: BaseException) -> str:
+def _transport_error(exc: BaseException) -> str:
+    """A broken stream raises its transport's exceptions (urllib3, sockets), not ours: name the type too."""
     detail = " ".join(str(exc).split())
     message = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
     return message if len(message) <= 200 else f"{message[:199]}…"
@@ -409,7 +410,7 @@ class LogView(ScrollView, can_focus=True):
         try:
             feed.stream.close()
         except Exception as exc:  # closing is best effort: the connection may already be gone
-            self.log.warning(f"closing the log stream failed: {_one_line(exc)}")
+            self.log.warning(f"closing the log stream failed: {_transport_error(exc)}")
 
     def _read(self, feed: _Feed) -> None:
         """The reader thread: the only place the stream is iterated; it never touches widget state."""
@@ -422,7 +423,7 @@ class LogView(ScrollView, can_focus=True):
                     self.post_message(_Arrived(feed))
         except Exception as exc:  # a broken stream raises whatever its transport raises (urllib3, sockets)
             if not feed.detached:
-                error = _one_line(exc)
+                error = _transport_error(exc)
         if not feed.detached:
             self.post_message(_Finished(feed, error))
 
