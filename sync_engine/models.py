@@ -37,6 +37,7 @@ class LocalFile:
     size: int
     mtime_ns: int
     ctime_ns: int = 0
+    ino: int = 0
 
     @property
     def folder(self) -> str:

@@ -9,6 +9,7 @@ The manifest's content is `manifests.py`'s business; this module names and store
 from __future__ import annotations
 
 import json
+import math
 import re
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -119,12 +120,70 @@ class RunReport:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RunReport:
-        data = dict(data)
-        data["totals"] = FolderStats(**data.get("totals", {}))
-        data["per_folder"] = {k: FolderStats(**v) for k, v in data.get("per_folder", {}).items()}
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_json(cls, data: Any) -> RunReport:
+        """A report read from the bucket is untrusted: anything that does not fit is a ValueError naming
+        the field; fields this version does not know are ignored (a newer engine may add some)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a run report must be a JSON object, got {type(data).__name__}")
+        out: dict[str, Any] = {}
+        for name, spec in cls.__dataclass_fields__.items():
+            if name not in data:
+                continue
+            value = data[name]
+            if name == "totals":
+                out[name] = _folder_stats(value, "totals")
+            elif name == "per_folder":
+                if not isinstance(value, dict):
+                    raise ValueError("per_folder must be an object")
+                out[name] = {str(k): _folder_stats(v, f"per_folder.{k}") for k, v in value.items()}
+            else:
+                out[name] = _checked(name, value, cls.__dataclass_fields__[name].default, spec.type)
+        for required in ("run_id", "engine_version", "command", "started_at"):
+            if not isinstance(out.get(required), str):
+                raise ValueError(f"{required} is missing or not text")
+        return cls(**out)
+
+
+def _checked(name: str, value: Any, default: Any, annotation: Any) -> Any:
+    text = str(annotation)
+    if text.startswith("str | None") or text == "str | None":
+        ok = value is None or isinstance(value, str)
+    elif text.startswith("str"):
+        ok = isinstance(value, str)
+    elif text.startswith("bool"):
+        ok = isinstance(value, bool)
+    elif text.startswith("int"):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif text.startswith("float"):
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    elif text.startswith("list"):
+        ok = isinstance(value, list)
+    elif text.startswith("dict"):
+        ok = isinstance(value, dict)
+    else:
+        ok = True
+    if not ok:
+        raise ValueError(f"{name}: {type(value).__name__} where {text} was expected")
+    return value
+
+
+def _folder_stats(value: Any, where: str) -> FolderStats:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be an object")
+    stats = FolderStats()
+    for name, got in value.items():
+        if name == "by_reason":
+            if not isinstance(got, dict) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in got.values()
+            ):
+                raise ValueError(f"{where}.by_reason must map reasons to counts")
+            stats.by_reason = {str(k): v for k, v in got.items()}
+        elif name in FolderStats.__dataclass_fields__:
+            if not isinstance(got, int) or isinstance(got, bool) or got < 0:
+                raise ValueError(f"{where}.{name}: {got!r} is not a count")
+            setattr(stats, name, got)
+        # an unknown counter (a newer engine's) is ignored
+    return stats
 
 
 def write_report(store: ObjectStore, key: str, report: RunReport, manifest: bytes) -> None:

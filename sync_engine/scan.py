@@ -76,7 +76,7 @@ def walk_sorted(root: Path, rel_dir: str, skip_dirs: frozenset[str] = frozenset(
         elif not stat.S_ISREG(st.st_mode):
             yield ScanProblem(rel, ProblemKind.SPECIAL_FILE, "not a regular file")
         else:
-            yield LocalFile(rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            yield LocalFile(rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def _link_target(path: str) -> str:
