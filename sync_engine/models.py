@@ -137,6 +137,9 @@ class UploadResult:
     attempts: int = 1
     error: str = ""
     s3_failure: bool = False  # S3 refused or was unreachable (as opposed to a local problem)
+    s3_etag: str = ""  # the ETag S3 reported when it is not `etag`'s MD5 form (SSE-KMS): what listings show
+    unconfirmed: bool = False  # committed, but S3 answered an ETag other than the bytes sent: not verified
+    racy: bool = False  # the file may change without its size/mtime/ctime showing it: re-check next run
 
 
 @dataclass
