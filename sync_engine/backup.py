@@ -2,8 +2,11 @@
 
 The planner thread feeds the bounded pool of `pool.py`, so uploads begin while the listing is still
 paging and the number of queued items (hence memory) is capped. Results are folded into per-folder
-counters and the manifest as they complete. If S3 becomes unreachable mid-run, submission stops and the
-run ends as aborted rather than failing every remaining file one by one.
+counters, the manifest (what was uploaded) and the files cache (what was confirmed, see filescache.py)
+as they complete. If S3 becomes unreachable mid-run, submission stops and the run ends as aborted
+rather than failing every remaining file one by one. Before any of that, every selected folder must be
+a real directory holding Immich's `.immich` marker: an unmounted volume is refused, not backed up as
+empty.
 """
 
 from __future__ import annotations
@@ -18,10 +21,14 @@ from typing import Protocol
 
 from sync_engine import __version__
 from sync_engine.config import SyncSettings
-from sync_engine.errors import EXIT_ABORTED, EXIT_OK, EXIT_PARTIAL, SetupError, StoreError
+from sync_engine.errors import EXIT_ABORTED, EXIT_CONFIG, EXIT_OK, EXIT_PARTIAL, SetupError, StoreError
+from sync_engine.filescache import CacheWriter
+from sync_engine.inventory import unusable_folders
 from sync_engine.manifests import ManifestWriter
 from sync_engine.models import (
     BLOCKING_PROBLEMS,
+    Cached,
+    CacheState,
     FolderStats,
     LocalFile,
     Outcome,
@@ -31,13 +38,13 @@ from sync_engine.models import (
     ScanProblem,
     UploadResult,
 )
-from sync_engine.plan import Rule, merge_join, trusted_items
+from sync_engine.plan import Rule, merge_join, shard_of, trusted, trusted_items
 from sync_engine.pool import WorkerPool
 from sync_engine.prefetch import PrefetchedListing
 from sync_engine.report import RunReport, coverage, report_key, utc_iso, write_report
 from sync_engine.scan import printable, walk_unit
 from sync_engine.store import SETUP_CODES, ObjectStore
-from sync_engine.trust import Anchor, find_anchor
+from sync_engine.trust import History, load_history
 from sync_engine.units import ListUnit, list_units
 from sync_engine.upload import Uploader
 
@@ -73,6 +80,7 @@ class NullObserver:
 class _State:
     report: RunReport
     manifest: ManifestWriter | None
+    cache: CacheWriter | None
     lock: threading.Lock = field(default_factory=threading.Lock)
     blocking: int = 0  # problems only the operator can fix (see BLOCKING_PROBLEMS)
 
@@ -112,25 +120,29 @@ def run(
         part_size=settings.part_size,
         multipart_threshold=settings.multipart_threshold,
     )
-    state = _State(report, None if dry_run else ManifestWriter())
+    state = _State(report, None if dry_run else ManifestWriter(), None if dry_run else CacheWriter())
     rule = Rule(settings.settle_seconds, started)
     uploader = Uploader(store, settings, clock)
+
+    refused = unusable_folders(settings.library_root, tuple(settings.folders))
+    if refused:
+        _refuse(report, state, store, settings, started, clock, refused)
+        return report
 
     def record(result: UploadResult) -> None:
         _record_result(state, pool, result)
         observer.finished(result)
 
     def produce(pool: WorkerPool[PlanItem, UploadResult]) -> None:
-        anchor = _anchor(store, settings, report, started)
-        report.trusted_run = anchor.run.key if anchor else ""
+        history = _history(store, settings, report, started)
         current, folder_start = "", clock()
-        for unit, listing in _listed_units(store, settings, report, anchor):
+        for unit, listing, entries in _listed_units(store, settings, report, history):
             if unit.folder != current:
                 if current:
                     report.folder_seconds[current] = round(clock() - folder_start, 3)
                 current, folder_start = unit.folder, clock()
                 observer.folder_started(current)
-            for entry in _plan_unit(store, settings, report, rule, unit, listing, anchor):
+            for entry in _plan_unit(store, settings, report, rule, unit, listing, entries, history):
                 if pool.stopping:
                     break
                 if _record_planned(state, current, entry, observer, dry_run):
@@ -149,9 +161,14 @@ def run(
     pool = WorkerPool(
         uploader.upload, record, workers=settings.workers, name="upload", cancel=uploader.cancel, unit="uploads"
     )
-    reason = pool.run(
-        produce, interrupted="interrupted (SIGINT/SIGTERM): in-flight uploads aborted", store_failed=store_failed
-    )
+    try:
+        reason = pool.run(
+            produce, interrupted="interrupted (SIGINT/SIGTERM): in-flight uploads aborted", store_failed=store_failed
+        )
+    except (SetupError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # an engine bug: still say what was done, and exit as aborted
+        reason = f"internal error: {exc.__class__.__name__}: {exc}"
     _finish(report, state, reason, store, settings, started, clock)
     return report
 
@@ -159,22 +176,52 @@ def run(
 LIST_AHEAD = 4
 
 
-def _anchor(store: ObjectStore, settings: SyncSettings, report: RunReport, started: float) -> Anchor | None:
-    """The run to trust, if any. A policy that lets the writer list only the media prefix just means
-    every directory is listed; any other refusal is a setup problem and fails the run."""
+def _history(store: ObjectStore, settings: SyncSettings, report: RunReport, started: float) -> History:
+    """What earlier runs of this coverage left: the files cache and whether a full listing is recent."""
+    history = load_history(
+        store,
+        settings.report_prefix,
+        coverage(report.library_root, settings.media_prefix, list(settings.folders), report.shard),
+        started,
+        settings.full_listing_days,
+    )
+    if history.cache is not None:
+        report.files_cache = history.cache.source
+        report.files_cache_entries_read = len(history.cache.entries)
+        report.files_cache_bad_lines = history.cache.bad_lines
+    report.files_cache_note = history.note
+    report.trusted_run = history.full_listing_run.key if history.may_skip_listings and history.full_listing_run else ""
+    return history
+
+
+def _refuse(
+    report: RunReport,
+    state: _State,
+    store: ObjectStore,
+    settings: SyncSettings,
+    started: float,
+    clock: Callable[[], float],
+    problems: list[str],
+) -> None:
+    """Nothing is uploaded from a library that is not Immich's; the report says why (when S3 allows)."""
+    report.status, report.exit_code = "refused", EXIT_CONFIG
+    report.error = (
+        f"{settings.library_root} does not look like a mounted Immich library: "
+        + "; ".join(problems)
+        + " — nothing was uploaded"
+    )
+    for line in problems:
+        _add_problem(report, line.split(" ", 1)[0], "not-immich", line)
+    state.manifest = state.cache = None
+    finished = clock()
+    report.finished_at = utc_iso(finished)
+    report.duration_seconds = round(finished - started, 3)
+    if report.dry_run:
+        return
     try:
-        return find_anchor(
-            store,
-            settings.report_prefix,
-            coverage(report.library_root, settings.media_prefix, list(settings.folders), report.shard),
-            started,
-            settings.full_listing_days,
-            settings.settle_seconds,
-        )
+        write_report(store, report_key(settings.report_prefix, report), report, b"", None)
     except StoreError as exc:
-        if exc.code != "AccessDenied":
-            raise
-        return None
+        report.error += f"; report not written: {exc}"
 
 
 def _prefetch(store: ObjectStore, settings: SyncSettings, unit: ListUnit) -> PrefetchedListing:
@@ -182,23 +229,48 @@ def _prefetch(store: ObjectStore, settings: SyncSettings, unit: ListUnit) -> Pre
     return store.prefetch(prefix, delimiter="/" if unit.direct_only else None)
 
 
+Walked = list[LocalFile | ScanProblem]
+
+
+def _unit_trusted(settings: SyncSettings, history: History, entries: Walked) -> bool:
+    """Every file of the unit (in this shard) is exactly as a run confirmed it: no listing needed."""
+    cache = history.cache
+    if cache is None or not history.may_skip_listings:
+        return False
+    shard = settings.shard
+    for entry in entries:
+        if not isinstance(entry, LocalFile):
+            continue
+        key = settings.media_prefix + entry.rel
+        if shard is not None and shard_of(key, shard.count) != shard.index:
+            continue
+        if not trusted(entry, cache.get(key)):
+            return False
+    return True
+
+
 def _listed_units(
-    store: ObjectStore, settings: SyncSettings, report: RunReport, anchor: Anchor | None
-) -> Iterator[tuple[ListUnit, PrefetchedListing | None]]:
+    store: ObjectStore, settings: SyncSettings, report: RunReport, history: History
+) -> Iterator[tuple[ListUnit, PrefetchedListing | None, Walked | None]]:
     """Each unit with its listing, the next few already paging in, so the walk never waits on S3.
 
-    A unit whose directories have not changed since the anchor run gets no listing here (None): it
-    may be trusted once its files are checked too. The first page requested doubles as the access
-    check: a wrong key or bucket fails it before any upload."""
+    When listings may be skipped, each unit is walked here first (at most `UNIT_FILES` entries), and
+    only a unit holding a file that is not exactly as confirmed gets a listing; its walk is passed
+    on. The first page requested doubles as the access check: a wrong key or bucket fails it before
+    any upload."""
     units = [unit for folder in settings.folders for unit in list_units(settings.library_root, folder)]
     report.list_units = len(units)
-    started: deque[tuple[ListUnit, PrefetchedListing | None]] = deque()
+    started: deque[tuple[ListUnit, PrefetchedListing | None, Walked | None]] = deque()
     pending = iter(units)
     try:
         while True:
             while len(started) < LIST_AHEAD and (unit := next(pending, None)) is not None:
-                candidate = anchor is not None and unit.dirs_changed_ns < anchor.cutoff_ns
-                started.append((unit, None if candidate else _prefetch(store, settings, unit)))
+                if history.may_skip_listings:
+                    entries: Walked | None = list(walk_unit(settings.library_root, unit.rel_dir, unit.covered))
+                    trusted_unit = _unit_trusted(settings, history, entries)  # type: ignore[arg-type]
+                else:
+                    entries, trusted_unit = None, False
+                started.append((unit, None if trusted_unit else _prefetch(store, settings, unit), entries))
             if not started:
                 return
             yield started[0]
@@ -206,7 +278,7 @@ def _listed_units(
             if listing is not None:
                 listing.close()
     finally:
-        for _, listing in started:
+        for _, listing, _ in started:
             if listing is not None:
                 listing.close()
 
@@ -218,24 +290,24 @@ def _plan_unit(
     rule: Rule,
     unit: ListUnit,
     listing: PrefetchedListing | None,
-    anchor: Anchor | None,
+    entries: Walked | None,
+    history: History,
 ) -> Iterator[PlanItem | ScanProblem]:
-    """Merge-join one unit with its listing, or trust it when nothing in it changed since the anchor."""
-    local: Iterable[LocalFile | ScanProblem] = walk_unit(settings.library_root, unit.rel_dir, unit.covered)
-    if listing is None and anchor is not None:
-        entries = list(local)  # at most one unit's files (units.UNIT_FILES)
-        if all(not isinstance(e, LocalFile) or e.changed_ns < anchor.cutoff_ns for e in entries):
-            report.units_trusted += 1
-            yield from trusted_items(entries, key_prefix=settings.media_prefix, shard=settings.shard)
-            return
-        local = entries
+    """Merge-join one unit with its listing, or trust it when every file is as confirmed."""
+    local: Iterable[LocalFile | ScanProblem] = (
+        entries if entries is not None else walk_unit(settings.library_root, unit.rel_dir, unit.covered)
+    )
+    if listing is None and entries is not None and history.cache is not None:
+        report.units_trusted += 1
+        yield from trusted_items(
+            entries, key_prefix=settings.media_prefix, cache=history.cache, shard=settings.shard
+        )
+        return
     report.units_listed += 1
-    remote = listing if listing is not None else _prefetch(store, settings, unit)
-    try:
-        yield from merge_join(local, remote, key_prefix=settings.media_prefix, rule=rule, shard=settings.shard)
-    finally:
-        if listing is None:
-            remote.close()
+    assert listing is not None
+    yield from merge_join(
+        local, listing, key_prefix=settings.media_prefix, rule=rule, cache=history.cache, shard=settings.shard
+    )
 
 
 def _record_planned(
@@ -276,16 +348,26 @@ def _add_problem(report: RunReport, path: str, kind: str, detail: str) -> None:
         report.problems_truncated += 1
 
 
+def _remember(
+    state: _State, key: str, look: LocalFile | UploadResult, etag: str, part_size: int | None, how: CacheState
+) -> None:
+    if state.cache is not None:
+        state.cache.add(key, Cached(look.size, look.mtime_ns, look.ctime_ns, look.ino, etag, part_size, how))
+
+
 def _record_plan_only(state: _State, item: PlanItem, dry_run: bool) -> None:
     with state.lock:
         stats = state.stats(item.local.folder)
         size = item.local.size
         if item.reason is Reason.SETTLING:
             _bump(stats, "deferred", size)
+            _remember(state, item.key, item.local, "", None, CacheState.SEEN)
         elif item.uploads and dry_run:
             _bump(stats, "uploaded", size)  # "would upload" in a plan
         else:
             _bump(stats, "unchanged", size)
+            if item.cached is not None:  # unchanged and trusted items are exactly as confirmed
+                _remember(state, item.key, item.local, item.cached.etag, item.cached.part_size, CacheState.OK)
 
 
 def _record_result(state: _State, pool: WorkerPool[PlanItem, UploadResult], result: UploadResult) -> None:
@@ -293,15 +375,19 @@ def _record_result(state: _State, pool: WorkerPool[PlanItem, UploadResult], resu
     with state.lock:
         stats = state.stats(item.local.folder)
         outcome = result.outcome
+        how = CacheState.RACY if result.racy else CacheState.OK
         if outcome is Outcome.UPLOADED:
             _bump(stats, "uploaded", result.size)
             pool.s3_worked()
             if state.manifest is not None:
                 state.manifest.add(result)
+            _remember(state, item.key, result, result.s3_etag or result.etag, result.part_size, how)
         elif outcome is Outcome.SAME_CONTENT:
             _bump(stats, "unchanged", item.local.size)
+            _remember(state, item.key, result, result.etag, result.part_size, how)
         elif outcome is Outcome.DEFERRED:
             _bump(stats, "deferred", item.local.size)
+            _remember(state, item.key, result, "", None, CacheState.SEEN)
         elif outcome is Outcome.VANISHED:
             stats.vanished += 1
             _add_problem(state.report, printable(item.local.rel), "vanished", result.error)
@@ -311,6 +397,12 @@ def _record_result(state: _State, pool: WorkerPool[PlanItem, UploadResult], resu
         else:
             _bump(stats, "failed", item.local.size)
             _add_problem(state.report, printable(item.local.rel), "failed", result.error)
+            if result.unconfirmed:
+                # S3 holds bytes it did not confirm: recorded, so verify fails on the key and the
+                # next run sends it again until S3 confirms it.
+                if state.manifest is not None:
+                    state.manifest.add(result)
+                _remember(state, item.key, result, result.etag, result.part_size, CacheState.FAILED)
             if result.s3_failure:
                 pool.s3_failed(result.error)
 
@@ -338,13 +430,14 @@ def _finish(
     finished = clock()
     report.finished_at = utc_iso(finished)
     report.duration_seconds = round(finished - started, 3)
-    if state.manifest is None:
+    if state.manifest is None or state.cache is None:
         return
     report.listing = "incremental" if report.units_trusted else "full"
     key = report_key(settings.report_prefix, report)
     report.manifest_entries = state.manifest.entries
+    report.files_cache_entries = state.cache.entries
     try:
-        write_report(store, key, report, state.manifest.finish())
+        write_report(store, key, report, state.manifest.finish(), state.cache.finish())
     except StoreError as exc:
         report.error = (report.error + "; " if report.error else "") + f"report not written: {exc}"
         if report.exit_code == EXIT_OK:

@@ -170,6 +170,8 @@ def _backup(args: argparse.Namespace, settings: SyncSettings, store: ObjectStore
         print(_report_text(report, settings))
     if report.status == "aborted":
         _fail(f"run aborted: {report.error}", report.exit_code, args.log_format)
+    elif report.status == "refused":
+        _fail(report.error, report.exit_code, args.log_format)
     return report.exit_code
 
 

@@ -5,8 +5,8 @@ and response parsing, which for thousands of small photos costs more than hashin
 requests need none of it: the URL is fixed per key, the body and Content-MD5 are ours, and the answer
 is an ETag header. So they are signed with botocore's own SigV4 signer and credentials (refreshable
 credentials keep working; the payload is left unsigned, see below), sent on one shared urllib3
-pool, and retried like botocore's standard mode: 500/502/503/504, throttling codes and dropped
-connections, with capped exponential backoff. Everything else, and every other checksum mode,
+pool, and retried like botocore's standard mode: 500/502/503/504, 429 and throttling codes, and
+dropped connections, with capped exponential backoff. Everything else, and every other checksum mode,
 stays on the botocore client.
 """
 
@@ -31,8 +31,29 @@ PROBE_KEY = "immich-sync-probe"
 # The body is protected by Content-MD5, which is a signed header and checked by S3 on arrival, so a
 # second, SHA-256 digest of every body (what SigV4 payload signing adds) buys nothing but CPU.
 _UNSIGNED_PAYLOAD = Config(s3={"payload_signing_enabled": False})
+# What botocore's standard retry mode retries, so both paths judge an answer alike; the same sets tell
+# an outage (worth abandoning a run over) from a refusal of one request (see store.is_outage).
 TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
-TRANSIENT_CODES = frozenset({"RequestTimeout", "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled"})
+THROTTLING_STATUS = frozenset({429})
+THROTTLING_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+    }
+)
+TRANSIENT_CODES = frozenset(
+    {"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete", "InternalError", "ServiceUnavailable"}
+)
 _CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
 
@@ -40,10 +61,11 @@ _MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
 class DirectError(Exception):
     """A direct PUT failed after retries; `store.describe_error` turns it into a StoreError."""
 
-    def __init__(self, code: str, message: str, *, transport: bool = False) -> None:
+    def __init__(self, code: str, message: str, *, transport: bool = False, status: int = 0) -> None:
         super().__init__(message)
         self.code = code
         self.transport = transport
+        self.status = status  # S3's HTTP status; 0 when nothing answered
 
 
 class DirectWriter:
@@ -98,14 +120,21 @@ class DirectWriter:
                 if response.status == 200:
                     return response.headers
                 code, message = _parse_error(response.data, response.status)
-                error = DirectError(code, message)
-                if response.status not in TRANSIENT_STATUS and code not in TRANSIENT_CODES:
+                error = DirectError(code, message, status=response.status)
+                if not retryable(response.status, code):
                     raise error
             if attempt == self._attempts:
                 raise error
-            throttled = error.code in TRANSIENT_CODES
+            throttled = error.code in THROTTLING_CODES or error.status in THROTTLING_STATUS
             time.sleep(min(20.0, random.random() * (1.0 if throttled else 0.05) * 2**attempt))
         raise AssertionError("unreachable")
+
+
+def retryable(status: int, code: str) -> bool:
+    """A server error or throttling: the same request may well succeed later."""
+    return (
+        status in TRANSIENT_STATUS or status in THROTTLING_STATUS or code in TRANSIENT_CODES or code in THROTTLING_CODES
+    )
 
 
 def _parse_error(body: bytes, status: int) -> tuple[str, str]:

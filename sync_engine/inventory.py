@@ -42,3 +42,22 @@ def inventory(root: Path, selected: tuple[str, ...]) -> list[FolderInventory]:
                 row.problems += 1
         rows.append(row)
     return rows
+
+
+def unusable_folders(root: Path, folders: tuple[str, ...]) -> list[str]:
+    """Why each selected folder cannot be backed up as Immich's, one line each (empty: all fine).
+
+    Immich writes `.immich` into each of its folders and refuses to start without it. A folder without
+    it is a volume that is not mounted, mounted at the wrong path, or not Immich's: backing up "nothing"
+    from it and saying ok would hide exactly the failure a backup exists for. A symlinked folder is
+    refused too: following it could back up another tree under Immich's keys."""
+    problems = []
+    for folder in folders:
+        path = root / folder
+        if path.is_symlink():
+            problems.append(f"{folder}/ is a symlink (not followed)")
+        elif not path.is_dir():
+            problems.append(f"{folder}/ does not exist")
+        elif not (path / MARKER).is_file():
+            problems.append(f"{folder}/{MARKER} is missing")
+    return problems

@@ -84,33 +84,73 @@ class ScanProblem:
 
 
 class Reason(StrEnum):
-    """Why the planner uploads a file (the aws s3 sync rule) or leaves it alone."""
+    """Why the planner uploads a file, compares it with S3 first, or leaves it alone (see plan.py)."""
 
-    MISSING = "missing"
+    MISSING = "missing"  # no object under its key
     SIZE = "size-differs"
-    NEWER = "newer"
+    RETRY = "unconfirmed-upload"  # the last upload was not confirmed by S3: sent again until it is
+    CHANGED = "changed"  # size, mtime, ctime or inode differ from the confirmed look: bytes compared first
+    UNKNOWN = "not-in-files-cache"  # no earlier run confirmed this file: bytes compared first
+    RECHECK = "recheck"  # confirmed, but racy or S3 now shows another ETag: bytes compared first
     UNCHANGED = "unchanged"
-    RACED = "raced"  # object written moments after the file changed: may hold mixed bytes
-    SETTLING = "settling"  # modified within the settle window: deferred to the next run
-    TRUSTED = "unchanged-since-last-run"  # nothing in its directory changed since a verified run
+    SETTLING = "settling"  # still being written (changed since the last look, recently): deferred
+    TRUSTED = "unchanged-since-last-run"  # every file of its directory is as confirmed: not even listed
 
 
-UPLOAD_REASONS = frozenset({Reason.MISSING, Reason.SIZE, Reason.NEWER, Reason.RACED})
+UPLOAD_REASONS = frozenset(
+    {Reason.MISSING, Reason.SIZE, Reason.RETRY, Reason.CHANGED, Reason.UNKNOWN, Reason.RECHECK}
+)
+CHECK_REASONS = frozenset({Reason.CHANGED, Reason.UNKNOWN, Reason.RECHECK})
+
+
+class CacheState(StrEnum):
+    """A files-cache line's state (see filescache.py)."""
+
+    OK = "ok"
+    RACY = "racy"
+    SEEN = "seen"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """One file as a previous run left it: the look it confirmed (or deferred), and what S3 held."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+    etag: str  # as listings show it (lower case, no quotes); empty for `seen`
+    part_size: int | None
+    state: CacheState
+
+    def same_file(self, local: LocalFile) -> bool:
+        return (self.size, self.mtime_ns, self.ctime_ns, self.ino) == (
+            local.size,
+            local.mtime_ns,
+            local.ctime_ns,
+            local.ino,
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class PlanItem:
-    """One local file paired with its object (if any), and what the planner decided."""
+    """One local file paired with its object (if any) and its files-cache line, and the decision."""
 
     local: LocalFile
     key: str
     reason: Reason
     remote: RemoteObject | None = None
-    check_content: bool = False  # compare local bytes with the listing ETag before uploading
+    cached: Cached | None = None
 
     @property
     def uploads(self) -> bool:
         return self.reason in UPLOAD_REASONS
+
+    @property
+    def check_content(self) -> bool:
+        """Compare the local bytes with the listing's ETag before uploading."""
+        return self.reason in CHECK_REASONS and self.remote is not None
 
 
 class Outcome(StrEnum):
@@ -132,6 +172,8 @@ class UploadResult:
     outcome: Outcome
     size: int = 0
     mtime_ns: int = 0
+    ctime_ns: int = 0
+    ino: int = 0
     etag: str = ""
     part_size: int | None = None
     attempts: int = 1

@@ -1,15 +1,22 @@
-"""Decide, from a local walk and an S3 listing alone, what to upload and why.
+"""Decide, from a local walk, an S3 listing and the previous run's files cache, what to upload and why.
 
-Both inputs arrive sorted by key, so the plan is a streaming merge-join (as s5cmd does it): memory
-stays flat however large the library is, and the first upload can start while the listing is still
-being paged in. No HEAD or GET is ever needed; the rule is aws s3 sync's, with two refinements that
-only ever make it safer:
+Both the walk and the listing arrive sorted by key, so the plan is a streaming merge-join (as s5cmd
+does it): the first upload can start while the listing is still being paged in. No HEAD or GET of
+media is ever needed. The rule, per file (see filescache.py for the cache):
 
-* mtime newer but same size: the listing's ETag is compared with the local bytes before uploading
-  again, so `touch` or a metadata-only rewrite costs a local read instead of an upload;
-* an object whose LastModified lies within the settle window after the file's mtime may hold bytes
-  read while the file was being rewritten (the classic aws-cli corruption, never retried because the
-  object then looks newer). Such objects get the same ETag check and are replaced if they differ.
+1. still being written → deferred (`settling`): its ctime is recent by the pod's clock — or in the
+   future, which the pod cannot judge — AND it differs from the look the previous run recorded. A
+   file that looks exactly as it did last run is not being written, whatever its times say, so a
+   deferral lasts at most until the next run that finds it unchanged. mtime is never consulted: a
+   phone with a wrong clock sets it to anything;
+2. no object → upload (`missing`); an object of another size → upload (`size-differs`);
+   the last upload of this key was not confirmed by S3 → upload again (`unconfirmed-upload`);
+3. exactly as confirmed (size, mtime, ctime, inode) and S3 shows the confirmed ETag → `unchanged`;
+4. anything else — no cache line, the file changed in any of the four, a racy confirmation, another
+   ETag in S3 — → the local bytes are compared with the listing's ETag (with the part size the cache
+   recorded); the upload happens only if they differ.
+
+No step compares a file time with another machine's clock to decide that a file needs no upload.
 """
 
 from __future__ import annotations
@@ -19,35 +26,43 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from sync_engine.config import Shard
-from sync_engine.models import LocalFile, PlanItem, Reason, RemoteObject, ScanProblem
-
-# Objects written this soon after the file's mtime get an ETag check even when the settle window is 0.
-MIN_RACE_WINDOW = 2.0
+from sync_engine.filescache import FilesCache
+from sync_engine.models import Cached, CacheState, LocalFile, PlanItem, Reason, RemoteObject, ScanProblem
 
 
 @dataclass(frozen=True)
 class Rule:
-    """The upload rule of one run: aws s3 sync's, with the settle window and the race check."""
+    """The upload rule of one run (see the module docstring)."""
 
     settle_seconds: float
     now: float
 
-    def decide(self, local: LocalFile, remote: RemoteObject | None) -> tuple[Reason, bool]:
-        """Return the reason and whether the local bytes must be compared with the ETag first."""
-        mtime = local.mtime_ns / 1e9
+    def settling(self, local: LocalFile, cached: Cached | None) -> bool:
+        if self.settle_seconds <= 0 or (cached is not None and cached.same_file(local)):
+            return False
+        return self.now - local.ctime_ns / 1e9 < self.settle_seconds  # a future ctime counts as recent
+
+    def decide(self, local: LocalFile, remote: RemoteObject | None, cached: Cached | None) -> Reason:
+        if self.settling(local, cached):
+            return Reason.SETTLING
         if remote is None:
-            reason, check = Reason.MISSING, False
-        elif remote.size != local.size:
-            reason, check = Reason.SIZE, False
-        elif int(mtime) > int(remote.last_modified):
-            reason, check = Reason.NEWER, True
-        elif remote.last_modified - mtime < max(self.settle_seconds, MIN_RACE_WINDOW):
-            reason, check = Reason.RACED, True
-        else:
-            return Reason.UNCHANGED, False
-        if self.settle_seconds > 0 and self.now - mtime < self.settle_seconds:
-            return Reason.SETTLING, False
-        return reason, check
+            return Reason.MISSING
+        if remote.size != local.size:
+            return Reason.SIZE
+        if cached is None or cached.state is CacheState.SEEN:
+            return Reason.UNKNOWN
+        if cached.state is CacheState.FAILED:
+            return Reason.RETRY
+        if not cached.same_file(local):
+            return Reason.CHANGED
+        if cached.state is CacheState.RACY or cached.etag != remote.etag:
+            return Reason.RECHECK
+        return Reason.UNCHANGED
+
+
+def trusted(local: LocalFile, cached: Cached | None) -> bool:
+    """A file that needs no listing: exactly as a run confirmed it."""
+    return cached is not None and cached.state is CacheState.OK and cached.same_file(local)
 
 
 def shard_of(key: str, count: int) -> int:
@@ -61,6 +76,7 @@ def merge_join(
     *,
     key_prefix: str,
     rule: Rule,
+    cache: FilesCache | None = None,
     shard: Shard | None = None,
 ) -> Iterator[PlanItem | ScanProblem]:
     """Pair each local file with the object of the same key, if any, and decide."""
@@ -76,14 +92,14 @@ def merge_join(
         match = current if current is not None and current.key == key else None
         if shard is not None and shard_of(key, shard.count) != shard.index:
             continue
-        reason, check = rule.decide(entry, match)
-        yield PlanItem(entry, key, reason, match, check)
+        cached = cache.get(key) if cache is not None else None
+        yield PlanItem(entry, key, rule.decide(entry, match, cached), match, cached)
 
 
 def trusted_items(
-    local: Iterable[LocalFile | ScanProblem], *, key_prefix: str, shard: Shard | None = None
+    local: Iterable[LocalFile | ScanProblem], *, key_prefix: str, cache: FilesCache, shard: Shard | None = None
 ) -> Iterator[PlanItem | ScanProblem]:
-    """A unit nothing has changed in since a verified run: every file is unchanged, no listing needed."""
+    """A unit whose every file is as confirmed (see `trusted`): no listing needed."""
     for entry in local:
         if isinstance(entry, ScanProblem):
             yield entry
@@ -91,4 +107,4 @@ def trusted_items(
         key = key_prefix + entry.rel
         if shard is not None and shard_of(key, shard.count) != shard.index:
             continue
-        yield PlanItem(entry, key, Reason.TRUSTED)
+        yield PlanItem(entry, key, Reason.TRUSTED, cached=cache.get(key))

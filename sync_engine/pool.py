@@ -3,12 +3,14 @@
 One producer (the merge-join of a backup, the listing of a restore) hands items to a fixed set of worker
 threads. At most `workers × 4` items are in flight, so the producer waits instead of queueing the whole
 library, and memory stays flat. Workers never raise: each returns a result that the caller's `record`
-counts as it arrives. The run stops early, once, for the first of these reasons: S3 failed the last
-`ABORT_AFTER_S3_FAILURES` items in a row (it is down or refusing everything, so failing every remaining
-file one by one would only take hours), the caller stops it (a full disk), an S3 error escapes the
-producer (a listing failed), or SIGTERM/SIGINT. Stopping sets the workers' cancel event, so in-flight
-work is abandoned cleanly (multipart uploads aborted, temporary files removed); the pool then waits for
-the workers to return.
+counts as it arrives. The run stops early, once, for the first of these reasons: an S3 outage failed
+the last `ABORT_AFTER_S3_FAILURES` items in a row (S3 unreachable, dropping connections, answering 5xx
+or throttling after retries: failing every remaining file one by one would only take hours), the
+caller stops it (a full disk), an S3 error escapes the producer (a listing failed), or SIGTERM/SIGINT.
+S3 refusing one object (a key too long, a policy denying that key) is no outage: that item fails and
+the run goes on, or one bad name would stop every file that sorts after it from ever being backed up.
+Stopping sets the workers' cancel event, so in-flight work is abandoned cleanly (multipart uploads
+aborted, temporary files removed); the pool then waits for the workers to return.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class WorkerPool(Generic[Item, Result]):
         self._in_flight = workers * IN_FLIGHT_PER_WORKER
         self._slots = threading.BoundedSemaphore(self._in_flight)
         self._lock = threading.Lock()
-        self._failures = 0  # consecutive S3 failures; reset by any S3 success
+        self._failures = 0  # consecutive S3 outages; reset by any S3 success
         self._executor: ThreadPoolExecutor | None = None
 
     # -- the producer's side ---------------------------------------------------------------------------
@@ -113,8 +115,11 @@ class WorkerPool(Generic[Item, Result]):
                 self.reason = reason
         self.cancel.set()
 
-    def s3_failed(self, detail: str) -> None:
-        """One more item failed because S3 refused or was unreachable; enough in a row end the run."""
+    def s3_failed(self, detail: str, *, outage: bool = True) -> None:
+        """One more item failed in S3. An outage (`store.is_outage`) counts, and enough in a row end
+        the run; a refusal of that one item neither counts nor breaks a run of outages."""
+        if not outage:
+            return
         with self._lock:
             self._failures += 1
             failures = self._failures

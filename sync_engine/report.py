@@ -28,7 +28,7 @@ def utc_iso(ts: float) -> str:
 
 
 STAMP = "%Y%m%dT%H%M%SZ"
-_KEY = re.compile(r"(\d{8}T\d{6}Z)-([0-9a-f]+)-([0-9a-f]{8})-(ok|partial|aborted)-(full|incremental)\.json$")
+_KEY = re.compile(r"(\d{8}T\d{6}Z)-([0-9a-f]+)-([0-9a-f]{8})-(ok|partial|aborted|refused)-(full|incremental)\.json$")
 
 
 def stamp(ts: float) -> str:
@@ -71,6 +71,7 @@ def parse_report_key(key: str) -> ReportName | None:
 
 
 MANIFEST_SUFFIX = ".manifest.jsonl.gz"
+FILES_SUFFIX = ".files.jsonl.gz"  # the files cache (see filescache.py)
 
 
 def manifest_key(report_key_: str) -> str:
@@ -97,7 +98,7 @@ class RunReport:
     settle_seconds: float = 0.0
     part_size: int = 0
     multipart_threshold: int = 0
-    status: str = "running"  # ok | partial | aborted
+    status: str = "running"  # ok | partial | aborted | refused (not an Immich library: nothing uploaded)
     exit_code: int = 0
     totals: FolderStats = field(default_factory=FolderStats)
     per_folder: dict[str, FolderStats] = field(default_factory=dict)
@@ -107,7 +108,13 @@ class RunReport:
     units_listed: int = 0
     units_trusted: int = 0  # skipped: nothing in them changed since `trusted_run`
     listing: str = "full"  # full | incremental (some units trusted to the previous run)
-    trusted_run: str = ""
+    trusted_run: str = ""  # the recent full listing that lets unchanged units go unlisted
+    files_cache: str = ""  # the previous run's files cache this run compared with (see filescache.py)
+    files_cache_entries_read: int = 0
+    files_cache_bad_lines: int = 0
+    files_cache_note: str = ""  # why there was none, or what was wrong with it
+    files_cache_key: str = ""  # the files cache this run wrote
+    files_cache_entries: int = 0
     problems: list[dict[str, str]] = field(default_factory=list)
     problems_truncated: int = 0
     error: str = ""
@@ -186,14 +193,19 @@ def _folder_stats(value: Any, where: str) -> FolderStats:
     return stats
 
 
-def write_report(store: ObjectStore, key: str, report: RunReport, manifest: bytes) -> None:
-    """Manifest first, then the report that names it: a report never points at a missing manifest.
+def write_report(store: ObjectStore, key: str, report: RunReport, manifest: bytes, files: bytes | None) -> None:
+    """Manifest and files cache first, then the report that names them: a report never points at a
+    missing object.
 
-    A run that uploaded nothing writes no manifest, so a no-op night costs one PUT: the report.
+    A run that uploaded nothing writes no manifest, so a no-op night costs two PUTs: the files cache
+    and the report.
     """
     if report.manifest_entries:
         report.manifest_key = manifest_key(key)
         store.put_object(report.manifest_key, manifest, bytes.fromhex(md5_hex(manifest)), None)
+    if files is not None:
+        report.files_cache_key = key.removesuffix(".json") + FILES_SUFFIX
+        store.put_object(report.files_cache_key, files, bytes.fromhex(md5_hex(files)), None)
     report.report_key = key
     body = json.dumps(report.to_json(), indent=2, ensure_ascii=False).encode("utf-8")
     store.put_object(key, body, bytes.fromhex(md5_hex(body)), None)

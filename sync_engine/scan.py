@@ -29,38 +29,31 @@ def printable(rel: str) -> str:
     return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+# The directories being walked, outermost first, each with an iterator over its entries not yet visited:
+# (sort key, entry, is a directory).
+_Stack = list[tuple[str, Iterator[tuple[str, os.DirEntry[str], bool]]]]
+
+
 def walk_sorted(root: Path, rel_dir: str, skip_dirs: frozenset[str] = frozenset()) -> Iterator[LocalFile | ScanProblem]:
     """Yield the regular files under `root/rel_dir` in key order, and problems where they occur.
 
-    Subdirectories named in `skip_dirs` are left out (another listing unit walks them)."""
-    try:
-        with os.scandir(root / rel_dir) as it:
-            entries = list(it)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        yield ScanProblem(rel_dir, ProblemKind.UNREADABLE, exc.strerror or str(exc))
-        return
-
-    keyed: list[tuple[str, os.DirEntry[str], bool]] = []
-    for entry in entries:
-        rel = f"{rel_dir}/{entry.name}"
-        if not valid_utf8(entry.name):
-            yield ScanProblem(rel, ProblemKind.INVALID_NAME, "name is not valid UTF-8")
+    Subdirectories of `rel_dir` named in `skip_dirs` are left out (another listing unit walks them).
+    Depth-first with an explicit stack of the directories being walked, each with its sorted entries
+    not yet visited, so a tree of any depth is walked (a recursive walk stops at Python's recursion
+    limit, about a thousand levels)."""
+    stack: _Stack = []
+    yield from _enter(root, rel_dir, stack)
+    while stack:
+        here, entries = stack[-1]
+        step = next(entries, None)
+        if step is None:
+            stack.pop()
             continue
-        try:
-            is_dir = entry.is_dir(follow_symlinks=False)
-        except OSError:
-            is_dir = False
-        keyed.append((f"{entry.name}/" if is_dir else entry.name, entry, is_dir))
-    keyed.sort(key=lambda t: t[0])
-    del entries
-
-    for _, entry, is_dir in keyed:
-        rel = f"{rel_dir}/{entry.name}"
+        _, entry, is_dir = step
+        rel = f"{here}/{entry.name}"
         if is_dir:
-            if entry.name not in skip_dirs:
-                yield from walk_sorted(root, rel)
+            if len(stack) > 1 or entry.name not in skip_dirs:
+                yield from _enter(root, rel, stack)
             continue
         try:
             st = entry.stat(follow_symlinks=False)
@@ -77,6 +70,31 @@ def walk_sorted(root: Path, rel_dir: str, skip_dirs: frozenset[str] = frozenset(
             yield ScanProblem(rel, ProblemKind.SPECIAL_FILE, "not a regular file")
         else:
             yield LocalFile(rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _enter(root: Path, rel_dir: str, stack: _Stack) -> Iterator[ScanProblem]:
+    """List one directory onto the stack, in key order; its problems come first, as they are found."""
+    try:
+        with os.scandir(os.path.join(root, rel_dir)) as it:
+            entries = list(it)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        yield ScanProblem(rel_dir, ProblemKind.UNREADABLE, exc.strerror or str(exc))
+        return
+
+    keyed: list[tuple[str, os.DirEntry[str], bool]] = []
+    for entry in entries:
+        if not valid_utf8(entry.name):
+            yield ScanProblem(f"{rel_dir}/{entry.name}", ProblemKind.INVALID_NAME, "name is not valid UTF-8")
+            continue
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            is_dir = False
+        keyed.append((f"{entry.name}/" if is_dir else entry.name, entry, is_dir))
+    keyed.sort(key=lambda t: t[0])
+    stack.append((rel_dir, iter(keyed)))
 
 
 def _link_target(path: str) -> str:

@@ -23,7 +23,7 @@ import botocore.session
 from botocore.config import Config
 
 from sync_engine.config import S3Settings
-from sync_engine.direct import DirectError, DirectWriter
+from sync_engine.direct import DirectError, DirectWriter, retryable
 from sync_engine.errors import ConfigError, SetupError, StoreError
 from sync_engine.models import RemoteObject
 from sync_engine.prefetch import PrefetchedListing
@@ -54,11 +54,42 @@ ACCESS_CODES = {
 }
 
 
-def _refused(code: str, message: str, what: str) -> StoreError:
+class RequestError(StoreError):
+    """A failed S3 request, with the HTTP status S3 answered (0 when nothing answered), so that a caller
+    can tell S3 being down or overloaded from S3 refusing this one request."""
+
+    def __init__(self, message: str, *, code: str = "", transport: bool = False, status: int = 0) -> None:
+        super().__init__(message, code=code, transport=transport)
+        self.status = status
+
+    @property
+    def outage(self) -> bool:
+        return _outage(self.code, self.status, self.transport)
+
+
+def _outage(code: str, status: int, transport: bool) -> bool:
+    if not status and code.isdigit():
+        status = int(code)  # an error without a body (HEAD) is known by its status alone
+    return transport or status >= 500 or retryable(status, code)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when S3 could not serve the request at all: unreachable, connection dropped, a 5xx or
+    throttling, after retries. Only such failures may add up to abandoning a run (see pool.py); a 4xx
+    refusal (a key too long, a policy denying one key, an invalid argument) fails that object only,
+    and the next object may well succeed."""
+    if isinstance(exc, RequestError):
+        return exc.outage
+    if isinstance(exc, StoreError):
+        return _outage(exc.code, 0, exc.transport)
+    return False
+
+
+def _refused(code: str, message: str, what: str, status: int) -> StoreError:
     message = ACCESS_CODES.get(code) or message or code
     if code == "NoSuchBucket":
         message = "the bucket does not exist"
-    return StoreError(f"{what}: {message} ({code})", code=code)
+    return RequestError(f"{what}: {message} ({code})", code=code, status=status)
 
 
 def describe_error(exc: BaseException, what: str) -> StoreError:
@@ -67,23 +98,27 @@ def describe_error(exc: BaseException, what: str) -> StoreError:
         return exc
     if isinstance(exc, DirectError):
         if exc.transport:
-            return StoreError(f"{what}: {exc}", code=exc.code, transport=True)
-        return _refused(exc.code, str(exc), what)
+            return RequestError(f"{what}: {exc}", code=exc.code, transport=True)
+        return _refused(exc.code, str(exc), what, exc.status)
     if isinstance(exc, bexc.ClientError):
         err = exc.response.get("Error", {})
-        code = str(err.get("Code", "")) or str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
-        return _refused(code, str(err.get("Message") or ""), what)
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        code = str(err.get("Code", "")) or str(status)
+        return _refused(code, str(err.get("Message") or ""), what, status)
     if isinstance(exc, bexc.EndpointConnectionError | bexc.ConnectionClosedError | bexc.ConnectTimeoutError):
-        return StoreError(f"{what}: cannot reach the S3 endpoint ({exc})", code="Unreachable", transport=True)
+        return RequestError(f"{what}: cannot reach the S3 endpoint ({exc})", code="Unreachable", transport=True)
     if isinstance(exc, bexc.ReadTimeoutError | bexc.HTTPClientError):
-        return StoreError(f"{what}: connection to S3 failed ({exc})", code="Connection", transport=True)
+        return RequestError(f"{what}: connection to S3 failed ({exc})", code="Connection", transport=True)
+    if isinstance(exc, bexc.ResponseStreamingError | bexc.IncompleteReadError):
+        # The connection broke while a body was read: a transport failure like any other.
+        return RequestError(f"{what}: connection to S3 failed ({exc})", code="Connection", transport=True)
     if isinstance(exc, bexc.NoCredentialsError):
-        return StoreError(
+        return RequestError(
             f"{what}: no AWS credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set",
             code="NoCredentials",
         )
     if isinstance(exc, bexc.BotoCoreError):
-        return StoreError(f"{what}: {exc}", code=type(exc).__name__)
+        return RequestError(f"{what}: {exc}", code=type(exc).__name__)
     raise exc
 
 

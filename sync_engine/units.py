@@ -11,6 +11,7 @@ server never has to page through a huge prefix to answer for a small directory.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,36 +43,69 @@ def _changed_ns(path: Path) -> int:
     return max(st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _units(root: Path, rel_dir: str, limit: int) -> tuple[int, list[ListUnit], int]:
-    direct = 0
-    children: list[tuple[str, int, list[ListUnit], int]] = []
-    own_changed = _changed_ns(root / rel_dir)
-    try:
-        with os.scandir(root / rel_dir) as it:
-            for entry in it:
-                try:
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                except OSError:
-                    is_dir = False
-                if is_dir and valid_utf8(entry.name):
-                    total, units, changed = _units(root, f"{rel_dir}/{entry.name}", limit)
-                    children.append((entry.name, total, units, changed))
-                else:
-                    direct += 1
-    except OSError:
-        pass  # the walk reports it; one unit is enough to do so
-    total = direct + sum(count for _, count, _, _ in children)
-    subtree_changed = max([own_changed, *(changed for *_, changed in children)])
-    if total <= limit:
-        return total, [ListUnit(rel_dir, dirs_changed_ns=subtree_changed)], subtree_changed
-    units = [unit for _, _, child_units, _ in children for unit in child_units]
-    covered = frozenset(name for name, *_ in children)
-    units.append(ListUnit(rel_dir, direct_only=True, covered=covered, dirs_changed_ns=own_changed))
-    return total, units, subtree_changed
+@dataclass
+class _Dir:
+    """A directory being counted: its subdirectories still to count, and what the counted ones gave."""
+
+    rel_dir: str
+    own_changed: int
+    direct: int
+    subdirs: Iterator[str]
+    children: list[tuple[str, int, list[ListUnit], int]] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, root: Path, rel_dir: str) -> _Dir:
+        own_changed = _changed_ns(root / rel_dir)
+        direct = 0
+        subdirs: list[str] = []
+        try:
+            with os.scandir(os.path.join(root, rel_dir)) as it:
+                for entry in it:
+                    try:
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                    except OSError:
+                        is_dir = False
+                    if is_dir and valid_utf8(entry.name):
+                        subdirs.append(entry.name)
+                    else:
+                        direct += 1
+        except OSError:
+            pass  # the walk reports it; one unit is enough to do so
+        subdirs.sort(key=lambda name: f"{name}/")
+        return cls(rel_dir, own_changed, direct, iter(subdirs))
+
+    def units(self, limit: int) -> tuple[int, list[ListUnit], int]:
+        """(files in the subtree, its units, newest change of its directories), once every child is counted."""
+        total = self.direct + sum(count for _, count, _, _ in self.children)
+        subtree_changed = max([self.own_changed, *(changed for *_, changed in self.children)])
+        if total <= limit:
+            return total, [ListUnit(self.rel_dir, dirs_changed_ns=subtree_changed)], subtree_changed
+        units = [unit for _, _, child_units, _ in self.children for unit in child_units]
+        covered = frozenset(name for name, *_ in self.children)
+        units.append(ListUnit(self.rel_dir, direct_only=True, covered=covered, dirs_changed_ns=self.own_changed))
+        return total, units, subtree_changed
+
+
+def _units(root: Path, rel_dir: str, limit: int) -> list[ListUnit]:
+    """Count the tree bottom-up with an explicit stack (any depth; a recursive count stops at Python's
+    recursion limit). Each directory is listed once and closed before its subdirectories are opened, so
+    a deep tree holds no more than one open directory."""
+    stack = [_Dir.open(root, rel_dir)]
+    while True:
+        top = stack[-1]
+        name = next(top.subdirs, None)
+        if name is not None:
+            stack.append(_Dir.open(root, f"{top.rel_dir}/{name}"))
+            continue
+        stack.pop()
+        counted = top.units(limit)
+        if not stack:
+            return counted[1]
+        stack[-1].children.append((top.rel_dir.rsplit("/", 1)[1], *counted))
 
 
 def list_units(root: Path, folder: str, limit: int = UNIT_FILES) -> list[ListUnit]:
     """Units covering every file of `folder`; a missing folder is one (empty) unit."""
     if not (root / folder).is_dir() or (root / folder).is_symlink():
         return [ListUnit(folder, dirs_changed_ns=1 << 62)]
-    return _units(root, folder, limit)[1]
+    return _units(root, folder, limit)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sync_engine.config import MAX_PARTS, MiB, SyncSettings
-from sync_engine.etag import file_matches_etag, multipart_etag
+from sync_engine.etag import COMMON_PART_SIZES, file_matches_etag, is_multipart_etag, multipart_etag
 from sync_engine.models import Outcome, PlanItem, UploadResult
 from sync_engine.store import ObjectStore, PutResult, StoreError
 
@@ -32,6 +32,11 @@ ETAG_RETRIES = 2
 # while read. As git does for "racily clean" index entries, wait until its ctime is safely in the past.
 RACY_SECONDS = 0.1
 RACY_TRIES = 20
+# A file whose ctime is this close to the pod's clock when it is read, or ahead of it (another
+# machine's clock stamped it), or that changed while an earlier attempt read it, is confirmed as
+# `racy`: the next run compares its bytes again even if its times are unchanged. That also covers
+# writers through mmap, whose later stores to already-dirty pages do not update mtime or ctime.
+RACY_WINDOW = 2.0
 
 
 class _Changed(Exception):
@@ -54,9 +59,18 @@ class _Snapshot:
     def of(cls, st: os.stat_result) -> _Snapshot:
         return cls(st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
+    def fields(self) -> dict[str, int]:
+        """The look a result records (and the files cache keeps)."""
+        return {"size": self.size, "mtime_ns": self.mtime_ns, "ctime_ns": self.ctime_ns, "ino": self.ino}
+
 
 class EtagMismatch(Exception):
     """S3 committed an ETag that is not the one computed from the bytes sent."""
+
+    def __init__(self, message: str, expected: str, part_size: int | None) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.part_size = part_size
 
 
 class Cancelled(Exception):
@@ -122,7 +136,18 @@ class Uploader:
                 committed_old = committed_old or changed.committed
             except EtagMismatch as exc:
                 if attempt > ETAG_RETRIES:
-                    return UploadResult(item, Outcome.FAILED, attempts=attempt, error=str(exc))
+                    # Recorded as unconfirmed: verify fails on the key and the next run sends it again.
+                    return UploadResult(
+                        item,
+                        Outcome.FAILED,
+                        size=item.local.size,
+                        mtime_ns=item.local.mtime_ns,
+                        etag=exc.expected,
+                        part_size=exc.part_size,
+                        attempts=attempt,
+                        error=str(exc),
+                        unconfirmed=True,
+                    )
             except FileNotFoundError:
                 return UploadResult(item, Outcome.VANISHED, attempts=attempt, error="deleted before upload")
             except StoreError as exc:
@@ -142,37 +167,57 @@ class Uploader:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return UploadResult(item, Outcome.FAILED, error="no longer a regular file")
             before = _settled_snapshot(fd)
-            settle = self.settings.settle_seconds
-            if settle > 0 and self.clock() - before.mtime_ns / 1e9 < settle:
-                return UploadResult(item, Outcome.DEFERRED, size=before.size, mtime_ns=before.mtime_ns)
+            if self._still_written(item, before):
+                return UploadResult(item, Outcome.DEFERRED, **before.fields())
+            racy = attempt > 1 or self.clock() - before.ctime_ns / 1e9 < RACY_WINDOW
             remote = item.remote
             if item.check_content and remote is not None and remote.size == before.size:
-                same = file_matches_etag(path, remote.etag, before.size)
+                recorded = item.cached.part_size if item.cached is not None else None
+                part_sizes = (recorded, *COMMON_PART_SIZES) if recorded else COMMON_PART_SIZES
+                same = file_matches_etag(path, remote.etag, before.size, part_sizes)
                 self._check_unchanged(fd, path, before, committed=False)
                 if same:
+                    part_size = recorded if is_multipart_etag(remote.etag) else None
                     return UploadResult(
                         item,
                         Outcome.SAME_CONTENT,
-                        size=before.size,
-                        mtime_ns=before.mtime_ns,
+                        **before.fields(),
                         etag=remote.etag,
+                        part_size=part_size,
+                        racy=racy,
                     )
             if before.size < self.settings.multipart_threshold:
-                etag, part_size = self._single(fd, path, item.key, before), None
+                put, part_size = self._single(fd, path, item.key, before), None
             else:
                 part_size = part_size_for(before.size, self.settings.part_size)
-                etag = self._multipart(fd, path, item.key, before, part_size)
+                put = self._multipart(fd, path, item.key, before, part_size)
         finally:
             os.close(fd)
+        etag, s3_etag = put
         return UploadResult(
             item,
             Outcome.UPLOADED,
-            size=before.size,
-            mtime_ns=before.mtime_ns,
+            **before.fields(),
             etag=etag,
+            s3_etag=s3_etag,
             part_size=part_size,
             attempts=attempt,
+            racy=racy,
         )
+
+    def _still_written(self, item: PlanItem, now: _Snapshot) -> bool:
+        """Changed since the walk looked, and recently (or at a time the pod cannot judge): a writer
+        is at work, so the next run takes it. Unchanged since the walk → the planner already judged."""
+        settle = self.settings.settle_seconds
+        local = item.local
+        if settle <= 0 or (now.size, now.mtime_ns, now.ctime_ns, now.ino) == (
+            local.size,
+            local.mtime_ns,
+            local.ctime_ns,
+            local.ino,
+        ):
+            return False
+        return self.clock() - now.ctime_ns / 1e9 < settle
 
     @staticmethod
     def _check_unchanged(fd: int, path: Path, before: _Snapshot, *, committed: bool) -> None:
@@ -185,7 +230,7 @@ class Uploader:
         if _Snapshot.of(os.fstat(fd)) != before or now_path != before:
             raise _Changed(committed)
 
-    def _single(self, fd: int, path: Path, key: str, before: _Snapshot) -> str:
+    def _single(self, fd: int, path: Path, key: str, before: _Snapshot) -> tuple[str, str]:
         with self.budget.hold(before.size):
             data = _read_exact(fd, 0, before.size)
             self._check_unchanged(fd, path, before, committed=False)
@@ -193,10 +238,9 @@ class Uploader:
             result = self.store.put_object(key, data, md5.digest(), self.settings.storage_class)
             del data
         self._check_unchanged(fd, path, before, committed=True)
-        _compare(result, md5.hexdigest(), key)
-        return md5.hexdigest()
+        return _compare(result, md5.hexdigest(), key, None)
 
-    def _multipart(self, fd: int, path: Path, key: str, before: _Snapshot, part_size: int) -> str:
+    def _multipart(self, fd: int, path: Path, key: str, before: _Snapshot, part_size: int) -> tuple[str, str]:
         upload_id = self.store.create_multipart(key, self.settings.storage_class)
         committed = False
         try:
@@ -223,8 +267,7 @@ class Uploader:
                 self._abort_quietly(key, upload_id)
         expected = multipart_etag(digests)
         self._check_unchanged(fd, path, before, committed=True)
-        _compare(result, expected, key)
-        return expected
+        return _compare(result, expected, key, part_size)
 
     def _abort_quietly(self, key: str, upload_id: str) -> None:
         # An abort that fails here is retried by botocore; if S3 is gone entirely, the bucket's
@@ -234,10 +277,12 @@ class Uploader:
 
 
 def _settled_snapshot(fd: int) -> _Snapshot:
+    """The file's look once its ctime is a few ticks old. A ctime ahead of the pod's clock (another
+    machine stamped it) cannot be waited out: it is taken as it is and the result marked racy."""
     for _ in range(RACY_TRIES):
         st = os.fstat(fd)
         age = time.time() - st.st_ctime_ns / 1e9
-        if age >= RACY_SECONDS:
+        if age >= RACY_SECONDS or age < 0:
             return _Snapshot.of(st)
         time.sleep(max(RACY_SECONDS - age, 0.01))
     raise _Changed(False)
@@ -258,8 +303,10 @@ def _read_exact(fd: int, offset: int, length: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _compare(result: PutResult, expected: str, key: str) -> None:
+def _compare(result: PutResult, expected: str, key: str, part_size: int | None) -> tuple[str, str]:
+    """The MD5-form ETag and, for SSE-KMS, the opaque one S3 lists; a mismatch otherwise raises."""
     if result.kms:
-        return  # SSE-KMS ETags are opaque; Content-MD5 was still checked by S3 on arrival
+        return expected, result.etag  # not an MD5; Content-MD5 was still checked by S3 on arrival
     if result.etag != expected:
-        raise EtagMismatch(f"{key}: S3 returned ETag {result.etag}, expected {expected}")
+        raise EtagMismatch(f"{key}: S3 returned ETag {result.etag}, expected {expected}", expected, part_size)
+    return expected, ""

@@ -84,6 +84,9 @@ def sync_env(monkeypatch: pytest.MonkeyPatch, s3: LocalS3, bucket: str, sample: 
         "AWS_ENDPOINT_URL_S3": s3.endpoint,
         "LIBRARY_ROOT": str(sample.root),
         "IMMICH_SYNC_MAX_ATTEMPTS": "3",
+        # each test copies its library just before it runs, so every ctime is seconds old: the settle
+        # window (judged on ctime) is tested where it matters, with explicit values
+        "IMMICH_SYNC_SETTLE_SECONDS": "0",
         # the sample's 18 MiB video goes multipart (two 16 MiB parts), so every test exercises both paths
         "IMMICH_SYNC_MULTIPART_THRESHOLD_MIB": "16",
         "AWS_CONFIG_FILE": "/nonexistent",

@@ -93,6 +93,29 @@ def test_gives_up_after_consecutive_s3_failures_and_a_success_resets_the_count()
     assert pool.cancel.is_set() and pool.submitted < 1000
 
 
+def test_refusals_of_single_items_never_stop_the_run() -> None:
+    """S3 refusing one object (a key too long, a policy denying it) is not an outage: however many in a
+    row, the run goes on; and they do not hide an outage around them either."""
+    pool: WorkerPool[int, int]
+
+    def record(n: int) -> None:
+        if n == 0:
+            pool.s3_failed("refused", outage=False)
+        elif n < 0:
+            pool.s3_failed("unreachable", outage=True)
+        else:
+            pool.s3_worked()
+
+    pool = make_pool(lambda n: n, record, workers=1)
+    assert pool.run(lambda p: [p.submit(0) for _ in range(ABORT_AFTER_S3_FAILURES * 10)], interrupted="x") == ""
+    assert not pool.cancel.is_set()
+
+    outages_around_refusals = [-1] * (ABORT_AFTER_S3_FAILURES - 1) + [0] * 20 + [-1]
+    pool = make_pool(lambda n: n, record, workers=1)
+    reason = pool.run(lambda p: [p.submit(n) for n in outages_around_refusals], interrupted="x")
+    assert reason.startswith(f"S3 keeps failing ({ABORT_AFTER_S3_FAILURES} items in a row): unreachable")
+
+
 def test_the_first_stop_reason_wins() -> None:
     pool = make_pool(lambda n: n, lambda r: None)
     pool.stop("disk full")

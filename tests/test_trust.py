@@ -1,4 +1,4 @@
-"""Incremental listing: directories unchanged since the last successful run are not listed again."""
+"""Incremental listing: directories whose every file is exactly as a run confirmed it are not listed again."""
 
 from __future__ import annotations
 
@@ -66,16 +66,25 @@ def test_new_moved_and_renamed_files_are_still_found(
     assert report["listing"] == "incremental" and report["units_trusted"] == 1  # profile/ did not change
 
 
-def test_after_an_unsuccessful_run_everything_is_listed(run_sync, settled: Proxy, sample: SampleLibrary):
+def test_after_an_unsuccessful_run_the_failed_files_are_listed_and_sent(
+    run_sync, settled: Proxy, sample: SampleLibrary
+):
     settled.rules.append(
         fail(lambda r: r.op == "PutObject" and r.key.endswith("avatar.jpg"), ("error", (403, "AccessDenied")))
     )
     assert run_sync("backup", "-o", "json").json()["status"] == "partial"
     settled.rules.clear()
+    settled.reset()
     second = run_sync("backup", "-o", "json").json()
-    assert second["listing"] == "full" and second["totals"]["uploaded"] == 2
+    assert second["totals"]["uploaded"] == 2 and second["status"] == "ok"
+    # the files that failed have no confirmed look, so exactly their directories are listed
+    listed = {r.query["prefix"][0] for r in settled.ops("ListObjectsV2")} - {"immich/sync-reports/"}
+    assert listed == {PREFIX + "profile/7f3c2a10-admin/", PREFIX + "profile/b41e9d22-anna/"} or listed == {
+        PREFIX + "profile/"
+    }
     third = run_sync("backup", "-o", "json").json()
-    assert third["listing"] == "incremental" and third["trusted_run"] == second["report_key"]
+    assert third["listing"] == "incremental" and third["units_listed"] == 0
+    assert third["files_cache"].startswith(second["report_key"].removesuffix(".json"))
 
 
 def test_an_object_lost_from_the_bucket_is_healed_by_the_next_full_listing(

@@ -86,7 +86,7 @@ class Sandbox:
         store = self.store()
         failed = tuple(d for d in self.world.failed_job_days if d < self.history_nights)
         for report in history_reports(self.history_nights, failed, clock.now()):
-            write_report(store, report_key(REPORT_PREFIX, report), report, b"")
+            write_report(store, report_key(REPORT_PREFIX, report), report, b"", None)
         if self.initial_sync:
             self.sync()
             self.add_new_photos()
