@@ -10,6 +10,7 @@ planner and the uploads never wait for the next page.
 from __future__ import annotations
 
 import base64
+import email.utils
 import threading
 import urllib.parse
 import urllib.request
@@ -210,6 +211,32 @@ class ObjectHead:
         )
 
 
+@dataclass(frozen=True)
+class OpenUpload:
+    """A multipart upload S3 holds open: started, never completed nor aborted."""
+
+    key: str
+    upload_id: str
+    initiated: float | None  # epoch seconds, by S3's clock; None when S3 did not say
+
+
+@dataclass(frozen=True)
+class OpenUploads:
+    """The open multipart uploads under a prefix, and S3's clock when it answered (the `Date` header of
+    the first page; None when S3 sent none), so their age is judged on one clock."""
+
+    uploads: list[OpenUpload]
+    server_time: float | None
+
+
+def _server_time(resp: dict[str, Any]) -> float | None:
+    date = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return email.utils.parsedate_to_datetime(date).timestamp() if date else None
+    except (TypeError, ValueError):
+        return None
+
+
 class ObjectReader:
     """An open GetObject response: its metadata, and the body read chunk by chunk so memory stays flat."""
 
@@ -329,6 +356,30 @@ class ObjectStore:
         except Exception as exc:
             err = describe_error(exc, f"s3://{self.bucket}")
             raise SetupError(str(err), code=err.code, transport=err.transport) from None
+
+    def list_multipart_uploads(self, prefix: str, *, page_size: int = 1000) -> OpenUploads:
+        """Every open multipart upload under `prefix` (s3:ListBucketMultipartUploads), page by page."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxUploads": page_size}
+        uploads: list[OpenUpload] = []
+        server_time: float | None = None
+        first = True
+        while True:
+            try:
+                self._count("ListMultipartUploads")
+                page = self._client.list_multipart_uploads(**kwargs)
+            except Exception as exc:
+                raise describe_error(exc, f"listing the multipart uploads of s3://{self.bucket}/{prefix}") from None
+            if first:
+                server_time, first = _server_time(page), False
+            for item in page.get("Uploads") or ():
+                started = item.get("Initiated")
+                uploads.append(
+                    OpenUpload(str(item["Key"]), str(item["UploadId"]), started.timestamp() if started else None)
+                )
+            key, upload_id = page.get("NextKeyMarker"), page.get("NextUploadIdMarker")
+            if not page.get("IsTruncated") or not (key or upload_id):
+                return OpenUploads(uploads, server_time)
+            kwargs["KeyMarker"], kwargs["UploadIdMarker"] = key or "", upload_id or ""
 
     # -- writing ----------------------------------------------------------------------------------
     def put_object(self, key: str, body: bytes, md5: bytes, storage_class: str | None) -> PutResult:
