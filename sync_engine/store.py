@@ -154,7 +154,8 @@ def _make_client(
         raise ConfigError("no AWS credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set")
     config = Config(
         region_name=settings.region,
-        retries={"mode": "standard", "max_attempts": settings.max_attempts},
+        # total_max_attempts counts the first request too; botocore's `max_attempts` would add one more.
+        retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
         max_pool_connections=settings.max_connections,
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,

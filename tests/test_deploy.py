@@ -178,7 +178,16 @@ def _actions(policy: str) -> set[str]:
 
 
 def test_iam_policies_are_least_privilege() -> None:
-    assert _actions("media-writer.json") == {"s3:PutObject", "s3:AbortMultipartUpload", "s3:ListBucket"}
+    assert _actions("media-writer.json") == {
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+        "s3:ListBucket",
+        "s3:ListBucketMultipartUploads",
+        "s3:GetObject",
+    }
+    doc = json.loads((DEPLOY / "iam/media-writer.json").read_text())
+    [get] = [s for s in doc["Statement"] if s["Action"] == "s3:GetObject"]
+    assert get["Resource"] == "arn:aws:s3:::BUCKET_NAME/immich/sync-reports/*"  # its files cache, never media
     assert _actions("restorer.json") == {"s3:GetObject", "s3:ListBucket", "s3:RestoreObject"}
     assert "s3:DeleteObject" in _actions("cnpg-writer.json")  # its retention policy deletes old backups
     writer = (DEPLOY / "iam/media-writer.json").read_text()

@@ -179,7 +179,8 @@ def test_store_errors_tell_an_outage_from_a_refusal(
     store = store_via(proxy.endpoint, bucket, checksum_mode)
     with pytest.raises(Exception) as caught:
         store.put_object("immich/media/upload/a.jpg", b"x", hashlib.md5(b"x").digest(), None)
-    assert is_outage(caught.value) is outage  # type: ignore[arg-type]
+    assert is_outage(caught.value) is outage
+    assert len(proxy.ops("PutObject")) == 1  # --max-attempts 1: one request, on either path
 
 
 # -- 2. deep trees and key order ---------------------------------------------------------------------

@@ -1,13 +1,14 @@
-"""Least privilege, proven against moto enforcing IAM: the writer may only list, put and abort.
+"""Least privilege, proven against moto enforcing IAM with the shipped writer policy.
 
-A server of its own, because enforcement is process-wide in moto. The policy is exactly the one the
-original setup granted; HEAD, GET and DELETE by the writer are refused, so any such request by the
-engine would fail the backup.
+A server of its own, because enforcement is process-wide in moto. The writer may list, put and abort
+under the media and report prefixes, and read only its own run reports (the files cache); HEAD, GET and
+DELETE of media are refused, so any such request by the engine would fail the backup.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import botocore.exceptions
 import pytest
@@ -16,7 +17,8 @@ from immich_tui.demo.library import SampleLibrary
 from immich_tui.demo.s3 import LocalS3, bucket_policy
 
 BUCKET = "immich-offsite-iam"
-WRITER_ACTIONS = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListBucket"]
+SHIPPED = Path(__file__).parent.parent / "deploy/iam/media-writer.json"
+WRITER_POLICY = SHIPPED.read_text().replace("BUCKET_NAME", BUCKET)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def iam_s3() -> Iterator[tuple[LocalS3, dict[str, tuple[str, str]]]]:
     with LocalS3() as server:
         server.client().create_bucket(Bucket=BUCKET)
         keys = {
-            "writer": server.iam_user("immich-offsite-writer", bucket_policy(BUCKET, WRITER_ACTIONS)),
+            "writer": server.iam_user("immich-offsite-writer", WRITER_POLICY),
             "admin": server.iam_user("admin", bucket_policy(BUCKET, ["s3:*"])),
         }
         server.enforce_iam()
@@ -38,23 +40,26 @@ def _use(monkeypatch: pytest.MonkeyPatch, server: LocalS3, key: tuple[str, str])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key[1])
 
 
-def test_full_backup_with_exactly_put_abort_list(run_sync, monkeypatch, iam_s3, sample: SampleLibrary):
+def test_full_backup_under_the_shipped_writer_policy(run_sync, monkeypatch, iam_s3, sample: SampleLibrary):
     server, keys = iam_s3
     _use(monkeypatch, server, keys["writer"])
     writer = server.client(key_id=keys["writer"][0], secret=keys["writer"][1])
-    # enforcement is really on: the writer cannot read, HEAD or delete
-    writer.put_object(Bucket=BUCKET, Key="probe/x", Body=b"x")
+    # enforcement is really on: the writer cannot read, HEAD or delete media, nor write elsewhere
+    writer.put_object(Bucket=BUCKET, Key="immich/media/probe/x", Body=b"x")
     for call in (writer.get_object, writer.head_object, writer.delete_object):
         with pytest.raises(botocore.exceptions.ClientError) as err:
-            call(Bucket=BUCKET, Key="probe/x")
+            call(Bucket=BUCKET, Key="immich/media/probe/x")
         assert err.value.response["Error"]["Code"] in ("AccessDenied", "403")
+    with pytest.raises(botocore.exceptions.ClientError):
+        writer.put_object(Bucket=BUCKET, Key="elsewhere/x", Body=b"x")
+    admin = server.client(key_id=keys["admin"][0], secret=keys["admin"][1])
+    admin.delete_object(Bucket=BUCKET, Key="immich/media/probe/x")
 
     first = run_sync("backup", "-o", "json")
     assert first.code == 0, first.err
     wanted = {
         "immich/media/" + k: v for k, v in sample.files.items() if k.startswith(("upload/", "library/", "profile/"))
     }
-    admin = server.client(key_id=keys["admin"][0], secret=keys["admin"][1])
     pages = admin.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="immich/media/")
     stored = {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
     assert stored == wanted
@@ -62,13 +67,19 @@ def test_full_backup_with_exactly_put_abort_list(run_sync, monkeypatch, iam_s3, 
     assert admin.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
     second = run_sync("backup", "-o", "json")
     assert second.code == 0 and second.json()["totals"]["uploaded"] == 0
+    # it compared every file with the files cache the first run left, read with its own keys
+    assert second.json()["files_cache"] and second.json()["files_cache_entries_read"] == len(wanted)
 
 
-def test_verify_is_refused_to_the_writer_with_a_clear_error(run_sync, monkeypatch, iam_s3, sample: SampleLibrary):
+def test_media_cannot_be_read_back_with_the_writer_keys(
+    run_sync, monkeypatch, iam_s3, sample: SampleLibrary, tmp_path
+):
+    """The writer reads its own run reports (its files cache), never a photo: a restore is refused."""
     server, keys = iam_s3
     _use(monkeypatch, server, keys["writer"])
-    result = run_sync("verify")
-    assert result.code == 2
+    assert run_sync("backup").code == 0
+    result = run_sync("restore", "--to", str(tmp_path / "restored"))
+    assert result.code == 2, result.err
     assert "access denied" in result.err.lower()
     assert len(result.err.strip().splitlines()) == 1
 

@@ -31,7 +31,7 @@ ENDPOINT = "OFFSITE_BACKUP_ENDPOINT_URL"
 
 # Every variable setup understands; any other OFFSITE_BACKUP_* name is a typo and refused.
 VARIABLES: dict[str, str] = {
-    ACCESS_KEY: "writer access key ID (s3:PutObject, s3:AbortMultipartUpload, s3:ListBucket)",
+    ACCESS_KEY: "writer access key ID (deploy/iam/media-writer.json: put, abort, list; read only its reports)",
     SECRET_KEY: "writer secret access key",
     REGION: "bucket region, e.g. eu-central-1",
     BUCKET: "bucket name",
