@@ -270,7 +270,7 @@ SETTINGS: tuple[Setting, ...] = (
         "settle_seconds",
         "--settle-seconds",
         ("IMMICH_SYNC_SETTLE_SECONDS",),
-        "files modified more recently are deferred to the next run (0: never defer)",
+        "a file whose ctime is this recent and that changed since the last run's look is deferred (0: never defer)",
         commands=SYNC,
         parse=number(0),
         default="60",
@@ -338,8 +338,8 @@ SETTINGS: tuple[Setting, ...] = (
         "full_listing_days",
         "--full-listing-days",
         ("IMMICH_SYNC_FULL_LISTING_DAYS",),
-        "list every directory in S3 at least this often; in between, directories unchanged since the last "
-        "successful run are not listed (0: always list everything)",
+        "list every directory in S3 at least this often; in between, directories whose every file is as "
+        "the files cache confirmed it are not listed (0: always list everything)",
         commands=SYNC,
         parse=number(0),
         default="7",

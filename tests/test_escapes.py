@@ -36,18 +36,18 @@ RunSync = Callable[..., Result]
 UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 HOSTILE = {
-    "upload/title\x1b]0;pwned\x07.jpg": "upload/title\\x1b]0;pwned\\x07.jpg",
-    "upload/clear\x1b[2J\x1b[H.jpg": "upload/clear\\x1b[2J\\x1b[H.jpg",
-    "upload/cr\rOK looks fine.jpg": "upload/cr\\rOK looks fine.jpg",
-    "upload/c1\x9b31mred.jpg": "upload/c1\\x9b31mred.jpg",
-    "upload/bidi\u202egpj.exe": "upload/bidi\\u202egpj.exe",
-    "upload/isolate\u2066x\u2069.jpg": "upload/isolate\\u2066x\\u2069.jpg",
-    "upload/tab\there.jpg": "upload/tab\\there.jpg",
-    "upload/new\nline.jpg": "upload/new\\nline.jpg",
-    "upload/del\x7f.jpg": "upload/del\\x7f.jpg",
-    "upload/bell\x07.jpg": "upload/bell\\x07.jpg",
+    "upload/!odd/title\x1b]0;pwned\x07.jpg": "upload/!odd/title\\x1b]0;pwned\\x07.jpg",
+    "upload/!odd/clear\x1b[2J\x1b[H.jpg": "upload/!odd/clear\\x1b[2J\\x1b[H.jpg",
+    "upload/!odd/cr\rOK looks fine.jpg": "upload/!odd/cr\\rOK looks fine.jpg",
+    "upload/!odd/c1\x9b31mred.jpg": "upload/!odd/c1\\x9b31mred.jpg",
+    "upload/!odd/bidi\u202egpj.exe": "upload/!odd/bidi\\u202egpj.exe",
+    "upload/!odd/isolate\u2066x\u2069.jpg": "upload/!odd/isolate\\u2066x\\u2069.jpg",
+    "upload/!odd/tab\there.jpg": "upload/!odd/tab\\there.jpg",
+    "upload/!odd/new\nline.jpg": "upload/!odd/new\\nline.jpg",
+    "upload/!odd/del\x7f.jpg": "upload/!odd/del\\x7f.jpg",
+    "upload/!odd/bell\x07.jpg": "upload/!odd/bell\\x07.jpg",
 }
-REFUSED = "upload/title\x1b]0;pwned\x07.jpg"
+REFUSED = "upload/!odd/title\x1b]0;pwned\x07.jpg"
 
 
 def assert_safe(text: str, where: str) -> None:
@@ -59,6 +59,7 @@ def assert_safe(text: str, where: str) -> None:
 @pytest.fixture
 def hostile(sample: SampleLibrary) -> dict[str, str]:
     old = time.time() - 3600
+    (sample.root / "upload/!odd").mkdir()
     for rel in HOSTILE:
         path = sample.root / rel
         path.write_bytes(f"photo {rel!r}".encode())
@@ -137,7 +138,8 @@ def test_backup_json_report_is_safe_to_print(run_sync: RunSync, one_refused: Pro
 def test_an_aborted_run_names_the_key_escaped(
     run_sync: RunSync, monkeypatch: pytest.MonkeyPatch, proxy: Proxy, sync_env: dict[str, str], hostile: Any
 ) -> None:
-    """The abort reason quotes the last failure, key and all, on stderr and in the summary's note."""
+    """The abort reason quotes the last failure, key and all, on stderr. The odd names sort first, so
+    they are the failures that stop the run."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint)
     proxy.rules.append(fail(lambda r: r.op in ("PutObject", "UploadPart"), ("error", (503, "SlowDown"))))
     result = run_sync("backup", "--settle-seconds", "0", "--max-attempts", "1", "--workers", "1", "--only", "upload")
