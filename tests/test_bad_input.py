@@ -451,7 +451,8 @@ def test_odd_names_map_to_exact_keys(
     assert second.code == 0, tail(second.err)
     totals = second.json()["totals"]
     assert totals["uploaded"] == 0
-    assert totals["by_reason"] == {"unchanged": len(want)}
+    # files written a moment ago were confirmed as racy: compared by content again, none re-sent
+    assert sum(totals["by_reason"].values()) == len(want) and set(totals["by_reason"]) <= {"unchanged", "recheck"}
     assert_kept(s3, bucket, kept)
 
 

@@ -54,7 +54,8 @@ def test_throttling_errors_and_resets_are_retried(
     assert {k: o["Size"] for k, o in list_keys(s3, bucket, PREFIX).items()} == backed_up(sample)
     files = len(backed_up(sample))
     # every fault cost exactly one extra request: retried, not skipped
-    assert via_proxy.counts["PutObject"] == files - 1 + 2 + 3 + 2  # one file is multipart; +manifest +report
+    # one file is multipart; + manifest, files cache, report
+    assert via_proxy.counts["PutObject"] == files - 1 + 3 + 3 + 2
     assert open_multipart_uploads(s3, bucket) == []
 
 
@@ -159,5 +160,5 @@ def test_http_proxy_from_the_environment_is_honoured(
     monkeypatch.delenv("http_proxy", raising=False)
     result = run_sync("backup", "-o", "json", "--only", "profile")
     assert result.code == 0, result.err
-    assert len(proxy.ops("PutObject")) == result.json()["totals"]["uploaded"] + 2  # + manifest, report
+    assert len(proxy.ops("PutObject")) == result.json()["totals"]["uploaded"] + 3  # + manifest, files cache, report
     assert proxy.counts["ListObjectsV2"] >= 1
