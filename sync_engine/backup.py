@@ -38,6 +38,7 @@ from sync_engine.models import (
     ScanProblem,
     UploadResult,
 )
+from sync_engine.orphans import abort_orphans
 from sync_engine.plan import Rule, merge_join, shard_of, trusted, trusted_items
 from sync_engine.pool import WorkerPool
 from sync_engine.prefetch import PrefetchedListing
@@ -134,6 +135,8 @@ def run(
         observer.finished(result)
 
     def produce(pool: WorkerPool[PlanItem, UploadResult]) -> None:
+        if not dry_run:
+            _abort_orphans(store, settings, report)
         history = _history(store, settings, report, started)
         current, folder_start = "", clock()
         for unit, listing, entries in _listed_units(store, settings, report, history):
@@ -174,6 +177,23 @@ def run(
 
 
 LIST_AHEAD = 4
+# A multipart upload this old under the media prefix belongs to a run that was killed (SIGKILL, OOM,
+# a node lost): no single file takes half a day to send, and judged on S3's own clock.
+ORPHAN_AGE_SECONDS = 12 * 3600
+
+
+def _abort_orphans(store: ObjectStore, settings: SyncSettings, report: RunReport) -> None:
+    shard = settings.shard
+    owns = (lambda key: shard_of(key, shard.count) == shard.index) if shard is not None else None
+    found = abort_orphans(store, settings.media_prefix, ORPHAN_AGE_SECONDS, owns=owns)
+    report.orphan_uploads = {
+        "found": found.found,
+        "aborted": found.aborted,
+        "kept_recent": found.kept_recent,
+        "gone": found.gone,
+        "errors": found.errors[:20],
+        "note": found.note,
+    }
 
 
 def _history(store: ObjectStore, settings: SyncSettings, report: RunReport, started: float) -> History:
@@ -404,7 +424,7 @@ def _record_result(state: _State, pool: WorkerPool[PlanItem, UploadResult], resu
                     state.manifest.add(result)
                 _remember(state, item.key, result, result.etag, result.part_size, CacheState.FAILED)
             if result.s3_failure:
-                pool.s3_failed(result.error)
+                pool.s3_failed(result.error, outage=result.s3_outage)
 
 
 def _finish(

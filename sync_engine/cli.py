@@ -32,7 +32,7 @@ from sync_engine.restore import RestoreReport, RestoreStats, run_restore
 from sync_engine.scan import printable
 from sync_engine.settings import BACKUP, INVENTORY, PLAN, RESTORE, VERIFY, add_flags
 from sync_engine.store import ObjectStore
-from sync_engine.text import size, table
+from sync_engine.text import dumps, printable_lines, size, table
 from sync_engine.verify import verify
 
 PROG = "immich-sync"
@@ -127,7 +127,7 @@ def _fail(message: str, code: int, log_format: str = "text") -> int:
     if log_format == "json":
         LineLog("json").emit("error", "error", f"{PROG}: error: {message}", exit_code=code)
     else:
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        print(f"{PROG}: error: {printable(message)}", file=sys.stderr)
     return code
 
 
@@ -164,10 +164,9 @@ def _backup(args: argparse.Namespace, settings: SyncSettings, store: ObjectStore
         document = report.to_json()
         if lister is not None:
             document["files"] = lister.files
-        json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
-        print()
+        print(dumps(document, indent=2))
     else:
-        print(_report_text(report, settings))
+        print(printable_lines(_report_text(report, settings)))
     if report.status == "aborted":
         _fail(f"run aborted: {report.error}", report.exit_code, args.log_format)
     elif report.status == "refused":
@@ -218,6 +217,10 @@ def _report_text(report: RunReport, settings: SyncSettings) -> str:
         reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(t.by_reason.items()))
         lines += ["", f"reasons: {reasons}"]
     lines += _problem_lines(report.problems, report.problems_truncated, "see the run report for the full list")
+    orphans = report.orphan_uploads
+    if orphans.get("aborted"):
+        lines += ["", f"aborted {orphans['aborted']:,} unfinished multipart uploads left by a killed run"]
+    lines += [f"note: {line}" for line in (orphans.get("note"), report.files_cache_note) if line]
     if report.report_key:
         lines += ["", f"report: s3://{report.bucket}/{report.report_key}"]
     elif report.error:
@@ -248,8 +251,7 @@ def _verify(args: argparse.Namespace, settings: SyncSettings, store: ObjectStore
     if args.output == "json":
         data: dict[str, Any] = asdict(result)
         data["ok"] = result.ok
-        json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
-        print()
+        print(dumps(data, indent=2))
     else:
         verdict = "ok" if result.ok else "MISMATCH"
         runs = f"{result.reports} run{'' if result.reports == 1 else 's'}"
@@ -260,7 +262,7 @@ def _verify(args: argparse.Namespace, settings: SyncSettings, store: ObjectStore
             + (f"; {result.unreadable_manifests:,} manifests unreadable" if result.unreadable_manifests else "")
         )
         for p in result.problems:
-            print(f"  {p['kind']:<14} {p['key']}")
+            print(f"  {p['kind']:<14} {printable(p['key'])}")
     return EXIT_OK if result.ok else EXIT_PARTIAL
 
 
@@ -271,10 +273,9 @@ def _restore(args: argparse.Namespace) -> int:
     with live_or_lines(RestoreProgress.open, log, RestoreLog(log), interactive=_interactive(args)) as observer:
         report = run_restore(settings, store, observer=observer)
     if args.output == "json":
-        json.dump(report.to_json(), sys.stdout, indent=2, ensure_ascii=False)
-        print()
+        print(dumps(report.to_json(), indent=2))
     else:
-        print(_restore_text(report))
+        print(printable_lines(_restore_text(report)))
     if report.status == "aborted":
         _fail(f"restore aborted: {report.error}", report.exit_code, args.log_format)
     return report.exit_code

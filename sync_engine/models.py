@@ -179,6 +179,7 @@ class UploadResult:
     attempts: int = 1
     error: str = ""
     s3_failure: bool = False  # S3 refused or was unreachable (as opposed to a local problem)
+    s3_outage: bool = False  # S3 unreachable, 5xx or throttling (not a refusal of this object): may abort the run
     s3_etag: str = ""  # the ETag S3 reported when it is not `etag`'s MD5 form (SSE-KMS): what listings show
     unconfirmed: bool = False  # committed, but S3 answered an ETag other than the bytes sent: not verified
     racy: bool = False  # the file may change without its size/mtime/ctime showing it: re-check next run
@@ -238,4 +239,5 @@ class FileResult:
     estimate: str = ""
     attempts: int = 0
     s3_failure: bool = False  # S3 refused or was unreachable
+    s3_outage: bool = False  # S3 unreachable, 5xx or throttling (not a refusal of this object): may abort the run
     fatal: bool = False  # the target file system cannot take more (full, read-only): stop the run

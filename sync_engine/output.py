@@ -4,13 +4,13 @@ On a terminal: a live progress display, when the display library (rich) is insta
 image does not install it, and there (or with `--no-progress`) a terminal gets the line log too.
 Otherwise: one line per event, as text or JSON (`--log-format json` for the CronJob, so log pipelines
 can parse it). Nothing printed here ever contains credentials: events carry keys, sizes and S3 error
-codes only.
+codes only. Nor does it carry a raw control character from a file name: text lines show them escaped
+(`text.printable`), JSON lines as `\\u` escapes that decode to the exact name (`text.dumps`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import threading
 from collections.abc import Callable
@@ -19,8 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Self, TextIO, TypeVar
 
 from sync_engine.models import Fate, FileResult, Outcome, PlanItem, RemoteObject, ScanProblem, UploadResult
-from sync_engine.scan import printable
-from sync_engine.text import size
+from sync_engine.text import dumps, printable, size
 
 
 class LineLog:
@@ -38,9 +37,11 @@ class LineLog:
             record = {"time": now.isoformat(timespec="milliseconds"), "level": level, "event": event}
             record.update(fields)
             record["msg"] = message
-            line = json.dumps(record, ensure_ascii=False, default=str)
+            line = dumps(record, default=str)
         else:
-            line = f"{now:%Y-%m-%dT%H:%M:%SZ} {level.upper():5} {message}"
+            # A message quotes paths and S3's errors, which quote keys: whatever a name holds, the
+            # terminal shows it instead of acting on it.
+            line = f"{now:%Y-%m-%dT%H:%M:%SZ} {level.upper():5} {printable(message)}"
         with self._lock:
             print(line, file=self.stream, flush=True)
 

@@ -115,6 +115,7 @@ class RunReport:
     files_cache_note: str = ""  # why there was none, or what was wrong with it
     files_cache_key: str = ""  # the files cache this run wrote
     files_cache_entries: int = 0
+    orphan_uploads: dict[str, Any] = field(default_factory=dict)  # unfinished uploads of killed runs (orphans.py)
     problems: list[dict[str, str]] = field(default_factory=list)
     problems_truncated: int = 0
     error: str = ""

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sync_engine.models import LocalFile, ProblemKind, ScanProblem
+from sync_engine.text import printable  # where the walk's callers have always found it
 
 
 def valid_utf8(name: str) -> bool:
@@ -22,11 +23,6 @@ def valid_utf8(name: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def printable(rel: str) -> str:
-    """A path as it can be logged: undecodable bytes shown as \\xNN instead of crashing the logger."""
-    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # The directories being walked, outermost first, each with an iterator over its entries not yet visited:

@@ -68,10 +68,24 @@ class RequestError(StoreError):
         return _outage(self.code, self.status, self.transport)
 
 
+# Refusals that are not about one object: the credentials stopped working (an expiring token, a key
+# rotated mid-run, a clock S3 no longer accepts), so every later request fails the same way.
+CREDENTIALS_GONE = frozenset(
+    {
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "RequestTimeTooSkewed",
+    }
+)
+
+
 def _outage(code: str, status: int, transport: bool) -> bool:
     if not status and code.isdigit():
         status = int(code)  # an error without a body (HEAD) is known by its status alone
-    return transport or status >= 500 or retryable(status, code)
+    return transport or status >= 500 or retryable(status, code) or code in CREDENTIALS_GONE
 
 
 def is_outage(exc: BaseException) -> bool:

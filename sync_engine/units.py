@@ -71,7 +71,7 @@ class _Dir:
                         direct += 1
         except OSError:
             pass  # the walk reports it; one unit is enough to do so
-        subdirs.sort(key=lambda name: f"{name}/")
+        subdirs.sort(key=lambda name: f"{name}/")  # units in key order, whatever order the disk lists
         return cls(rel_dir, own_changed, direct, iter(subdirs))
 
     def units(self, limit: int) -> tuple[int, list[ListUnit], int]:

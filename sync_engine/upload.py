@@ -24,7 +24,7 @@ from pathlib import Path
 from sync_engine.config import MAX_PARTS, MiB, SyncSettings
 from sync_engine.etag import COMMON_PART_SIZES, file_matches_etag, is_multipart_etag, multipart_etag
 from sync_engine.models import Outcome, PlanItem, UploadResult
-from sync_engine.store import ObjectStore, PutResult, StoreError
+from sync_engine.store import ObjectStore, PutResult, StoreError, is_outage
 
 ETAG_RETRIES = 2
 # File times come from the kernel's coarse clock (one tick, up to 10 ms). A write in the same tick as
@@ -151,7 +151,9 @@ class Uploader:
             except FileNotFoundError:
                 return UploadResult(item, Outcome.VANISHED, attempts=attempt, error="deleted before upload")
             except StoreError as exc:
-                return UploadResult(item, Outcome.FAILED, attempts=attempt, error=str(exc), s3_failure=True)
+                return UploadResult(
+                    item, Outcome.FAILED, attempts=attempt, error=str(exc), s3_failure=True, s3_outage=is_outage(exc)
+                )
             except Cancelled:
                 return UploadResult(item, Outcome.FAILED, attempts=attempt, error="interrupted; nothing committed")
             except OSError as exc:

@@ -199,3 +199,20 @@ def test_a_file_changed_through_mmap_without_new_times_is_uploaded_next_run(
     assert result["totals"]["uploaded"] == 1, result["totals"]
     key = PREFIX + "upload/7f3c2a10-admin/f9/27/f927be2510002f7a.jpg"
     assert s3.client().get_object(Bucket=bucket, Key=key)["Body"].read() == expected
+
+
+def test_unfinished_uploads_of_a_killed_run_are_aborted_and_counted(
+    run_sync, s3: LocalS3, bucket: str, sample: SampleLibrary
+):
+    """SIGKILL or the OOM killer leave multipart uploads open; the next run finds and aborts its own."""
+    admin = s3.client()
+    for key in (PREFIX + "upload/7f3c2a10-admin/killed.mp4", "immich/postgres/wals/0001.partial"):
+        upload = admin.create_multipart_upload(Bucket=bucket, Key=key)
+        admin.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 1024)
+    result = run_sync("backup", "-o", "json")
+    assert result.code == 0, result.err
+    assert result.json()["orphan_uploads"]["aborted"] == 1
+    left = [u["Key"] for u in admin.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+    assert left == ["immich/postgres/wals/0001.partial"]  # the database archive's are not the engine's
+    text = run_sync("backup")
+    assert "unfinished multipart uploads" not in text.out  # nothing left to abort
