@@ -43,11 +43,6 @@ class LocalFile:
     def folder(self) -> str:
         return self.rel.split("/", 1)[0]
 
-    @property
-    def changed_ns(self) -> int:
-        """Latest of mtime and ctime: a move or `touch -d` in the past still shows up in ctime."""
-        return max(self.mtime_ns, self.ctime_ns)
-
 
 @dataclass(frozen=True, slots=True)
 class RemoteObject:

@@ -28,19 +28,10 @@ class ListUnit:
     rel_dir: str
     direct_only: bool = False
     covered: frozenset[str] = field(default_factory=frozenset)
-    dirs_changed_ns: int = 0  # newest mtime/ctime of the directories this unit walks (see trust.py)
 
     @property
     def folder(self) -> str:
         return self.rel_dir.split("/", 1)[0]
-
-
-def _changed_ns(path: Path) -> int:
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return 1 << 62  # unknown: never trusted
-    return max(st.st_mtime_ns, st.st_ctime_ns)
 
 
 @dataclass
@@ -48,14 +39,12 @@ class _Dir:
     """A directory being counted: its subdirectories still to count, and what the counted ones gave."""
 
     rel_dir: str
-    own_changed: int
     direct: int
     subdirs: Iterator[str]
-    children: list[tuple[str, int, list[ListUnit], int]] = field(default_factory=list)
+    children: list[tuple[str, int, list[ListUnit]]] = field(default_factory=list)
 
     @classmethod
     def open(cls, root: Path, rel_dir: str) -> _Dir:
-        own_changed = _changed_ns(root / rel_dir)
         direct = 0
         subdirs: list[str] = []
         try:
@@ -72,18 +61,17 @@ class _Dir:
         except OSError:
             pass  # the walk reports it; one unit is enough to do so
         subdirs.sort(key=lambda name: f"{name}/")  # units in key order, whatever order the disk lists
-        return cls(rel_dir, own_changed, direct, iter(subdirs))
+        return cls(rel_dir, direct, iter(subdirs))
 
-    def units(self, limit: int) -> tuple[int, list[ListUnit], int]:
-        """(files in the subtree, its units, newest change of its directories), once every child is counted."""
-        total = self.direct + sum(count for _, count, _, _ in self.children)
-        subtree_changed = max([self.own_changed, *(changed for *_, changed in self.children)])
+    def units(self, limit: int) -> tuple[int, list[ListUnit]]:
+        """(files in the subtree, its units), once every child is counted."""
+        total = self.direct + sum(count for _, count, _ in self.children)
         if total <= limit:
-            return total, [ListUnit(self.rel_dir, dirs_changed_ns=subtree_changed)], subtree_changed
-        units = [unit for _, _, child_units, _ in self.children for unit in child_units]
+            return total, [ListUnit(self.rel_dir)]
+        units = [unit for _, _, child_units in self.children for unit in child_units]
         covered = frozenset(name for name, *_ in self.children)
-        units.append(ListUnit(self.rel_dir, direct_only=True, covered=covered, dirs_changed_ns=self.own_changed))
-        return total, units, subtree_changed
+        units.append(ListUnit(self.rel_dir, direct_only=True, covered=covered))
+        return total, units
 
 
 def _units(root: Path, rel_dir: str, limit: int) -> list[ListUnit]:
@@ -107,5 +95,5 @@ def _units(root: Path, rel_dir: str, limit: int) -> list[ListUnit]:
 def list_units(root: Path, folder: str, limit: int = UNIT_FILES) -> list[ListUnit]:
     """Units covering every file of `folder`; a missing folder is one (empty) unit."""
     if not (root / folder).is_dir() or (root / folder).is_symlink():
-        return [ListUnit(folder, dirs_changed_ns=1 << 62)]
+        return [ListUnit(folder)]
     return _units(root, folder, limit)
