@@ -319,9 +319,7 @@ def _plan_unit(
     )
     if listing is None and entries is not None and history.cache is not None:
         report.units_trusted += 1
-        yield from trusted_items(
-            entries, key_prefix=settings.media_prefix, cache=history.cache, shard=settings.shard
-        )
+        yield from trusted_items(entries, key_prefix=settings.media_prefix, cache=history.cache, shard=settings.shard)
         return
     report.units_listed += 1
     assert listing is not None

@@ -260,9 +260,14 @@ def _verify(args: argparse.Namespace, settings: SyncSettings, store: ObjectStore
             f"(manifests of {runs}); {result.missing:,} missing, {result.size_mismatch:,} size "
             f"and {result.etag_mismatch:,} ETag mismatches; {result.unrecorded:,} objects not in any manifest"
             + (f"; {result.unreadable_manifests:,} manifests unreadable" if result.unreadable_manifests else "")
+            + (f"; {result.bad_manifest_lines:,} manifest lines unreadable" if result.bad_manifest_lines else "")
+            + (f"; {result.unconfirmed:,} uploads S3 did not confirm" if result.unconfirmed else "")
+            + (f"; {result.not_comparable:,} SSE-KMS objects checked by size only" if result.not_comparable else "")
         )
         for p in result.problems:
-            print(f"  {p['kind']:<14} {printable(p['key'])}")
+            line = f" line {p['line']}" if "line" in p else ""
+            detail = f": {printable(str(p['detail']))}" if p.get("detail") else ""
+            print(f"  {p['kind']:<14} {printable(p['key'])}{line}{detail}")
     return EXIT_OK if result.ok else EXIT_PARTIAL
 
 

@@ -9,9 +9,11 @@ computes the same ETag over the bytes as they stream past (`StreamingEtag`).
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from sync_engine.settings import MiB
 
@@ -43,19 +45,26 @@ def etag_part_count(etag: str) -> int:
     return int(match[1]) if match else 0
 
 
-def file_matches_etag(path: Path, etag: str, size: int, part_sizes: Iterable[int] = COMMON_PART_SIZES) -> bool:
+def is_kms(encryption: str) -> bool:
+    """SSE-KMS (`aws:kms`) or DSSE-KMS (`aws:kms:dsse`), from `x-amz-server-side-encryption`: S3's ETag
+    for such an object is not an MD5 of its bytes."""
+    return encryption == "aws:kms" or encryption.startswith("aws:kms:")
+
+
+def file_matches_etag(path: Path | int, etag: str, size: int, part_sizes: Iterable[int] = COMMON_PART_SIZES) -> bool:
     """True when the local file's bytes provably equal the object with this listing ETag.
 
     Used when a file's mtime moved but its size did not (touch, metadata rewrite): reading locally is
     far cheaper than uploading again. An ETag that is not an MD5 (SSE-KMS) never matches, so the file
-    is uploaded as before.
+    is uploaded as before. `path` may be an open descriptor (a restore opens files without following
+    links): it is read from the start and left open.
     """
     etag = etag.strip('"').lower()
     if not is_multipart_etag(etag):
         if len(etag) != 32:
             return False
         digest = hashlib.md5(usedforsecurity=False)
-        with path.open("rb") as fh:
+        with _reader(path) as fh:
             while chunk := fh.read(READ_CHUNK):
                 digest.update(chunk)
         return digest.hexdigest() == etag
@@ -66,7 +75,7 @@ def file_matches_etag(path: Path, etag: str, size: int, part_sizes: Iterable[int
         if -(-size // part_size) != parts:
             continue
         digests = []
-        with path.open("rb") as fh:
+        with _reader(path) as fh:
             while True:
                 part = hashlib.md5(usedforsecurity=False)
                 remaining = part_size
@@ -79,6 +88,14 @@ def file_matches_etag(path: Path, etag: str, size: int, part_sizes: Iterable[int
         if multipart_etag(digests) == etag:
             return True
     return False
+
+
+def _reader(path: Path | int) -> BinaryIO:
+    if isinstance(path, int):
+        fh = os.fdopen(os.dup(path), "rb")
+        fh.seek(0)
+        return fh
+    return path.open("rb")
 
 
 class StreamingEtag:

@@ -92,9 +92,7 @@ class Reason(StrEnum):
     TRUSTED = "unchanged-since-last-run"  # every file of its directory is as confirmed: not even listed
 
 
-UPLOAD_REASONS = frozenset(
-    {Reason.MISSING, Reason.SIZE, Reason.RETRY, Reason.CHANGED, Reason.UNKNOWN, Reason.RECHECK}
-)
+UPLOAD_REASONS = frozenset({Reason.MISSING, Reason.SIZE, Reason.RETRY, Reason.CHANGED, Reason.UNKNOWN, Reason.RECHECK})
 CHECK_REASONS = frozenset({Reason.CHANGED, Reason.UNKNOWN, Reason.RECHECK})
 
 

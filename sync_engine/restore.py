@@ -11,11 +11,15 @@ workers download one object each (`download.py`), counts what happened, and says
 next. An object whose size or ETag no longer matches its manifest was changed in S3 after the backup
 wrote it, and is reported instead of restored. Re-running finishes an interrupted restore and skips
 every file that is already there with the right bytes.
+
+The manifests are untrusted input: a manifest or a line of one that cannot be read is reported as a
+problem (the run is partial, exit 1) while everything else is restored, checked against S3's listing
+where no readable record describes it. Nothing is written through a symbolic link (`target.py`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +28,7 @@ from typing import Any, Protocol
 
 from sync_engine import __version__
 from sync_engine.config import DEFAULT_RESTORE_DAYS, DEFAULT_RESTORE_TIER, RestoreSettings
-from sync_engine.download import Downloader, remove_stale_temp_files
+from sync_engine.download import Downloader
 from sync_engine.errors import (
     EXIT_ABORTED,
     EXIT_OK,
@@ -35,12 +39,18 @@ from sync_engine.errors import (
     StoreError,
     TargetError,
 )
-from sync_engine.manifests import Records, index_runs, read_records
+from sync_engine.manifests import Records, index_runs, read_records, shown_text
 from sync_engine.models import Fate, FileResult, RemoteObject
 from sync_engine.pool import WorkerPool
 from sync_engine.report import utc_iso
 from sync_engine.store import ObjectStore
-from sync_engine.target import PROGRESS_MARKER, check_target, ensure_immich_markers, write_progress_marker
+from sync_engine.target import (
+    check_target,
+    ensure_immich_markers,
+    remove_progress_marker,
+    remove_stale_temp_files,
+    write_progress_marker,
+)
 
 MAX_LISTED = 1000  # problems and pending objects kept for the summary
 
@@ -103,6 +113,9 @@ class RestoreReport:
     manifests: int = 0
     recorded: int = 0  # objects of the selected folders that a manifest describes
     records_note: str = ""
+    unreadable_manifests: int = 0
+    bad_manifest_lines: int = 0
+    size_checked_only: int = 0  # SSE-KMS objects no manifest describes: their content could not be checked
     last_sync: str = ""  # start of the newest successful backup run, from the report names
     last_sync_report: str = ""
     temp_files_removed: int = 0
@@ -196,7 +209,7 @@ def run_restore(
     cannot be used; every later problem is counted in the report instead."""
     observer = observer or _NullObserver()
     started = clock()
-    resumed = check_target(settings)
+    state = check_target(settings)
     _check_source(store, settings)
     report = RestoreReport(
         engine_version=__version__,
@@ -206,7 +219,7 @@ def run_restore(
         media_prefix=settings.media_prefix,
         report_prefix=settings.report_prefix,
         folders=list(settings.folders),
-        resumed=resumed,
+        resumed=state.resumed,
         overwrite=settings.overwrite,
         restore_days=settings.restore_days,
         restore_tier=settings.restore_tier,
@@ -214,20 +227,43 @@ def run_restore(
     )
     try:
         settings.target.mkdir(parents=True, exist_ok=True)
-        write_progress_marker(settings, started)
+        root_fd = os.open(settings.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise TargetError(f"cannot write to restore target {settings.target}: {exc.strerror or exc}") from None
-    if resumed:
-        report.temp_files_removed = remove_stale_temp_files(settings.target)
+    try:
+        try:
+            write_progress_marker(root_fd, settings, started)
+        except OSError as exc:
+            raise TargetError(f"cannot write to restore target {settings.target}: {exc.strerror or exc}") from None
+        report.temp_files_removed = remove_stale_temp_files(root_fd, state.stale_temps)
+        _restore_into(settings, store, report, root_fd, observer, started, clock)
+    finally:
+        os.close(root_fd)
+    return report
 
+
+def _restore_into(
+    settings: RestoreSettings,
+    store: ObjectStore,
+    report: RestoreReport,
+    root_fd: int,
+    observer: RestoreObserver,
+    started: float,
+    clock: Callable[[], float],
+) -> None:
     records = load_records(store, settings)
     report.manifests, report.recorded, report.records_note = records.manifests, len(records.entries), records.note
     if records.last_sync is not None:
         report.last_sync = utc_iso(records.last_sync.started)
         report.last_sync_report = records.last_sync.key
+    report.unreadable_manifests, report.bad_manifest_lines = len(records.unreadable), records.bad_lines
+    for key, why in records.unreadable.items():
+        _problem(report, shown_text(key), "unreadable-manifest", why)
+    for bad in records.bad_examples:
+        _problem(report, shown_text(bad.manifest), "bad-manifest-line", bad.detail)
 
     tally = _Tally(report)
-    downloader = Downloader(settings, store, records.entries)
+    downloader = Downloader(settings, store, records.entries, root_fd)
 
     def record(result: FileResult) -> None:
         tally.record(result, pool)
@@ -259,8 +295,15 @@ def run_restore(
         interrupted="interrupted (SIGINT/SIGTERM): no partial file was left; run again to finish",
         store_failed=lambda exc: f"listing failed: {exc}",
     )
-    _finish(settings, store, report, reason, started, clock)
-    return report
+    report.size_checked_only = downloader.size_checked_only
+    _finish(settings, store, report, root_fd, reason, started, clock)
+
+
+def _problem(report: RestoreReport, path: str, kind: str, detail: str) -> None:
+    if len(report.problems) < MAX_LISTED:
+        report.problems.append({"path": path, "kind": kind, "detail": detail})
+    else:
+        report.problems_truncated += 1
 
 
 class _Tally:
@@ -284,7 +327,7 @@ class _Tally:
         if result.fatal:
             pool.stop(f"the restore target cannot take more files: {result.detail}")
         if result.s3_failure and result.fate is Fate.FAILED:
-            pool.s3_failed(result.detail)
+            pool.s3_failed(result.detail, outage=result.s3_outage)
         elif result.fate in (Fate.DOWNLOADED, Fate.ALREADY_THERE, Fate.PENDING):
             pool.s3_worked()
 
@@ -311,16 +354,14 @@ class _Tally:
         elif result.fate in (Fate.CONFLICT, Fate.FAILED):
             if result.fate is Fate.FAILED:
                 report.failed_by_kind[result.kind] = report.failed_by_kind.get(result.kind, 0) + 1
-            if len(report.problems) < MAX_LISTED:
-                report.problems.append({"path": result.path, "kind": result.kind, "detail": result.detail})
-            else:
-                report.problems_truncated += 1
+            _problem(report, result.path, result.kind, result.detail)
 
 
 def _finish(
     settings: RestoreSettings,
     store: ObjectStore,
     report: RestoreReport,
+    root_fd: int,
     abort_reason: str,
     started: float,
     clock: Callable[[], float],
@@ -333,20 +374,19 @@ def _finish(
         report.status, report.exit_code, report.error = "aborted", EXIT_ABORTED, abort_reason
     else:
         try:
-            report.markers_created = ensure_immich_markers(settings.target)
+            report.markers_created = ensure_immich_markers(root_fd)
         except OSError as exc:
             report.problems.append({"path": ".immich", "kind": "local-error", "detail": exc.strerror or str(exc)})
             report.failed_by_kind["local-error"] = report.failed_by_kind.get("local-error", 0) + 1
             totals.failed += 1
-        if totals.failed or totals.conflicts:
+        if totals.failed or totals.conflicts or report.unreadable_manifests or report.bad_manifest_lines:
             report.status, report.exit_code = "partial", EXIT_PARTIAL
         elif totals.pending:
             report.status, report.exit_code = "pending", EXIT_PENDING
         else:
             report.status, report.exit_code = "ok", EXIT_OK
     if report.exit_code == EXIT_OK:
-        with contextlib.suppress(FileNotFoundError):
-            (settings.target / PROGRESS_MARKER).unlink()
+        remove_progress_marker(root_fd)
     restored = {f for f, st in report.per_folder.items() if st.downloaded or st.already_there}
     report.regenerate = [f for f in ("thumbs", "encoded-video") if f not in restored]
     report.next_steps = next_steps(settings, report)
@@ -384,6 +424,24 @@ def next_steps(settings: RestoreSettings, report: RestoreReport) -> list[str]:
         )
     if t.failed - changed:
         steps.append(f"{t.failed - changed:,} file(s) failed (see problems); run the same restore again to retry them")
+    if report.unreadable_manifests or report.bad_manifest_lines:
+        what = " and ".join(
+            part
+            for part in (
+                f"{report.unreadable_manifests:,} manifest(s)" if report.unreadable_manifests else "",
+                f"{report.bad_manifest_lines:,} manifest line(s)" if report.bad_manifest_lines else "",
+            )
+            if part
+        )
+        steps.append(
+            f"{what} of the backup could not be read (see problems): the objects they described were checked "
+            "against S3's listing only; `immich-sync verify` lists what the manifests no longer vouch for"
+        )
+    if report.size_checked_only:
+        steps.append(
+            f"{report.size_checked_only:,} SSE-KMS object(s) that no manifest describes were checked by size only "
+            "(their ETag is not an MD5 and no MD5 was recorded): compare them with another copy if one exists"
+        )
     jobs = {"thumbs": '"Generate Thumbnails" (All)', "encoded-video": '"Transcode Videos" (All)'}
     if report.regenerate:
         folders = " and ".join(f"{f}/" for f in report.regenerate)

@@ -55,6 +55,11 @@ ACCESS_CODES = {
 }
 
 
+def _kms(encryption: object) -> bool:
+    """SSE-KMS (`aws:kms`) and DSSE-KMS (`aws:kms:dsse`): S3's ETag is then not an MD5 of the bytes."""
+    return str(encryption or "").startswith("aws:kms")
+
+
 class RequestError(StoreError):
     """A failed S3 request, with the HTTP status S3 answered (0 when nothing answered), so that a caller
     can tell S3 being down or overloaded from S3 refusing this one request."""
@@ -413,12 +418,12 @@ class ObjectStore:
                 headers = {"x-amz-storage-class": storage_class} if storage_class else None
                 got = self._direct.put(key, body, kwargs["ContentMD5"], headers)
                 return PutResult(
-                    str(got.get("ETag", "")).strip('"').lower(), got.get("x-amz-server-side-encryption") == "aws:kms"
+                    str(got.get("ETag", "")).strip('"').lower(), _kms(got.get("x-amz-server-side-encryption"))
                 )
             resp = self._client.put_object(**kwargs)
         except Exception as exc:
             raise describe_error(exc, f"uploading {key}") from None
-        return PutResult(str(resp.get("ETag", "")).strip('"').lower(), resp.get("ServerSideEncryption") == "aws:kms")
+        return PutResult(str(resp.get("ETag", "")).strip('"').lower(), _kms(resp.get("ServerSideEncryption")))
 
     def create_multipart(self, key: str, storage_class: str | None) -> str:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
@@ -459,7 +464,7 @@ class ObjectStore:
             )
         except Exception as exc:
             raise describe_error(exc, f"completing multipart upload of {key}") from None
-        return PutResult(str(resp.get("ETag", "")).strip('"').lower(), resp.get("ServerSideEncryption") == "aws:kms")
+        return PutResult(str(resp.get("ETag", "")).strip('"').lower(), _kms(resp.get("ServerSideEncryption")))
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         try:

@@ -98,4 +98,3 @@ def load_history(
     if history.cache is not None and history.cache.bad_lines:
         history.note = f"files cache {key}: {history.cache.bad_lines} bad lines skipped"
     return history
-

@@ -71,9 +71,7 @@ def test_full_backup_under_the_shipped_writer_policy(run_sync, monkeypatch, iam_
     assert second.json()["files_cache"] and second.json()["files_cache_entries_read"] == len(wanted)
 
 
-def test_media_cannot_be_read_back_with_the_writer_keys(
-    run_sync, monkeypatch, iam_s3, sample: SampleLibrary, tmp_path
-):
+def test_media_cannot_be_read_back_with_the_writer_keys(run_sync, monkeypatch, iam_s3, sample: SampleLibrary, tmp_path):
     """The writer reads its own run reports (its files cache), never a photo: a restore is refused."""
     server, keys = iam_s3
     _use(monkeypatch, server, keys["writer"])

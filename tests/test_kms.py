@@ -168,7 +168,7 @@ def test_restore_checks_the_md5_of_what_it_downloads_on_a_kms_bucket(
     assert report["totals"]["failed"] == 0 and report["totals"]["downloaded"] == report["totals"]["objects"] > 0
     assert files(target, ("profile", "library")) == files(sample.root, ("profile", "library"))
 
-    again = restore(run_sync, target)  # resumes and re-runs see the files as already there, by their MD5
+    again = restore(run_sync, target, "--force")  # a re-run sees the files as already there, by their MD5
     assert again.code == 0, again.out
     assert again.json()["totals"]["already_there"] == report["totals"]["objects"]
 
@@ -203,6 +203,28 @@ def test_a_kms_object_no_manifest_describes_is_checked_by_size_and_said_so(
     assert "size" in " ".join(report["next_steps"]) and "SSE-KMS" in " ".join(report["next_steps"])
     assert (target / "profile/legacy.jpg").read_bytes() == b"adopted from aws-cli"
 
+    # a re-run cannot prove the file's bytes either: the same size is all there is to go by, and said so
+    again = restore(run_sync, target, "--force")
+    assert again.code == 0, again.out
+    assert again.json()["totals"]["already_there"] == report["totals"]["objects"]
+    assert again.json()["size_checked_only"] == 1
+
+
+def test_an_archived_object_that_changed_is_reported_before_s3_is_asked_to_restore_it(
+    run_sync: RunSync, backed_up: dict[str, dict[str, Any]], s3: LocalS3, bucket: str, tmp_path: Path
+) -> None:
+    """No KMS here: the HEAD that reads the restore state also shows the differing ETag is an MD5."""
+    victim = PREFIX + "profile/7f3c2a10-admin/avatar.jpg"
+    size = backed_up[victim]["Size"]
+    s3.client().put_object(Bucket=bucket, Key=victim, Body=b"y" * size, StorageClass="GLACIER")
+    result = restore(run_sync, tmp_path / "restored")
+    assert result.code == 1
+    report = result.json()
+    assert [(p["path"], p["kind"]) for p in report["problems"]] == [
+        ("profile/7f3c2a10-admin/avatar.jpg", "changed-in-s3")
+    ]
+    assert "RestoreObject" not in report["requests"] and report["totals"]["pending"] == 0
+
 
 # -- verify ---------------------------------------------------------------------------------------
 
@@ -235,9 +257,7 @@ def test_verify_matches_the_etag_s3_reported_at_upload(
         item = PlanItem(local=local, key=key, reason=Reason.MISSING)
         part_size = 16 * 1024 * 1024 if "-" in etag else None
         writer.add(
-            UploadResult(
-                item, Outcome.UPLOADED, size=obj["Size"], etag=etag, part_size=part_size, s3_etag=opaque(etag)
-            )
+            UploadResult(item, Outcome.UPLOADED, size=obj["Size"], etag=etag, part_size=part_size, s3_etag=opaque(etag))
         )
     s3.client().put_object(Bucket=bucket, Key=NEWEST, Body=writer.finish())
     victim = PREFIX + "profile/7f3c2a10-admin/avatar.jpg"

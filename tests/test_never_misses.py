@@ -19,7 +19,7 @@ from sync_engine.backup import run
 from sync_engine.cli import build_parser
 from sync_engine.report import RunReport
 from sync_engine.store import ObjectStore
-from tests.conftest import list_keys
+from tests.conftest import list_keys, open_multipart_uploads
 from tests.s3proxy import Proxy, fail
 
 PREFIX = "immich/media/"
@@ -61,7 +61,7 @@ def test_a_settle_window_lowered_between_runs_still_uploads_the_deferred_file(
     assert run_sync("backup", "--settle-seconds", "0").code == 0
     fresh = sample.root / "upload/7f3c2a10-admin/fresh.jpg"
     fresh.write_bytes(b"n" * 3000)
-    time.sleep(1.5)
+    time.sleep(2.5)  # older than any margin a run start (whole seconds in report names) could leave
     first = run_sync("backup", "-o", "json", "--settle-seconds", "60").json()
     assert first["totals"]["deferred"] == 1
     second = run_sync("backup", "-o", "json", "--settle-seconds", "0").json()
@@ -216,3 +216,38 @@ def test_unfinished_uploads_of_a_killed_run_are_aborted_and_counted(
     assert left == ["immich/postgres/wals/0001.partial"]  # the database archive's are not the engine's
     text = run_sync("backup")
     assert "unfinished multipart uploads" not in text.out  # nothing left to abort
+
+
+class _BrokenDisplay:
+    """A progress display that fails mid-run, as a terminal that went away does."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def folder_started(self, folder: str) -> None:
+        pass
+
+    def planned(self, item: object) -> None:
+        self.seen += 1
+        if self.seen == 50:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    def problem(self, problem: object) -> None:
+        pass
+
+    def finished(self, result: object) -> None:
+        pass
+
+
+def test_an_unexpected_error_still_writes_the_report_and_exits_3(
+    sync_env: dict[str, str], s3: LocalS3, bucket: str, sample: SampleLibrary
+):
+    from sync_engine.config import sync_settings
+
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    settings = sync_settings(action.choices["backup"].parse_args([]), os.environ)
+    report = run(settings, ObjectStore(settings.s3), observer=_BrokenDisplay())  # type: ignore[arg-type]
+    assert (report.status, report.exit_code) == ("aborted", 3)
+    assert report.error == "internal error: BrokenPipeError: [Errno 32] Broken pipe"
+    assert report.report_key in list_keys(s3, bucket, "immich/sync-reports/")
+    assert open_multipart_uploads(s3, bucket) == []

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Sparkline, Static
 from textual.worker import Worker, WorkerState
 
 from immich_tui.services import clock
-from immich_tui.services.offsite import FolderObjects, OffsiteState
+from immich_tui.services.offsite import FolderObjects, OffsiteState, VerifyResult
 from immich_tui.services.status import Services
 from immich_tui.widgets.pane import Pane
 from sync_engine.text import one_line, size
@@ -141,9 +141,20 @@ class OffsitePane(Pane):
                     f" {verdict}: {result.verified:,} of {result.recorded:,} recorded objects match; "
                     f"missing {result.missing}, size differs {result.size_mismatch}, "
                     f"ETag differs {result.etag_mismatch}, unrecorded {result.unrecorded:,} "
-                    f"({result.reports} reports)"
+                    f"({result.reports} reports)" + _verify_extras(result)
                 )
 
     def apply_filter(self, text: str) -> None:
         self.filter = text
         self.render_tables()
+
+
+def _verify_extras(result: VerifyResult) -> str:
+    """The problems a verify can have beyond differences, named only when there are some."""
+    extras = [
+        (result.unreadable_manifests, "manifests unreadable"),
+        (result.bad_manifest_lines, "manifest lines unreadable"),
+        (result.unconfirmed, "uploads S3 did not confirm"),
+        (result.not_comparable, "SSE-KMS objects checked by size only"),
+    ]
+    return "".join(f"; {count:,} {what}" for count, what in extras if count)
