@@ -137,7 +137,7 @@ def run(
     def produce(pool: WorkerPool[PlanItem, UploadResult]) -> None:
         if not dry_run:
             _abort_orphans(store, settings, report)
-        history = _history(store, settings, report, started)
+        history = _history(store, settings, report, started, state.cache)
         current, folder_start = "", clock()
         for unit, listing, entries in _listed_units(store, settings, report, history):
             if unit.folder != current:
@@ -196,7 +196,9 @@ def _abort_orphans(store: ObjectStore, settings: SyncSettings, report: RunReport
     }
 
 
-def _history(store: ObjectStore, settings: SyncSettings, report: RunReport, started: float) -> History:
+def _history(
+    store: ObjectStore, settings: SyncSettings, report: RunReport, started: float, state_cache: CacheWriter | None
+) -> History:
     """What earlier runs of this coverage left: the files cache and whether a full listing is recent."""
     history = load_history(
         store,
@@ -206,6 +208,8 @@ def _history(store: ObjectStore, settings: SyncSettings, report: RunReport, star
         settings.full_listing_days,
     )
     if history.cache is not None:
+        if state_cache is not None:
+            state_cache.previous = history.cache
         report.files_cache = history.cache.source
         report.files_cache_entries_read = len(history.cache.entries)
         report.files_cache_bad_lines = history.cache.bad_lines
@@ -384,8 +388,8 @@ def _record_plan_only(state: _State, item: PlanItem, dry_run: bool) -> None:
             _bump(stats, "uploaded", size)  # "would upload" in a plan
         else:
             _bump(stats, "unchanged", size)
-            if item.cached is not None:  # unchanged and trusted items are exactly as confirmed
-                _remember(state, item.key, item.local, item.cached.etag, item.cached.part_size, CacheState.OK)
+            if item.cached is not None and state.cache is not None:  # unchanged, trusted: exactly as confirmed
+                state.cache.carry(item.key)
 
 
 def _record_result(state: _State, pool: WorkerPool[PlanItem, UploadResult], result: UploadResult) -> None:
@@ -454,8 +458,11 @@ def _finish(
     key = report_key(settings.report_prefix, report)
     report.manifest_entries = state.manifest.entries
     report.files_cache_entries = state.cache.entries
+    files = state.cache.finish()
+    if files is None and state.cache.previous is not None:
+        report.files_cache_key = state.cache.previous.source  # nothing new: the previous cache says it all
     try:
-        write_report(store, key, report, state.manifest.finish(), state.cache.finish())
+        write_report(store, key, report, state.manifest.finish(), files)
     except StoreError as exc:
         report.error = (report.error + "; " if report.error else "") + f"report not written: {exc}"
         if report.exit_code == EXIT_OK:

@@ -20,8 +20,11 @@ times showing it: re-compared by content next run), `seen` (deferred while settl
 run compares with), `failed` (S3 committed bytes it did not confirm: uploaded again next run). A file
 with no line is compared by content, so a lost or unreadable cache costs local reads, never a miss.
 
-The object is read from the bucket, so it is untrusted: each line is checked, a bad line is skipped
-(that file is compared by content) and the decompressed size is capped.
+Each line is a JSON array `[key, size, mtime_ns, ctime_ns, inode, etag, part_size (0: none), state]`:
+a run reads and writes one line per file of the library, so the format is the one the C JSON parser
+takes fastest, parsed thousands of lines per call. The object is read from the bucket, so it is
+untrusted: each row is checked, a bad line is skipped (that file is compared by content), and the
+decompressed size is capped.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import IO, Any
 
 from sync_engine.models import Cached
@@ -40,37 +44,63 @@ from sync_engine.models import CacheState as State
 
 MAX_LINE = 8 * 1024  # one S3 key (at most 1,024 bytes) and a few numbers
 MAX_COMPRESSED = 512 * 1024 * 1024  # checked against the listing before the GET
-MAX_DECOMPRESSED = 4 * 1024 * 1024 * 1024  # ~20 million lines: far beyond any Immich library
+MAX_DECOMPRESSED = 4 * 1024 * 1024 * 1024  # ~40 million lines: far beyond any Immich library
+CHUNK = 1024 * 1024  # inflated and parsed at a time
+WRITE_BATCH = 4096  # lines compressed at a time
+STATES = {state.value: state for state in State}
+STATE_TEXT = {state: f'"{state.value}"' for state in State}
 
 
 class CacheWriter:
-    """Thread-safe spool of cache lines, gzipped into a temporary file until the run ends."""
+    """Thread-safe spool of cache lines, gzipped into a temporary file until the run ends.
+
+    A file found exactly as the previous cache describes it is only *carried* (its key noted). When
+    every line of a run is carried, the previous cache already says all this run would write, so
+    nothing is written and the next run reads the same object: a quiet night costs no upload of it.
+    Keys the previous cache holds for files that are gone stay in it, which is harmless: a line only
+    vouches for a file with the same size, mtime, ctime and inode."""
 
     def __init__(self) -> None:
         self._file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - lives until finish()
-        self._gzip = gzip.GzipFile(fileobj=self._file, mode="wb", compresslevel=6)
+        self._gzip = gzip.GzipFile(fileobj=self._file, mode="wb", compresslevel=1)  # read once, written nightly
         self._lock = threading.Lock()
+        self._lines: list[str] = []
+        self._carried: list[str] = []
+        self.previous: FilesCache | None = None
+        self.changed = False
         self.entries = 0
 
-    def add(self, key: str, cached: Cached) -> None:
-        line = {
-            "key": key,
-            "size": cached.size,
-            "mtime_ns": cached.mtime_ns,
-            "ctime_ns": cached.ctime_ns,
-            "ino": cached.ino,
-            "etag": cached.etag,
-            "state": cached.state.value,
-        }
-        if cached.part_size:
-            line["part_size"] = cached.part_size
-        data = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    def carry(self, key: str) -> None:
+        """The file is exactly as `previous` has it (the caller looked the line up there)."""
         with self._lock:
-            self._gzip.write(data)
+            self._carried.append(key)
             self.entries += 1
 
-    def finish(self) -> bytes:
+    def add(self, key: str, cached: Cached) -> None:
+        line = _line(key, cached)
         with self._lock:
+            self._lines.append(line)
+            self.changed = True
+            self.entries += 1
+            if len(self._lines) >= WRITE_BATCH:
+                self._flush()
+
+    def _flush(self) -> None:
+        self._gzip.write("".join(self._lines).encode("utf-8", "surrogatepass"))
+        self._lines.clear()
+
+    def finish(self) -> bytes | None:
+        """The cache object to store, or None when the previous one says it all."""
+        with self._lock:
+            if not self.changed and self.previous is not None:
+                self._file.close()
+                return None
+            entries = self.previous.entries if self.previous is not None else {}
+            for key in self._carried:
+                self._lines.append(_line(key, entries[key]))
+                if len(self._lines) >= WRITE_BATCH:
+                    self._flush()
+            self._flush()
             self._gzip.close()
             self._file.seek(0)
             data = self._file.read()
@@ -78,36 +108,35 @@ class CacheWriter:
             return data
 
 
-def _count(line: dict[str, Any], name: str) -> int:
-    value = line.get(name)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{name} {value!r} is not a non-negative integer")
-    return value
-
-
-def parse_line(line: Any) -> tuple[str, Cached]:
-    if not isinstance(line, dict):
-        raise ValueError("not a JSON object")
-    key, etag, state = line.get("key"), line.get("etag", ""), line.get("state")
-    if not isinstance(key, str) or not key or len(key.encode("utf-8", "surrogatepass")) > 1024:
-        raise ValueError("no usable key")
-    if not isinstance(etag, str) or len(etag) > 100:
-        raise ValueError(f"{key}: etag is not an ETag")
-    if state not in State.__members__.values():
-        raise ValueError(f"{key}: unknown state {state!r}")
-    part_size = line.get("part_size")
-    if part_size is not None and (not isinstance(part_size, int) or isinstance(part_size, bool) or part_size <= 0):
-        raise ValueError(f"{key}: part_size {part_size!r} is not a byte count")
-    cached = Cached(
-        size=_count(line, "size"),
-        mtime_ns=_count(line, "mtime_ns"),
-        ctime_ns=_count(line, "ctime_ns"),
-        ino=_count(line, "ino"),
-        etag=etag.strip('"').lower(),
-        part_size=part_size,
-        state=State(state),
+def _line(key: str, cached: Cached) -> str:
+    return (
+        f"[{encode_basestring(key)},{cached.size},{cached.mtime_ns},{cached.ctime_ns},{cached.ino},"
+        f"{encode_basestring(cached.etag)},{cached.part_size or 0},{STATE_TEXT[cached.state]}]\n"
     )
-    return key, cached
+
+
+def parse_row(row: Any) -> tuple[str, Cached] | None:
+    """One decoded line, checked; None when it is not a cache line. An ETag in another spelling than
+    the engine writes only makes the file's bytes be compared again."""
+    if type(row) is not list or len(row) != 8:
+        return None
+    key, size, mtime_ns, ctime_ns, ino, etag, part_size, state = row
+    if (
+        type(key) is str
+        and 0 < len(key) <= 1024
+        and type(size) is int
+        and type(mtime_ns) is int
+        and type(ctime_ns) is int
+        and type(ino) is int
+        and type(part_size) is int
+        and min(size, mtime_ns, ctime_ns, ino, part_size) >= 0
+        and type(etag) is str
+        and len(etag) <= 100
+        and type(state) is str
+        and state in STATES
+    ):
+        return key, Cached(size, mtime_ns, ctime_ns, ino, etag, part_size or None, STATES[state])
+    return None
 
 
 @dataclass
@@ -126,15 +155,16 @@ class CacheTooLarge(ValueError):
     pass
 
 
-def _lines(data: bytes) -> Iterator[bytes]:
+def _inflate(data: bytes) -> Iterator[bytes]:
+    """The decompressed stream in chunks, never more than MAX_DECOMPRESSED in all."""
     inflated = 0
     try:
         with gzip.GzipFile(fileobj=_Reader(data)) as stream:
-            while raw := stream.readline(MAX_LINE + 1):
-                inflated += len(raw)
+            while chunk := stream.read(CHUNK):
+                inflated += len(chunk)
                 if inflated > MAX_DECOMPRESSED:
                     raise CacheTooLarge(f"inflates beyond {MAX_DECOMPRESSED // 2**30} GiB")
-                yield raw
+                yield chunk
     except (OSError, EOFError, zlib.error) as exc:
         raise ValueError(f"not a gzip stream ({exc.__class__.__name__}: {exc})") from None
 
@@ -153,24 +183,51 @@ class _Reader:
         return chunk
 
 
+def _add_lines(cache: FilesCache, lines: list[bytes]) -> None:
+    """Parse a batch of complete lines with one call of the C parser; line by line only if that fails."""
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        return
+    try:
+        rows = json.loads(b"[" + b",".join(lines) + b"]")
+    except (ValueError, RecursionError):
+        rows = None
+    if rows is None or len(rows) != len(lines):
+        rows = []
+        for line in lines:
+            try:
+                rows.append(json.loads(line))
+            except (ValueError, RecursionError):  # RecursionError: a line of deeply nested brackets
+                rows.append(None)
+    entries = cache.entries
+    for row in rows:
+        parsed = parse_row(row)
+        if parsed is None:
+            cache.bad_lines += 1
+        else:
+            entries[parsed[0]] = parsed[1]
+
+
 def read_cache(data: bytes, source: str) -> FilesCache:
     """Parse a cache object; a ValueError when it is not one at all (the caller then has no cache)."""
     cache = FilesCache({}, source)
-    skipping = False  # inside an over-long line, whose rest arrives as further reads
-    for raw in _lines(data):
-        if skipping:
-            skipping = not raw.endswith(b"\n")
-            continue
-        if len(raw) > MAX_LINE:
+    pending = b""
+    skipping = False  # inside an over-long line: drop everything up to its newline
+    for chunk in _inflate(data):
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        if skipping and lines:
+            lines, skipping = lines[1:], False
+        elif skipping:
+            pending = b""
+        if len(pending) > MAX_LINE:
             cache.bad_lines += 1
-            skipping = not raw.endswith(b"\n")
-            continue
-        if not raw.strip():
-            continue
-        try:
-            key, cached = parse_line(json.loads(raw))
-        except (ValueError, RecursionError):  # RecursionError: a line of deeply nested brackets
-            cache.bad_lines += 1
-            continue
-        cache.entries[key] = cached
+            pending, skipping = b"", True
+        long_lines = [line for line in lines if len(line) > MAX_LINE]
+        if long_lines:
+            cache.bad_lines += len(long_lines)
+            lines = [line for line in lines if len(line) <= MAX_LINE]
+        _add_lines(cache, lines)
+    if pending and not skipping:
+        _add_lines(cache, [pending])
     return cache

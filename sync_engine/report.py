@@ -113,7 +113,7 @@ class RunReport:
     files_cache_entries_read: int = 0
     files_cache_bad_lines: int = 0
     files_cache_note: str = ""  # why there was none, or what was wrong with it
-    files_cache_key: str = ""  # the files cache this run wrote
+    files_cache_key: str = ""  # the files cache describing this run: its own, or the previous one unchanged
     files_cache_entries: int = 0
     orphan_uploads: dict[str, Any] = field(default_factory=dict)  # unfinished uploads of killed runs (orphans.py)
     problems: list[dict[str, str]] = field(default_factory=list)
@@ -198,8 +198,8 @@ def write_report(store: ObjectStore, key: str, report: RunReport, manifest: byte
     """Manifest and files cache first, then the report that names them: a report never points at a
     missing object.
 
-    A run that uploaded nothing writes no manifest, so a no-op night costs two PUTs: the files cache
-    and the report.
+    A run that uploaded nothing writes no manifest, and one that found every file as the previous files
+    cache describes it writes no cache (`files` is None): a no-op night costs one PUT, the report.
     """
     if report.manifest_entries:
         report.manifest_key = manifest_key(key)
