@@ -466,6 +466,19 @@ class ObjectStore:
             raise describe_error(exc, f"completing multipart upload of {key}") from None
         return PutResult(str(resp.get("ETag", "")).strip('"').lower(), _kms(resp.get("ServerSideEncryption")))
 
+    def listed_etag(self, key: str) -> str | None:
+        """The ETag a listing shows for exactly `key` (None: not listed). For servers that commit an
+        upload but answer without its ETag (Ceph RGW's CompleteMultipartUpload): the writer may list,
+        never read, so a listing is how it confirms what was stored."""
+        for page in self.list_pages(key):
+            for obj in page:
+                if obj.key == key:
+                    return obj.etag
+                if obj.key > key:
+                    return None
+            return None  # the exact key sorts first under its own prefix
+        return None
+
     def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
             self._count("AbortMultipartUpload")

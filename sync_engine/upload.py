@@ -240,7 +240,7 @@ class Uploader:
             result = self.store.put_object(key, data, md5.digest(), self.settings.storage_class)
             del data
         self._check_unchanged(fd, path, before, committed=True)
-        return _compare(result, md5.hexdigest(), key, None)
+        return self._confirm(result, md5.hexdigest(), key, None)
 
     def _multipart(self, fd: int, path: Path, key: str, before: _Snapshot, part_size: int) -> tuple[str, str]:
         upload_id = self.store.create_multipart(key, self.settings.storage_class)
@@ -269,7 +269,29 @@ class Uploader:
                 self._abort_quietly(key, upload_id)
         expected = multipart_etag(digests)
         self._check_unchanged(fd, path, before, committed=True)
-        return _compare(result, expected, key, part_size)
+        return self._confirm(result, expected, key, part_size)
+
+    def _confirm(self, result: PutResult, expected: str, key: str, part_size: int | None) -> tuple[str, str]:
+        """The MD5-form ETag and, for SSE-KMS, the opaque one S3 lists; a mismatch raises.
+
+        A commit answered without an ETag (Ceph RGW's CompleteMultipartUpload, a known Ceph bug) is
+        confirmed from a listing of its exact key, which such servers fill in correctly; the listing
+        must then show the expected ETag like any answer would."""
+        if result.kms:
+            return expected, result.etag  # not an MD5; Content-MD5 was still checked by S3 on arrival
+        got = result.etag
+        if not got:
+            listed = self.store.listed_etag(key)
+            if listed is None:
+                raise EtagMismatch(f"{key}: S3 answered no ETag and does not list the object", expected, part_size)
+            got = listed
+            if got != expected:
+                raise EtagMismatch(
+                    f"{key}: S3 answered no ETag and lists ETag {got}, expected {expected}", expected, part_size
+                )
+        if got != expected:
+            raise EtagMismatch(f"{key}: S3 returned ETag {got}, expected {expected}", expected, part_size)
+        return expected, ""
 
     def _abort_quietly(self, key: str, upload_id: str) -> None:
         # An abort that fails here is retried by botocore; if S3 is gone entirely, the bucket's
@@ -303,12 +325,3 @@ def _read_exact(fd: int, offset: int, length: int) -> bytes:
         chunks.append(chunk)
         remaining -= len(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _compare(result: PutResult, expected: str, key: str, part_size: int | None) -> tuple[str, str]:
-    """The MD5-form ETag and, for SSE-KMS, the opaque one S3 lists; a mismatch otherwise raises."""
-    if result.kms:
-        return expected, result.etag  # not an MD5; Content-MD5 was still checked by S3 on arrival
-    if result.etag != expected:
-        raise EtagMismatch(f"{key}: S3 returned ETag {result.etag}, expected {expected}", expected, part_size)
-    return expected, ""

@@ -9,6 +9,7 @@ file being uploaded, which is how "file rewritten mid-upload" is made determinis
 from __future__ import annotations
 
 import http.client
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -49,7 +50,8 @@ def classify(method: str, path: str, query: dict[str, list[str]]) -> str:
 
 
 # A rule sees each request and returns None (forward it) or an action.
-Action = tuple[str, object]  # ("error", (status, code)) | ("drop", None) | ("etag", "forged ETag")
+# ("error", (status, code)) | ("drop", None) | ("etag", "forged ETag") | ("body", (regex, replacement))
+Action = tuple[str, object]
 Rule = Callable[[Request], Action | None]
 
 
@@ -84,6 +86,7 @@ class Proxy:
                     proxy.log.append(req)
                     rules = list(proxy.rules)
                 forged_etag = None
+                rewrites: list[tuple[bytes, bytes]] = []
                 for rule in rules:
                     action = rule(req)
                     if action is None:
@@ -91,6 +94,9 @@ class Proxy:
                     kind, arg = action
                     if kind == "etag":
                         forged_etag = str(arg)
+                        continue
+                    if kind == "body":
+                        rewrites.append(arg)  # type: ignore[arg-type]
                         continue
                     if kind == "drop":
                         self.close_connection = True
@@ -113,6 +119,8 @@ class Proxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+                for pattern, replacement in rewrites:
+                    data = re.sub(pattern, replacement, data)
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
