@@ -8,7 +8,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # dependencies: it names the source-only `psycopg2`, whose module the dev extra's psycopg2-binary provides.
 BARMAN := barman==3.19.1
 
-.PHONY: demo test lint bench bench-status bench-tui bench-log clean
+.PHONY: demo test conformance lint bench bench-status bench-tui bench-log clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ demo: $(DEMO_STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The S3-facing tests against a real Ceph RADOS Gateway on 127.0.0.1 (conformance/rgw.py). Ceph is a
+# system service no registry ships as a Python package, so it comes from Debian's packages, installed
+# here when missing (as root) or named in one line otherwise.
+conformance: $(STAMP)
+	sh conformance/install.sh
+	$(BIN)/python -m pytest -p no:cacheprovider conformance
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
