@@ -12,8 +12,7 @@ import pytest
 
 from conformance.rgw import ACCESS_KEY, SECRET_KEY, RadosGateway, missing
 from immich_tui.demo.library import SampleLibrary, make_sample_library
-from sync_engine.cli import main
-from tests.conftest import Result
+from tests.conftest import sync_runner, use_sync_env
 
 
 @pytest.fixture(scope="session")
@@ -59,11 +58,6 @@ def sample(tmp_path: Path, sample_template: SampleLibrary) -> SampleLibrary:
 def sync_env(monkeypatch: pytest.MonkeyPatch, rgw: RadosGateway, bucket: str, sample: SampleLibrary) -> dict[str, str]:
     """The writer Secret's variables with the defaults a new user keeps (multipart from 64 MiB is
     lowered to 16 MiB so the sample's 18 MiB video takes the multipart path)."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "IMMICH_SYNC_")) or name in ("BUCKET_NAME", "MEDIA_PREFIX", "LIBRARY_ROOT"):
-            monkeypatch.delenv(name, raising=False)
     env = {
         "AWS_ACCESS_KEY_ID": ACCESS_KEY,
         "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
@@ -78,17 +72,10 @@ def sync_env(monkeypatch: pytest.MonkeyPatch, rgw: RadosGateway, bucket: str, sa
         "AWS_CONFIG_FILE": "/nonexistent",
         "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
     }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
+    use_sync_env(monkeypatch, env)
     return env
 
 
 @pytest.fixture
 def run_sync(capsys: pytest.CaptureFixture[str], sync_env: dict[str, str]):  # type: ignore[no-untyped-def]
-    def _run(*argv: str) -> Result:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        assert SECRET_KEY not in captured.out and SECRET_KEY not in captured.err
-        return Result(code, captured.out, captured.err)
-
-    return _run
+    return sync_runner(capsys, SECRET_KEY)

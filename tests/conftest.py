@@ -72,9 +72,6 @@ class Result:
 @pytest.fixture
 def sync_env(monkeypatch: pytest.MonkeyPatch, s3: LocalS3, bucket: str, sample: SampleLibrary) -> dict[str, str]:
     """The variables the writer Secret provides, pointed at the local server."""
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "IMMICH_SYNC_")) or name in ("BUCKET_NAME", "MEDIA_PREFIX", "LIBRARY_ROOT"):
-            monkeypatch.delenv(name, raising=False)
     env = {
         "AWS_ACCESS_KEY_ID": "AKIATESTWRITER",
         "AWS_SECRET_ACCESS_KEY": SECRET,
@@ -92,20 +89,34 @@ def sync_env(monkeypatch: pytest.MonkeyPatch, s3: LocalS3, bucket: str, sample: 
         "AWS_CONFIG_FILE": "/nonexistent",
         "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
     }
+    use_sync_env(monkeypatch, env)
+    return env
+
+
+def use_sync_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    """Exactly these variables, none inherited from the shell that runs the tests."""
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "IMMICH_SYNC_")) or name in ("BUCKET_NAME", "MEDIA_PREFIX", "LIBRARY_ROOT"):
+            monkeypatch.delenv(name, raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    return env
+
+
+def sync_runner(capsys: pytest.CaptureFixture[str], secret: str):  # type: ignore[no-untyped-def]
+    """`immich-sync ARGV` in-process; asserts the secret key never reaches its output."""
+
+    def _run(*argv: str) -> Result:
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        assert secret not in captured.out and secret not in captured.err
+        return Result(code, captured.out, captured.err)
+
+    return _run
 
 
 @pytest.fixture
 def run_sync(capsys: pytest.CaptureFixture[str], sync_env: dict[str, str]):  # type: ignore[no-untyped-def]
-    def _run(*argv: str) -> Result:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        assert SECRET not in captured.out and SECRET not in captured.err
-        return Result(code, captured.out, captured.err)
-
-    return _run
+    return sync_runner(capsys, SECRET)
 
 
 def list_keys(s3: LocalS3, bucket: str, prefix: str = "") -> dict[str, dict[str, Any]]:
