@@ -120,6 +120,7 @@ def run(
         settle_seconds=settings.settle_seconds,
         part_size=settings.part_size,
         multipart_threshold=settings.multipart_threshold,
+        bwlimit=settings.s3.bwlimit.describe() if settings.s3.bwlimit else "off",
     )
     state = _State(report, None if dry_run else ManifestWriter(), None if dry_run else CacheWriter())
     rule = Rule(settings.settle_seconds, started)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sync_engine.bwlimit import BandwidthSchedule
 from sync_engine.errors import ConfigError
 from sync_engine.models import Shard
 from sync_engine.settings import (
@@ -69,6 +70,7 @@ class S3Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     max_connections: int = 16
+    bwlimit: BandwidthSchedule | None = None  # None: no limit
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,9 @@ def _prefixes(args: object, env: Mapping[str, str]) -> tuple[str, str]:
     return media_prefix, report_prefix or default_report_prefix(media_prefix)
 
 
-def s3_settings(args: object, env: Mapping[str, str], *, workers: int = 16) -> S3Settings:
+def s3_settings(
+    args: object, env: Mapping[str, str], *, workers: int = 16, bwlimit: BandwidthSchedule | None = None
+) -> S3Settings:
     """How to reach the bucket, from flags (`args`, may be None) and variables."""
     return S3Settings(
         bucket=value("bucket", args, env),
@@ -175,6 +179,7 @@ def s3_settings(args: object, env: Mapping[str, str], *, workers: int = 16) -> S
         checksum_mode=value("checksum_mode", args, env),
         max_attempts=value("max_attempts", args, env),
         max_connections=max(workers, 4),
+        bwlimit=bwlimit,
     )
 
 
@@ -203,7 +208,7 @@ def sync_settings(args: object, env: Mapping[str, str] | None = None) -> SyncSet
         library_root=root,
         media_prefix=media_prefix,
         report_prefix=report_prefix,
-        s3=s3_settings(args, env, workers=workers),
+        s3=s3_settings(args, env, workers=workers, bwlimit=value("bwlimit", args, env)),
         folders=parse_folders(getattr(args, "include", None), getattr(args, "only", None)),
         storage_class=value("storage_class", args, env),
         workers=workers,
@@ -226,7 +231,8 @@ def restore_settings(args: object, env: Mapping[str, str] | None = None) -> Rest
         target=target,
         media_prefix=media_prefix,
         report_prefix=report_prefix,
-        s3=s3_settings(args, env, workers=workers + 2),  # + the listing and the manifest reads
+        # + the listing and the manifest reads
+        s3=s3_settings(args, env, workers=workers + 2, bwlimit=value("bwlimit", args, env)),
         folders=parse_restore_folders(
             getattr(args, "include", None), getattr(args, "only", None), getattr(args, "exclude", None)
         ),

@@ -25,6 +25,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.httpsession import get_cert_path
 
+from sync_engine.bwlimit import RateLimiter
 from sync_engine.config import S3Settings
 
 PROBE_KEY = "immich-sync-probe"
@@ -71,12 +72,11 @@ class DirectError(Exception):
 class DirectWriter:
     """Signs and sends PUTs of object bodies and parts; safe to share between threads."""
 
-    def __init__(self, client: Any, credentials: Any, settings: S3Settings) -> None:
-        probe = client.generate_presigned_url("put_object", Params={"Bucket": settings.bucket, "Key": PROBE_KEY})
-        base = probe.split("?", 1)[0]
-        if not base.endswith("/" + PROBE_KEY):
-            raise ValueError(f"unexpected presigned URL layout: {base}")
-        self._base = base[: -len(PROBE_KEY)]
+    def __init__(
+        self, client: Any, credentials: Any, settings: S3Settings, *, limiter: RateLimiter | None = None
+    ) -> None:
+        # `client`: the bucket's base URL (see `direct_base_url`), or a botocore client to learn it from
+        self._base = client if isinstance(client, str) else presigned_base(client, settings.bucket)
         self._credentials = credentials
         self._region = settings.region
         self._attempts = settings.max_attempts
@@ -91,6 +91,7 @@ class DirectWriter:
             self._base, maxsize=settings.max_connections, block=False, retries=False, timeout=timeout, **tls
         )
         self._base_path = urllib.parse.urlsplit(self._base).path
+        self._limiter = limiter
 
     def url(self, key: str, query: str = "") -> str:
         return self._base + urllib.parse.quote(key, safe="/~") + (f"?{query}" if query else "")
@@ -105,10 +106,12 @@ class DirectWriter:
             request.context["client_config"] = _UNSIGNED_PAYLOAD
             S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
             try:
+                # Paced, the body goes out in pieces as the bandwidth limit allows (one request with a
+                # Content-Length all the same); a retry paces its bytes again, as they are sent again.
                 response = self._pool.urlopen(
                     "PUT",
                     target,
-                    body=body,
+                    body=body if self._limiter is None else self._limiter.paced(body),
                     headers=dict(request.headers.items()),
                     preload_content=True,
                     redirect=False,

@@ -98,6 +98,7 @@ class RunReport:
     settle_seconds: float = 0.0
     part_size: int = 0
     multipart_threshold: int = 0
+    bwlimit: str = "off"  # the bandwidth limit in force when the run started, as the operator wrote it
     status: str = "running"  # ok | partial | aborted | refused (not an Immich library: nothing uploaded)
     exit_code: int = 0
     totals: FolderStats = field(default_factory=FolderStats)

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sync_engine.bwlimit import parse_bwlimit
 from sync_engine.errors import ConfigError
 from sync_engine.values import (
     Parser,
@@ -284,6 +285,17 @@ SETTINGS: tuple[Setting, ...] = (
         parse=integer(1, 256),
         default="16",
         metavar="N",
+    ),
+    Setting(
+        "bwlimit",
+        "--bwlimit",
+        ("IMMICH_SYNC_BWLIMIT",),
+        "bandwidth shared by all workers, in rclone's forms: a rate (2M = 2 MiB/s, 512k, off), UP:DOWN, or a "
+        "timetable of HH:MM,RATE entries in local time (TZ), e.g. '08:00,512k 23:00,off'",
+        commands=frozenset({BACKUP, RESTORE}),
+        parse=parse_bwlimit,
+        shown="off",
+        metavar="RATE|TIMETABLE",
     ),
     Setting(
         "multipart_threshold_mib",

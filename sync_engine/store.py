@@ -23,6 +23,7 @@ import botocore.exceptions as bexc
 import botocore.session
 from botocore.config import Config
 
+from sync_engine.bwlimit import RateLimiter
 from sync_engine.config import S3Settings
 from sync_engine.direct import DirectError, DirectWriter, retryable
 from sync_engine.errors import ConfigError, SetupError, StoreError
@@ -260,10 +261,11 @@ def _server_time(resp: dict[str, Any]) -> float | None:
 class ObjectReader:
     """An open GetObject response: its metadata, and the body read chunk by chunk so memory stays flat."""
 
-    def __init__(self, head: ObjectHead, body: Any, what: str) -> None:
+    def __init__(self, head: ObjectHead, body: Any, what: str, limiter: RateLimiter | None = None) -> None:
         self.head = head
         self._body = body
         self._what = what
+        self._limiter = limiter
 
     def chunks(self, size: int) -> Iterator[bytes]:
         while True:
@@ -273,6 +275,8 @@ class ObjectReader:
                 raise describe_error(exc, self._what) from None
             if not chunk:
                 return
+            if self._limiter is not None:
+                self._limiter.take(len(chunk))  # reading slower makes TCP slow the sender down
             yield chunk
 
     def close(self) -> None:
@@ -296,8 +300,11 @@ class ObjectStore:
         self._client, credentials = _make_client(settings, credentials, profile)
         # Content-MD5 is all the default checksum mode sends, so the hot path can skip botocore's
         # per-call machinery; `when_supported` keeps botocore's own checksum handling.
+        # One limiter per direction for the whole run: every worker draws on the same bandwidth.
+        self._up = RateLimiter.upload(settings.bwlimit) if settings.bwlimit else None
+        self._down = RateLimiter.download(settings.bwlimit) if settings.bwlimit else None
         self._direct = (
-            DirectWriter(self._client, credentials, settings)
+            DirectWriter(self._client, credentials, settings, limiter=self._up)
             if settings.checksum_mode == "when_required" and not _proxied(self._client.meta.endpoint_url)
             else None
         )
@@ -307,6 +314,10 @@ class ObjectStore:
     def _count(self, operation: str) -> None:
         with self._count_lock:
             self._counts[operation] = self._counts.get(operation, 0) + 1
+
+    def paced_bytes(self) -> tuple[int, int]:
+        """Bytes sent and received under the bandwidth limit (0, 0 without one)."""
+        return (self._up.taken if self._up else 0, self._down.taken if self._down else 0)
 
     def request_counts(self) -> dict[str, int]:
         """Operations sent (botocore's own retries not included), for the report."""
@@ -420,6 +431,8 @@ class ObjectStore:
                 return PutResult(
                     str(got.get("ETag", "")).strip('"').lower(), _kms(got.get("x-amz-server-side-encryption"))
                 )
+            if self._up is not None:
+                self._up.hold(len(body))
             resp = self._client.put_object(**kwargs)
         except Exception as exc:
             raise describe_error(exc, f"uploading {key}") from None
@@ -442,6 +455,8 @@ class ObjectStore:
             if self._direct is not None:
                 query = urllib.parse.urlencode({"partNumber": number, "uploadId": upload_id})
                 return str(self._direct.put(key, body, md5_b64, query=query).get("ETag", ""))
+            if self._up is not None:
+                self._up.hold(len(body))
             resp = self._client.upload_part(
                 Bucket=self.bucket,
                 Key=key,
@@ -520,7 +535,7 @@ class ObjectStore:
             resp = self._client.get_object(**kwargs)
         except Exception as exc:
             raise describe_error(exc, what) from None
-        return ObjectReader(ObjectHead.from_response(key, resp), resp["Body"], what)
+        return ObjectReader(ObjectHead.from_response(key, resp), resp["Body"], what, self._down)
 
     def restore_object(self, key: str, *, days: int | None, tier: str) -> bool:
         """Ask S3 for a readable copy of an archived object. True when a restore was started (202);

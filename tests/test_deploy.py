@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -235,6 +236,53 @@ def _run_container(container: dict[str, Any], secret: dict[str, str], volumes: d
     for name, value in env.items():
         args = [a.replace(f"$({name})", value) for a in args]
     return subprocess.run([sys.executable, "-m", "sync_engine", *args], env=env, capture_output=True, text=True)
+
+
+def test_the_bandwidth_example_in_the_default_overlay_reaches_the_engine(
+    iam_s3, sample: SampleLibrary, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The commented patch in overlays/default, uncommented as its comment says, renders, validates and
+    sets the limit the run reports."""
+    server, writer, admin = iam_s3
+    copy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy)
+    kustomization = copy / "overlays/default/kustomization.yaml"
+    text = kustomization.read_text()
+    head, example = text.split("# To cap the upload bandwidth", 1)
+    body = [line[2:] for line in example.splitlines()[1:] if line.startswith("# ")]
+    kustomization.write_text(head + "\n".join(body) + "\n")
+    done = subprocess.run([str(KUBECTL), "kustomize", str(kustomization.parent)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    cronjob = find([d for d in yaml.safe_load_all(done.stdout) if d], "CronJob")
+    kubernetes_validate.validate(cronjob, K8S_VERSION, strict=True)
+    [container] = _pod(cronjob)["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["IMMICH_SYNC_BWLIMIT"] == "08:00,2M 18:00,512k 23:30,off"
+    assert env["TZ"] == cronjob["spec"]["timeZone"] == "Etc/UTC"
+    secret = {
+        "AWS_ACCESS_KEY_ID": writer[0],
+        "AWS_SECRET_ACCESS_KEY": writer[1],
+        "AWS_REGION": "us-east-1",
+        "BUCKET_NAME": BUCKET,
+        "MEDIA_PREFIX": "immich/media/",
+    }
+    extra = {
+        "AWS_ENDPOINT_URL_S3": server.endpoint,
+        "IMMICH_SYNC_SETTLE_SECONDS": "0",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    }
+    ran = _run_container(container, secret, {"/library": sample.root}, extra)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    client = server.client(key_id=admin[0], secret=admin[1])
+    [key] = [
+        o["Key"]
+        for p in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="immich/sync-reports/")
+        for o in p.get("Contents", [])
+        if o["Key"].endswith("-ok-full.json")
+    ]
+    report = json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    assert report["bwlimit"] == "timetable 08:00,2M 18:00,512k 23:30,off"
 
 
 def test_the_cronjob_backs_up_the_library_under_the_writer_policy(iam_s3, sample: SampleLibrary) -> None:  # type: ignore[no-untyped-def]
