@@ -21,7 +21,7 @@ import re
 import threading
 import time
 import zoneinfo
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 UNITS = {"B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -234,17 +234,6 @@ class RateLimiter:
         if rate is None:
             return MAX_CHUNK
         return int(min(MAX_CHUNK, max(MIN_CHUNK, rate * CHUNK_SECONDS)))
-
-    def paced(self, body: bytes) -> Iterator[memoryview]:
-        """The body in pieces, each released when the rate allows; sent as one request with a
-        Content-Length, so the pieces are invisible to S3."""
-        view = memoryview(body)
-        offset = 0
-        while offset < len(view):
-            piece = view[offset : offset + self.chunk_size()]
-            self.take(len(piece))
-            offset += len(piece)
-            yield piece
 
     def hold(self, n: int) -> None:
         """Pace a body a client sends in one piece (botocore's path): its bytes are taken up front, in

@@ -18,7 +18,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sync_engine import __version__
 from sync_engine.backup import run
@@ -28,12 +28,13 @@ from sync_engine.inventory import inventory
 from sync_engine.models import FolderStats, PlanItem
 from sync_engine.output import LineLog, ProgressDisplay, RestoreLog, RestoreProgress, live_or_lines
 from sync_engine.report import RunReport, utc_iso
-from sync_engine.restore import RestoreReport, RestoreStats, run_restore
 from sync_engine.scan import printable
 from sync_engine.settings import BACKUP, INVENTORY, PLAN, RESTORE, VERIFY, add_flags
 from sync_engine.store import ObjectStore
 from sync_engine.text import dumps, printable_lines, size, table
-from sync_engine.verify import verify
+
+if TYPE_CHECKING:  # restore and verify are imported by their commands: a nightly backup loads neither
+    from sync_engine.restore import RestoreReport, RestoreStats
 
 PROG = "immich-sync"
 
@@ -247,6 +248,8 @@ def _inventory(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace, settings: SyncSettings, store: ObjectStore) -> int:
+    from sync_engine.verify import verify
+
     result = verify(settings, store)
     if args.output == "json":
         data: dict[str, Any] = asdict(result)
@@ -272,6 +275,8 @@ def _verify(args: argparse.Namespace, settings: SyncSettings, store: ObjectStore
 
 
 def _restore(args: argparse.Namespace) -> int:
+    from sync_engine.restore import run_restore
+
     settings = restore_settings(args)
     store = ObjectStore(settings.s3)
     log = LineLog(args.log_format, quiet=args.quiet)

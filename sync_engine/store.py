@@ -3,14 +3,18 @@
 HEAD, GET and RestoreObject are for the restore and the reports, run with read-only credentials.
 
 One botocore client is shared by every worker (its connection pool is sized to the worker count), so no
-request pays for session or client set-up. Listing runs in a prefetch thread (`prefetch.py`) so the
-planner and the uploads never wait for the next page.
+request pays for session or client set-up. It is built on first use: the requests every night makes
+(listings, the files cache GET, the multipart-upload check, PUTs) go out on the direct path of
+`direct.py` whenever it applies, so a night with nothing to upload builds no client and loads no
+botocore service model at all. Listing runs in a prefetch thread (`prefetch.py`) so the planner and
+the uploads never wait for the next page.
 """
 
 from __future__ import annotations
 
 import base64
 import email.utils
+import os
 import threading
 import urllib.parse
 import urllib.request
@@ -20,12 +24,10 @@ from types import TracebackType
 from typing import Any
 
 import botocore.exceptions as bexc
-import botocore.session
-from botocore.config import Config
 
 from sync_engine.bwlimit import RateLimiter
 from sync_engine.config import S3Settings
-from sync_engine.direct import DirectError, DirectWriter, retryable
+from sync_engine.direct import DirectError, DirectReader, DirectWriter, direct_base_url, presigned_base, retryable
 from sync_engine.errors import ConfigError, SetupError, StoreError
 from sync_engine.models import RemoteObject
 from sync_engine.prefetch import PrefetchedListing
@@ -158,6 +160,9 @@ class StaticCredentials:
 def _make_client(
     settings: S3Settings, static: StaticCredentials | None = None, profile: str | None = None
 ) -> tuple[Any, Any]:
+    import botocore.session  # with the client machinery it pulls in (waiters, docs): only when needed
+    from botocore.config import Config
+
     try:
         # botocore alone: boto3's import costs a no-op run 60 ms
         session = botocore.session.Session(profile=profile) if profile else botocore.session.get_session()
@@ -187,6 +192,54 @@ def _make_client(
     )
     client = session.create_client("s3", region_name=settings.region, endpoint_url=settings.endpoint_url, config=config)
     return client, credentials
+
+
+def _quick_credentials(static: StaticCredentials | None, profile: str | None) -> Any:
+    """The credentials botocore's chain would settle on, when finding them needs no session: keys handed
+    over, or the environment's keys while no profile is named (the environment comes first in the chain;
+    AWS_CREDENTIAL_EXPIRATION makes them refreshable, as in botocore). None: only a session can tell."""
+    from botocore.credentials import Credentials, EnvProvider
+
+    if static is not None:
+        return Credentials(static.access_key, static.secret_key, static.session_token, method="explicit")
+    if profile or os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE"):
+        return None
+    try:
+        return EnvProvider().load()
+    except bexc.PartialCredentialsError as exc:
+        raise ConfigError(
+            f"incomplete AWS credentials: {exc.kwargs.get('cred_var', 'a variable')} is not set"
+        ) from None
+
+
+class _Connection:
+    """Credentials, the direct path's base URL, and the botocore client, built on first use only."""
+
+    def __init__(self, settings: S3Settings, static: StaticCredentials | None, profile: str | None) -> None:
+        self._args = (settings, static, profile)
+        self._lock = threading.Lock()
+        self._client: Any = None
+        # Content-MD5 is all the default checksum mode sends, so the hot path can skip botocore's
+        # per-call machinery; `when_supported` keeps botocore's own checksum handling.
+        direct = settings.checksum_mode == "when_required"
+        self.credentials = _quick_credentials(static, profile)
+        self.base: str | None = direct_base_url(settings) if direct and self.credentials is not None else None
+        if self.base is None or _proxied(self.base):
+            self._client, self.credentials = _make_client(settings, static, profile)
+            proxied = _proxied(self._client.meta.endpoint_url)
+            self.base = presigned_base(self._client, settings.bucket) if direct and not proxied else None
+
+    def client(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = _make_client(*self._args)[0]
+        return self._client
+
+
+def _seconds(value: Any) -> float:
+    """A timestamp of a listing: epoch seconds from the direct path, a datetime from botocore."""
+    return value if isinstance(value, float) else float(value.timestamp())
 
 
 def _proxied(endpoint: str) -> bool:
@@ -297,19 +350,28 @@ class ObjectStore:
     ) -> None:
         self.settings = settings
         self.bucket = settings.bucket
-        self._client, credentials = _make_client(settings, credentials, profile)
-        # Content-MD5 is all the default checksum mode sends, so the hot path can skip botocore's
-        # per-call machinery; `when_supported` keeps botocore's own checksum handling.
+        self._connection = _Connection(settings, credentials, profile)
+        credentials = self._connection.credentials
         # One limiter per direction for the whole run: every worker draws on the same bandwidth.
         self._up = RateLimiter.upload(settings.bwlimit) if settings.bwlimit else None
         self._down = RateLimiter.download(settings.bwlimit) if settings.bwlimit else None
         self._direct = (
-            DirectWriter(self._client, credentials, settings, limiter=self._up)
-            if settings.checksum_mode == "when_required" and not _proxied(self._client.meta.endpoint_url)
+            DirectWriter(self._connection.base, credentials, settings, limiter=self._up)
+            if self._connection.base is not None
             else None
         )
+        self._reader = DirectReader(self._direct) if self._direct is not None else None
         self._counts: dict[str, int] = {}
         self._count_lock = threading.Lock()
+
+    @property
+    def _client(self) -> Any:
+        """The botocore client: built when a request first needs it, which a quiet night's never do."""
+        return self._connection.client()
+
+    def _list_page(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        page = self._reader.list_objects_v2(kwargs) if self._reader is not None else None
+        return page if page is not None else self._client.list_objects_v2(**kwargs)
 
     def _count(self, operation: str) -> None:
         with self._count_lock:
@@ -341,14 +403,14 @@ class ObjectStore:
         while True:
             try:
                 self._count("ListObjectsV2")
-                page = self._client.list_objects_v2(**kwargs)
+                page = self._list_page(kwargs)
             except Exception as exc:
                 raise describe_error(exc, f"listing s3://{self.bucket}/{prefix}") from None
             yield [
                 RemoteObject(
                     key=item["Key"],
                     size=int(item["Size"]),
-                    last_modified=item["LastModified"].timestamp(),
+                    last_modified=_seconds(item["LastModified"]),
                     etag=str(item.get("ETag", "")).strip('"').lower(),
                     storage_class=item.get("StorageClass") or "STANDARD",
                 )
@@ -366,7 +428,7 @@ class ObjectStore:
         while True:
             try:
                 self._count("ListObjectsV2")
-                page = self._client.list_objects_v2(**kwargs)
+                page = self._list_page(kwargs)
             except Exception as exc:
                 raise describe_error(exc, f"listing s3://{self.bucket}/{prefix}") from None
             for common in page.get("CommonPrefixes") or ():
@@ -383,7 +445,7 @@ class ObjectStore:
         """One cheap listing up front, so a wrong bucket or key fails before any work starts."""
         try:
             self._count("ListObjectsV2")
-            self._client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
+            self._list_page({"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": 1})
         except Exception as exc:
             err = describe_error(exc, f"s3://{self.bucket}")
             raise SetupError(str(err), code=err.code, transport=err.transport) from None
@@ -397,16 +459,17 @@ class ObjectStore:
         while True:
             try:
                 self._count("ListMultipartUploads")
-                page = self._client.list_multipart_uploads(**kwargs)
+                page = self._reader.list_multipart_uploads(kwargs) if self._reader is not None else None
+                if page is None:
+                    page = self._client.list_multipart_uploads(**kwargs)
             except Exception as exc:
                 raise describe_error(exc, f"listing the multipart uploads of s3://{self.bucket}/{prefix}") from None
             if first:
                 server_time, first = _server_time(page), False
             for item in page.get("Uploads") or ():
                 started = item.get("Initiated")
-                uploads.append(
-                    OpenUpload(str(item["Key"]), str(item["UploadId"]), started.timestamp() if started else None)
-                )
+                when = _seconds(started) if started is not None else None
+                uploads.append(OpenUpload(str(item["Key"]), str(item["UploadId"]), when))
             key, upload_id = page.get("NextKeyMarker"), page.get("NextUploadIdMarker")
             if not page.get("IsTruncated") or not (key or upload_id):
                 return OpenUploads(uploads, server_time)
@@ -505,6 +568,9 @@ class ObjectStore:
     def get_bytes(self, key: str) -> bytes:
         try:
             self._count("GetObject")
+            body = self._reader.get_object(key) if self._reader is not None else None
+            if body is not None:
+                return body
             return bytes(self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
         except Exception as exc:
             raise describe_error(exc, f"reading s3://{self.bucket}/{key}") from None

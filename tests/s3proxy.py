@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import http.client
 import re
+import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +51,8 @@ def classify(method: str, path: str, query: dict[str, list[str]]) -> str:
     return {"GET": "GetObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}.get(method, method)
 
 
+SLOW_PIECE = 64 * 1024
+
 # A rule sees each request and returns None (forward it) or an action.
 # ("error", (status, code)) | ("drop", None) | ("etag", "forged ETag") | ("body", (regex, replacement))
 Action = tuple[str, object]
@@ -61,6 +65,9 @@ class Proxy:
     rules: list[Rule] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     log: list[Request] = field(default_factory=list)
+    # Bytes per second at which request bodies are read: a slow uplink as the sender feels it. The
+    # proxy's receive buffer is then kept small too, or the kernel would absorb megabytes at once.
+    read_rate: float | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -75,7 +82,7 @@ class Proxy:
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                body = self._read_body(length)
                 parts = urlsplit(self.path)
                 query = parse_qs(parts.query, keep_blank_values=True)
                 req = Request(
@@ -131,9 +138,27 @@ class Proxy:
                     self.wfile.write(data)
                 conn.close()
 
+            def _read_body(self, length: int) -> bytes:
+                if not length or proxy.read_rate is None:
+                    return self.rfile.read(length) if length else b""
+                pieces: list[bytes] = []
+                started, got = time.monotonic(), 0
+                while got < length:
+                    piece = self.rfile.read(min(SLOW_PIECE, length - got))
+                    if not piece:
+                        break
+                    pieces.append(piece)
+                    got += len(piece)
+                    time.sleep(max(0.0, started + got / proxy.read_rate - time.monotonic()))
+                return b"".join(pieces)
+
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
+        if self.read_rate is not None:
+            self._server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_PIECE)
+        self._server.server_bind()
+        self._server.server_activate()
         self._server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
