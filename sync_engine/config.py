@@ -83,7 +83,7 @@ class SyncSettings:
     s3: S3Settings
     folders: tuple[str, ...] = DEFAULT_FOLDERS
     storage_class: str | None = None
-    workers: int = 16
+    workers: int = 64
     part_size: int = 16 * MiB
     multipart_threshold: int = 64 * MiB
     memory_budget: int = 256 * MiB
@@ -102,7 +102,7 @@ class RestoreSettings:
     report_prefix: str
     s3: S3Settings
     folders: tuple[str, ...] = IMMICH_FOLDERS
-    workers: int = 16
+    workers: int = 64
     overwrite: bool = False
     force: bool = False
     restore_days: int = DEFAULT_RESTORE_DAYS
@@ -168,7 +168,7 @@ def _prefixes(args: object, env: Mapping[str, str]) -> tuple[str, str]:
 
 
 def s3_settings(
-    args: object, env: Mapping[str, str], *, workers: int = 16, bwlimit: BandwidthSchedule | None = None
+    args: object, env: Mapping[str, str], *, workers: int = 64, bwlimit: BandwidthSchedule | None = None
 ) -> S3Settings:
     """How to reach the bucket, from flags (`args`, may be None) and variables."""
     return S3Settings(

@@ -281,9 +281,10 @@ SETTINGS: tuple[Setting, ...] = (
         "workers",
         "--workers",
         ("IMMICH_SYNC_WORKERS",),
-        "concurrent uploads, or downloads for restore (and HTTP connections)",
+        "concurrent uploads, or downloads for restore (and HTTP connections); over a WAN a small photo costs "
+        "a round trip, so many must be in flight to fill the line",
         parse=integer(1, 256),
-        default="16",
+        default="64",
         metavar="N",
     ),
     Setting(

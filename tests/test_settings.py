@@ -161,14 +161,14 @@ def test_flag_over_variable_over_default() -> None:
     parser = _subparsers(build_parser())["backup"]
     env = {"BUCKET_NAME": "b-env", "AWS_REGION": "eu-west-1", "MEDIA_PREFIX": "m", "LIBRARY_ROOT": str(ROOT)}
     plain = sync_settings(parser.parse_args([]), env)
-    assert (plain.workers, plain.part_size, plain.settle_seconds, plain.s3.bucket) == (16, 16 << 20, 60.0, "b-env")
+    assert (plain.workers, plain.part_size, plain.settle_seconds, plain.s3.bucket) == (64, 16 << 20, 60.0, "b-env")
     env |= {"IMMICH_SYNC_WORKERS": "8", "IMMICH_SYNC_SETTLE_SECONDS": "0", "IMMICH_SYNC_PATH_STYLE": "yes"}
     from_env = sync_settings(parser.parse_args([]), env)
     assert (from_env.workers, from_env.settle_seconds, from_env.s3.path_style) == (8, 0.0, True)
     flagged = sync_settings(parser.parse_args(["--workers", "4", "--bucket", "b-flag", "--settle-seconds", "5"]), env)
     assert (flagged.workers, flagged.s3.bucket, flagged.settle_seconds) == (4, "b-flag", 5.0)
     env["IMMICH_SYNC_WORKERS"] = "  "  # blank counts as unset
-    assert sync_settings(parser.parse_args([]), env).workers == 16
+    assert sync_settings(parser.parse_args([]), env).workers == 64
     # the operator tools resolve the same S3 variables without any flags
     assert s3_settings(None, {"BUCKET_NAME": "bkt", "AWS_DEFAULT_REGION": "us-east-2"}).region == "us-east-2"
     restore = restore_settings(_subparsers(build_parser())["restore"].parse_args(["--to", "/x"]), env)
