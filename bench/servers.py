@@ -156,3 +156,73 @@ class CountProxy:
             fh.seek(offset)
             rows = [line.rstrip("\n").split("\t") for line in fh]
         return [(r[0], r[1], r[3]) for r in rows if len(r) == 4]
+
+
+class ShapingProxy:
+    """bench/shaper.py in front of an S3 server: a household uplink (shared FIFO link per direction,
+    RTT, per-connection backpressure) whose byte counters go to `stats_path`."""
+
+    def __init__(
+        self,
+        upstream_port: int,
+        stats_path: Path,
+        rtt_ms: float = 40.0,
+        up_mbit: float = 50.0,
+        down_mbit: float = 250.0,
+        stats_interval: float = 0.25,
+        upstream_host: str = "127.0.0.1",
+    ) -> None:
+        self.upstream = f"{upstream_host}:{upstream_port}"
+        self.stats_path = stats_path
+        self.rtt_ms = rtt_ms
+        self.up_mbit = up_mbit
+        self.down_mbit = down_mbit
+        self.stats_interval = stats_interval
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def __enter__(self) -> ShapingProxy:
+        self.stats_path.parent.mkdir(parents=True, exist_ok=True)
+        self.stats_path.write_text("")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(BENCH_DIR / "shaper.py"),
+                "--upstream",
+                self.upstream,
+                "--rtt-ms",
+                str(self.rtt_ms),
+                "--up-mbit",
+                str(self.up_mbit),
+                "--down-mbit",
+                str(self.down_mbit),
+                "--stats",
+                str(self.stats_path),
+                "--stats-interval",
+                str(self.stats_interval),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert self.proc.stdout is not None
+            line = self.proc.stdout.readline().strip()
+            if not line:
+                raise RuntimeError("shaping proxy did not start")
+            self.port = int(line)
+        except BaseException:
+            _stop(self.proc)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # SIGTERM makes the proxy write a last stats line, so totals read afterwards are complete.
+        _stop(self.proc)

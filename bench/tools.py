@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -116,11 +117,12 @@ def sync_available() -> tuple[bool, str]:
     return True, ""
 
 
-def aws_sync(lib: Path, t: Target) -> Invocation:
+def aws_sync(lib: Path, t: Target, creds: Mapping[str, str] = CREDS) -> Invocation:
+    """`creds` replaces the moto credentials for servers with keys of their own (Ceph RGW)."""
     config = WORK / "aws-config"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(AWS_CONFIG)
-    env = base_env() | CREDS
+    env = base_env() | dict(creds)
     env.update(
         AWS_CONFIG_FILE=str(config),
         AWS_SHARED_CREDENTIALS_FILE=str(WORK / "aws-credentials-none"),
@@ -141,7 +143,14 @@ def rclone_filters() -> list[str]:
     return [*rules, "--filter", "- **"]
 
 
-def rclone_copy(lib: Path, t: Target, fast_list: bool = False) -> Invocation:
+def rclone_copy(
+    lib: Path,
+    t: Target,
+    fast_list: bool = False,
+    transfers: int | None = 16,
+    creds: Mapping[str, str] = CREDS,
+) -> Invocation:
+    """`transfers=None` leaves rclone's own default (4), as an operator who never tuned it would run it."""
     config = WORK / "rclone.conf"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.touch()
@@ -154,9 +163,9 @@ def rclone_copy(lib: Path, t: Target, fast_list: bool = False) -> Invocation:
         RCLONE_CONFIG_BENCH_PROVIDER="Other",
         RCLONE_CONFIG_BENCH_ENV_AUTH="false",
         RCLONE_CONFIG_BENCH_ENDPOINT=t.url,
-        RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=CREDS["AWS_ACCESS_KEY_ID"],
-        RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=CREDS["AWS_SECRET_ACCESS_KEY"],
-        RCLONE_CONFIG_BENCH_REGION=REGION,
+        RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=creds["AWS_ACCESS_KEY_ID"],
+        RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=creds["AWS_SECRET_ACCESS_KEY"],
+        RCLONE_CONFIG_BENCH_REGION=creds.get("AWS_REGION", REGION),
         RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE="true",
     )
     cmd = [
@@ -167,8 +176,7 @@ def rclone_copy(lib: Path, t: Target, fast_list: bool = False) -> Invocation:
         "--size-only",
         "--s3-no-head",
         "--s3-no-check-bucket",
-        "--transfers",
-        "16",
+        *(["--transfers", str(transfers)] if transfers is not None else []),
         *rclone_filters(),
         "-q",
     ]
@@ -177,14 +185,21 @@ def rclone_copy(lib: Path, t: Target, fast_list: bool = False) -> Invocation:
     return Invocation(cmd, env)
 
 
-def _sync_env() -> dict[str, str]:
-    env = base_env() | CREDS
+def _sync_env(creds: Mapping[str, str] = CREDS) -> dict[str, str]:
+    env = base_env() | dict(creds)
     empty = WORK / "aws-credentials-none"
     env.update(AWS_CONFIG_FILE=str(empty), AWS_SHARED_CREDENTIALS_FILE=str(empty))
     return env
 
 
-def immich_sync(lib: Path, t: Target, *extra: str) -> Invocation:
+def immich_sync(
+    lib: Path,
+    t: Target,
+    *extra: str,
+    creds: Mapping[str, str] = CREDS,
+    env: Mapping[str, str] | None = None,
+) -> Invocation:
+    """`extra` goes after the standard flags; `env` adds variables (e.g. TZ for a timetable)."""
     cmd = [
         str(SYNC_BIN),
         "backup",
@@ -204,7 +219,7 @@ def immich_sync(lib: Path, t: Target, *extra: str) -> Invocation:
         "--quiet",
         *extra,
     ]
-    return Invocation(cmd, _sync_env())
+    return Invocation(cmd, _sync_env(creds) | dict(env or {}))
 
 
 def immich_plan(lib: Path, t: Target) -> Invocation:

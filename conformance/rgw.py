@@ -35,8 +35,9 @@ def _port() -> int:
 class RadosGateway:
     """Start with `with RadosGateway(tmp) as rgw:`; `rgw.endpoint` speaks S3 (path-style)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, memstore_bytes: int = 2147483648) -> None:
         self.root = root
+        self.memstore_bytes = memstore_bytes
         self.conf = root / "ceph.conf"
         self.procs: list[subprocess.Popen[bytes]] = []
         self.endpoint = ""
@@ -54,7 +55,7 @@ auth client required = none
 ms mon client mode = crc
 paxos propose interval = 0.05
 osd objectstore = memstore
-memstore device bytes = 2147483648
+memstore device bytes = {self.memstore_bytes}
 osd pool default size = 1
 osd pool default min size = 1
 osd pool default pg num = 8
