@@ -1,8 +1,11 @@
 """Least privilege, proven against moto enforcing IAM with the shipped writer policy.
 
-A server of its own, because enforcement is process-wide in moto. The writer may list, put and abort
-under the media and report prefixes, and read only its own run reports (the files cache); HEAD, GET and
-DELETE of media are refused, so any such request by the engine would fail the backup.
+A server of its own, because enforcement is process-wide in moto, and one that also evaluates the
+policy's s3:prefix conditions (tests/strict_iam.py; moto alone ignores them), so a listing outside the
+media and report prefixes would fail the backup too. The writer may list, put and abort under those
+prefixes, and read only its own run reports (the files cache); HEAD, GET and DELETE of media are
+refused, so any such request by the engine would fail the backup. tests/test_identities.py proves the
+three identities apart.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import pytest
 
 from immich_tui.demo.library import SampleLibrary
 from immich_tui.demo.s3 import LocalS3, bucket_policy
+from tests.strict_iam import StrictIamS3
 
 BUCKET = "immich-offsite-iam"
 SHIPPED = Path(__file__).parent.parent / "deploy/iam/media-writer.json"
@@ -23,7 +27,7 @@ WRITER_POLICY = SHIPPED.read_text().replace("BUCKET_NAME", BUCKET)
 
 @pytest.fixture(scope="module")
 def iam_s3() -> Iterator[tuple[LocalS3, dict[str, tuple[str, str]]]]:
-    with LocalS3() as server:
+    with StrictIamS3() as server:
         server.client().create_bucket(Bucket=BUCKET)
         keys = {
             "writer": server.iam_user("immich-offsite-writer", WRITER_POLICY),

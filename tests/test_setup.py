@@ -1,8 +1,10 @@
 """`kubectl immich-backup setup`: the offsite Secrets from a `.env` file.
 
 Against kmock's Kubernetes emulator over HTTP with the official client, and moto S3: the session's
-server for `--check-s3`, and one enforcing IAM with the policies shipped in deploy/iam, so the check is
-proven with exactly the permissions the writer and the restorer get.
+server for `--check-s3` (versioning and Object Lock states, an answer injected by a proxy for a server
+without Object Lock), and one enforcing IAM with the policies shipped in deploy/iam (s3:prefix
+conditions included, tests/strict_iam.py), so the check is proven with exactly the permissions the
+writer, the archiver and the restorer get.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import io
 import json
 import os
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,17 +34,21 @@ from immich_tui.services.status import Services, Target
 from sync_engine.report import parse_report_key
 from tests.cluster import Cluster
 from tests.conftest import Result, list_keys
+from tests.s3proxy import Proxy, Request
+from tests.strict_iam import StrictIamS3
 
 NS, DB_NS = "immich", "postgresql"
-WRITER, RESTORER = "immich-offsite-writer", "immich-offsite-restorer"
+WRITER, ARCHIVER, RESTORER = "immich-offsite-writer", "immich-offsite-cnpg", "immich-offsite-restorer"
 LABELS = {"app.kubernetes.io/managed-by": "immich-backup", "app.kubernetes.io/part-of": "immich-offsite-backup"}
 
 # Shaped like AWS keys (20-character IDs, 40-character secrets), so the strict AWS checks apply.
 WRITER_ID = "AKIAWRITER0000EXAMPL"
 WRITER_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYwriterKEY1"
+ARCHIVER_ID = "AKIAARCHIVER00EXAMPL"
+ARCHIVER_KEY = "Hq3MtGbClwBF/2Zp9Utk/h3yCo8nvbarchiverK3"
 RESTORER_ID = "AKIARESTORER00EXAMPL"
 RESTORER_KEY = "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbrestorerK2"
-SECRETS = (WRITER_ID, WRITER_KEY, RESTORER_ID, RESTORER_KEY)
+SECRETS = (WRITER_ID, WRITER_KEY, ARCHIVER_ID, ARCHIVER_KEY, RESTORER_ID, RESTORER_KEY)
 
 BASE = {
     "OFFSITE_BACKUP_AWS_ACCESS_KEY_ID": WRITER_ID,
@@ -49,6 +56,8 @@ BASE = {
     "OFFSITE_BACKUP_AWS_REGION": "eu-central-1",
     "OFFSITE_BACKUP_BUCKET_NAME": "family-photos-offsite",
     "OFFSITE_BACKUP_MEDIA_PREFIX": "immich/media/",
+    "OFFSITE_BACKUP_CNPG_AWS_ACCESS_KEY_ID": ARCHIVER_ID,
+    "OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY": ARCHIVER_KEY,
     "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID": RESTORER_ID,
     "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY": RESTORER_KEY,
 }
@@ -164,27 +173,47 @@ def _expected(key_id: str, secret: str, **extra: str) -> dict[str, str]:
     }
 
 
+def _archiver_expected(**extra: str) -> dict[str, str]:
+    """CNPG reads keys and region; the archiver's Secret carries no media prefix."""
+    data = _expected(ARCHIVER_ID, ARCHIVER_KEY, **extra)
+    del data["MEDIA_PREFIX"]
+    return data
+
+
 def _rows(out: str) -> dict[tuple[str, str], str]:
     """SECRET NAMESPACE RESULT rows of the summary table."""
     rows = {}
     for line in out.splitlines():
         parts = line.lstrip("# ").split()
-        if len(parts) >= 3 and parts[0] in (WRITER, RESTORER):
+        if len(parts) >= 3 and parts[0] in (WRITER, ARCHIVER, RESTORER):
             rows[parts[0], parts[1]] = " ".join(parts[2:]).removesuffix(" -")
     return rows
 
 
 # Creating and updating -----------------------------------------------------------------------------
 def test_creates_the_three_secrets(setup: Setup) -> None:
+    """One Secret per identity, each only where its reader runs, each with only its own keys."""
     result = setup.run("--env-file", str(setup.env_file()))
     assert result.code == 0, result.err
     assert result.err == ""
-    assert _rows(result.out) == {(WRITER, NS): "created", (WRITER, DB_NS): "created", (RESTORER, NS): "created"}
+    assert _rows(result.out) == {(WRITER, NS): "created", (ARCHIVER, DB_NS): "created", (RESTORER, NS): "created"}
     assert setup.data(NS, WRITER) == _expected(WRITER_ID, WRITER_KEY)
-    assert setup.data(DB_NS, WRITER) == _expected(WRITER_ID, WRITER_KEY)
+    assert setup.data(DB_NS, ARCHIVER) == _archiver_expected()
     assert setup.data(NS, RESTORER) == _expected(RESTORER_ID, RESTORER_KEY)
-    assert setup.secret(DB_NS, RESTORER) is None  # CNPG needs only the writer
-    for ns, name in ((NS, WRITER), (DB_NS, WRITER), (NS, RESTORER)):
+    # the writer's keys never reach the database namespace, nor the archiver's the Immich namespace
+    assert setup.secret(DB_NS, WRITER) is None and setup.secret(NS, ARCHIVER) is None
+    assert setup.secret(DB_NS, RESTORER) is None
+    everywhere = {
+        (ns, name): json.dumps(setup.data(ns, name)) for ns, name in ((NS, WRITER), (DB_NS, ARCHIVER), (NS, RESTORER))
+    }
+    for (ns, name), text in everywhere.items():
+        own = {
+            WRITER: (WRITER_ID, WRITER_KEY),
+            ARCHIVER: (ARCHIVER_ID, ARCHIVER_KEY),
+            RESTORER: (RESTORER_ID, RESTORER_KEY),
+        }
+        assert [v for v in SECRETS if v in text] == list(own[name]), (ns, name)
+    for ns, name in ((NS, WRITER), (DB_NS, ARCHIVER), (NS, RESTORER)):
         secret = setup.secret(ns, name)
         assert secret is not None
         assert secret["metadata"]["labels"] == LABELS
@@ -223,7 +252,7 @@ def test_a_changed_value_updates_only_that_secret(setup: Setup) -> None:
     changes = {(c["name"], c["namespace"]): c for c in result.json()["secrets"]}
     assert changes[RESTORER, NS]["action"] == "updated"
     assert changes[RESTORER, NS]["keys"] == ["AWS_SECRET_ACCESS_KEY"]  # the key's name, never its value
-    assert changes[WRITER, NS]["action"] == changes[WRITER, DB_NS]["action"] == "unchanged"
+    assert changes[WRITER, NS]["action"] == changes[ARCHIVER, DB_NS]["action"] == "unchanged"
     writes = setup.writes(before)
     assert [(r.method.value, r.url.path) for r in writes] == [("PATCH", f"/api/v1/namespaces/{NS}/secrets/{RESTORER}")]
     # a merge patch, as a real API server needs for a partial object
@@ -242,7 +271,7 @@ def test_update_adopts_an_existing_secret_and_keeps_foreign_keys(setup: Setup) -
     assert result.code == 0, result.err
     rows = _rows(result.out)
     assert rows[WRITER, NS] == "updated AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3, labels"
-    assert rows[WRITER, DB_NS] == "created"
+    assert rows[ARCHIVER, DB_NS] == "created"
     assert setup.data(NS, WRITER) == _expected(WRITER_ID, WRITER_KEY, IMMICH_SYNC_STORAGE_CLASS="GLACIER_IR")
     secret = setup.secret(NS, WRITER)
     assert secret is not None and secret["metadata"]["labels"] == LABELS
@@ -257,7 +286,7 @@ def test_restorer_keys_are_optional_and_an_existing_restorer_is_left_alone(setup
     )
     result = setup.run("--env-file", str(env))
     assert result.code == 0, result.err
-    assert _rows(result.out) == {(WRITER, NS): "created", (WRITER, DB_NS): "created"}
+    assert _rows(result.out) == {(WRITER, NS): "created", (ARCHIVER, DB_NS): "created"}
     assert setup.secret(NS, RESTORER) == before
     warnings = result.err.splitlines()
     assert len(warnings) == 2
@@ -269,7 +298,7 @@ def test_restorer_keys_are_optional_and_an_existing_restorer_is_left_alone(setup
 def test_one_namespace_for_both(setup: Setup) -> None:
     result = setup.run("--env-file", str(setup.env_file()), "--db-namespace", NS)
     assert result.code == 0, result.err
-    assert _rows(result.out) == {(WRITER, NS): "created", (RESTORER, NS): "created"}
+    assert _rows(result.out) == {(WRITER, NS): "created", (ARCHIVER, NS): "created", (RESTORER, NS): "created"}
 
 
 def test_an_s3_compatible_endpoint(setup: Setup) -> None:
@@ -280,17 +309,21 @@ def test_an_s3_compatible_endpoint(setup: Setup) -> None:
             "OFFSITE_BACKUP_AWS_REGION": "auto",
             "OFFSITE_BACKUP_AWS_ACCESS_KEY_ID": "immich-writer",
             "OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY": "minio-writer-secret-1",
+            "OFFSITE_BACKUP_CNPG_AWS_ACCESS_KEY_ID": "immich-cnpg",
+            "OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY": "minio-archiver-secret-3",
             "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID": "immich-restorer",
             "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY": "minio-restorer-secret-2",
             "OFFSITE_BACKUP_MEDIA_PREFIX": "photos",
         }
     )
-    result = setup.run("--env-file", str(env), secrets=("minio-writer-secret-1", "minio-restorer-secret-2"))
+    minio_secrets = ("minio-writer-secret-1", "minio-restorer-secret-2", "minio-archiver-secret-3")
+    result = setup.run("--env-file", str(env), secrets=minio_secrets)
     assert result.code == 0, result.err
-    data = setup.data(DB_NS, WRITER)
+    assert setup.data(NS, WRITER)["MEDIA_PREFIX"] == "photos/"
+    data = setup.data(DB_NS, ARCHIVER)
     assert data["AWS_ENDPOINT_URL_S3"] == "https://minio.example:9000"
     assert data["AWS_REGION"] == "auto"
-    assert data["MEDIA_PREFIX"] == "photos/"
+    assert data["AWS_ACCESS_KEY_ID"] == "immich-cnpg"
 
 
 # Dry run -------------------------------------------------------------------------------------------
@@ -301,24 +334,25 @@ def test_dry_run_prints_redacted_yaml_and_changes_nothing(setup: Setup) -> None:
     assert result.out.startswith("# dry run: nothing is changed in the cluster\n")
     assert _rows(result.out) == {
         (WRITER, NS): "unchanged",
-        (WRITER, DB_NS): "would be created",
+        (ARCHIVER, DB_NS): "would be created",
         (RESTORER, NS): "would be created",
     }
     docs = [d for d in yaml.safe_load_all(result.out) if d]
     assert [(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs] == [
         (NS, WRITER),
-        (DB_NS, WRITER),
+        (DB_NS, ARCHIVER),
         (NS, RESTORER),
     ]
     for doc in docs:
         assert doc["kind"] == "Secret" and doc["metadata"]["labels"] == LABELS
-        assert set(doc["data"]) == set(_expected("a", "b"))
+        wanted = set(_archiver_expected()) if doc["metadata"]["name"] == ARCHIVER else set(_expected("a", "b"))
+        assert set(doc["data"]) == wanted
         assert all(re.fullmatch(r"<redacted: \d+ chars>", v) for v in doc["data"].values()), doc["data"]
     assert docs[0]["data"]["AWS_SECRET_ACCESS_KEY"] == "<redacted: 40 chars>"
     for value in ("eu-central-1", "family-photos-offsite", "immich/media/"):
         assert value not in result.out  # every value, not only the keys
     assert setup.writes() == [] and setup.reviews() == []
-    assert setup.secret(DB_NS, WRITER) is None
+    assert setup.secret(DB_NS, ARCHIVER) is None
 
 
 def test_dry_run_works_in_read_only_mode(setup: Setup) -> None:
@@ -393,18 +427,70 @@ BAD_ENV: list[tuple[dict[str, str | None], tuple[str, ...], str]] = [
         (),
         "OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY begins or ends with a quote character",
     ),
+    # three identities, three pairs: no two share an access key ID or a secret
     (
         {
             "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID": WRITER_ID,
             "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY": WRITER_KEY,
         },
         (),
-        "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID is the writer's key: the restorer needs its own read-only keys",
+        "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID is the same as OFFSITE_BACKUP_AWS_ACCESS_KEY_ID: the restorer "
+        "needs keys of its own, not the media writer's",
     ),
     (
         {"OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY": WRITER_KEY},
         (),
         "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY is the same as OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY",
+    ),
+    (
+        {
+            "OFFSITE_BACKUP_CNPG_AWS_ACCESS_KEY_ID": WRITER_ID,
+            "OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY": WRITER_KEY,
+        },
+        (),
+        "OFFSITE_BACKUP_CNPG_AWS_ACCESS_KEY_ID is the same as OFFSITE_BACKUP_AWS_ACCESS_KEY_ID: the archiver needs "
+        "keys of its own, not the media writer's",
+    ),
+    (
+        {"OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY": WRITER_KEY},
+        (),
+        "OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY is the same as OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY: the archiver",
+    ),
+    (
+        {
+            "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID": ARCHIVER_ID,
+            "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY": ARCHIVER_KEY,
+        },
+        (),
+        "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID is the same as OFFSITE_BACKUP_CNPG_AWS_ACCESS_KEY_ID: the "
+        "restorer needs keys of its own, not the archiver's",
+    ),
+    (
+        {"OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID": ARCHIVER_ID},
+        (),
+        "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID is the same as OFFSITE_BACKUP_CNPG_AWS_ACCESS_KEY_ID",
+    ),
+    (
+        {"OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY": RESTORER_KEY},
+        (),
+        "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY is the same as OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY",
+    ),
+    # the archiver's keys are required: an .env from before they existed says what to add
+    (
+        {"OFFSITE_BACKUP_CNPG_AWS_ACCESS_KEY_ID": None, "OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY": None},
+        (),
+        "OFFSITE_BACKUP_CNPG_AWS_ACCESS_KEY_ID and OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY are not set in ",
+    ),
+    (
+        {"OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY": None},
+        (),
+        "OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY is not set but OFFSITE_BACKUP_CNPG_AWS_ACCESS_KEY_ID is: give "
+        "both archiver keys",
+    ),
+    (
+        {"OFFSITE_BACKUP_CNPG_AWS_ACCESS_KEY_ID": "akiaarchiver00exampl"},
+        (),
+        "OFFSITE_BACKUP_CNPG_AWS_ACCESS_KEY_ID does not look like an AWS access key ID",
     ),
     (
         {"OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY": None},
@@ -492,6 +578,9 @@ def test_env_example_is_valid_and_documents_every_variable() -> None:
     example = Path(__file__).resolve().parent.parent / ".env.example"
     config = load_config(read_env_file(example), str(example))
     assert config.restorer is not None and config.media_prefix == "immich/media/"
+    keys = [config.writer, config.archiver, config.restorer]
+    assert len({k.access_key for k in keys}) == len({k.secret_key for k in keys}) == 3
+    assert all("EXAMPLE" in k.access_key and "EXAMPLE" in k.secret_key for k in keys)  # plainly not real keys
     text = example.read_text()
     for name in VARIABLES:
         assert name in text, name
@@ -534,6 +623,21 @@ def test_missing_namespace_is_named(setup: Setup) -> None:
     assert setup.writes() == []
 
 
+def test_a_writer_secret_left_in_the_database_namespace_is_named(setup: Setup) -> None:
+    """An earlier setup copied the writer's keys to the database namespace; setup deletes nothing, but says
+    how to remove them once CNPG reads its own Secret."""
+    setup.put_secret(DB_NS, WRITER, _expected(WRITER_ID, WRITER_KEY), labels=LABELS)
+    result = setup.run("--env-file", str(setup.env_file()))
+    assert result.code == 0, result.err
+    assert result.err == (
+        f"warning: Secret {DB_NS}/{WRITER} is left from an earlier setup, which put the media writer's keys there: "
+        f"once the CNPG Cluster or ObjectStore reads {ARCHIVER} (deploy/components), delete it with kubectl -n "
+        f"{DB_NS} delete secret {WRITER}, and detach cnpg-writer.json from the writer's IAM user\n"
+    )
+    assert setup.secret(DB_NS, WRITER) is not None  # left for the operator
+    assert [r.method.value for r in setup.writes() if r.method.value == "DELETE"] == []
+
+
 # --check-s3 --------------------------------------------------------------------------------------------
 def _s3_changes(endpoint: str, bucket: str, **more: str | None) -> dict[str, str | None]:
     return {
@@ -544,10 +648,16 @@ def _s3_changes(endpoint: str, bucket: str, **more: str | None) -> dict[str, str
     }
 
 
+def _versioned(s3: LocalS3, bucket: str, status: str = "Enabled") -> str:
+    s3.client().put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": status})
+    return bucket
+
+
 def test_check_s3_writes_a_marker_under_the_reports_then_applies(setup: Setup, s3: LocalS3, bucket: str) -> None:
-    env = setup.env_file(_s3_changes(s3.endpoint, bucket))
+    env = setup.env_file(_s3_changes(s3.endpoint, _versioned(s3, bucket)))
     result = setup.run("--env-file", str(env), "--check-s3")
     assert result.code == 0, result.err
+    assert result.err == ""
     keys = list(list_keys(s3, bucket))
     assert len(keys) == 1
     marker = keys[0]
@@ -556,11 +666,128 @@ def test_check_s3_writes_a_marker_under_the_reports_then_applies(setup: Setup, s
     body = json.loads(s3.client().get_object(Bucket=bucket, Key=marker)["Body"].read())
     assert body["bucket"] == bucket and body["media_prefix"] == "immich/media/"
     assert not any(v in json.dumps(body) for v in SECRETS)
-    assert result.out.splitlines()[0] == (
+    assert result.out.splitlines()[:2] == [
         f"S3 check passed: the writer keys listed s3://{bucket}/immich/media/ and wrote s3://{bucket}/{marker}; "
-        "the restorer keys listed the media prefix and read the marker back"
+        f"the restorer keys listed the media prefix and read the marker back; the archiver keys listed "
+        f"s3://{bucket}/immich/postgres/",
+        f"bucket {bucket}: versioning Enabled; Object Lock off (read with the restorer keys)",
+    ]
+    assert set(_rows(result.out).values()) == {"created"}
+
+
+def _refusal(bucket: str, state: str) -> str:
+    return (
+        f"{PROG}: error: S3 check: {state}, so an overwrite or a delete would destroy the only offsite copy: "
+        f"enable it (aws s3api put-bucket-versioning --bucket {bucket} --versioning-configuration Status=Enabled; "
+        "see deploy/README.md) or accept that with --allow-unversioned\n"
+    )
+
+
+@pytest.mark.parametrize("status", [None, "Suspended"])
+def test_check_s3_refuses_an_unversioned_bucket(setup: Setup, s3: LocalS3, bucket: str, status: str | None) -> None:
+    """Never enabled or suspended: one line naming the bucket and the command that enables versioning;
+    nothing goes to the cluster, and not even the marker to the bucket."""
+    if status:
+        _versioned(s3, bucket, status)
+    env = setup.env_file(_s3_changes(s3.endpoint, bucket))
+    for extra in ((), ("--dry-run",), ("-o", "json")):
+        result = setup.run("--env-file", str(env), "--check-s3", *extra)
+        assert result.code == 2
+        assert result.out == ""
+        state = (
+            f"versioning is Suspended on bucket {bucket}"
+            if status
+            else f"versioning was never enabled on bucket {bucket}"
+        )
+        assert result.err == _refusal(bucket, state)
+    assert setup.writes() == [] and setup.secret(NS, WRITER) is None
+    assert list_keys(s3, bucket) == {}
+
+
+def test_allow_unversioned_goes_on_with_a_warning(setup: Setup, s3: LocalS3, bucket: str) -> None:
+    env = setup.env_file(_s3_changes(s3.endpoint, bucket))
+    result = setup.run("--env-file", str(env), "--check-s3", "--allow-unversioned")
+    assert result.code == 0, result.err
+    assert f"bucket {bucket}: versioning never enabled; Object Lock off (read with the restorer keys)" in result.out
+    assert result.err == (
+        f"warning: versioning was never enabled on bucket {bucket}, accepted with --allow-unversioned: an overwrite "
+        "or a delete (a leaked writer or archiver key, a mistake) replaces or removes the only offsite copy, and no "
+        "earlier version can be restored\n"
     )
     assert set(_rows(result.out).values()) == {"created"}
+    as_json = setup.run("--env-file", str(env), "--check-s3", "--allow-unversioned", "-o", "json").json()
+    assert as_json["s3_check"]["protection"]["versioning"] == "never enabled"
+    assert any("--allow-unversioned" in w for w in as_json["warnings"])
+
+
+def test_allow_unversioned_needs_check_s3(setup: Setup) -> None:
+    result = setup.run("--env-file", str(setup.env_file()), "--allow-unversioned")
+    assert result.code == 2
+    assert result.err == (
+        f"{PROG}: error: --allow-unversioned only applies with --check-s3, which reads the bucket's versioning\n"
+    )
+    assert setup.emulator.requests == []
+
+
+@pytest.mark.parametrize(
+    ("retention", "shown"),
+    [
+        ({"Mode": "GOVERNANCE", "Days": 30}, "Object Lock on, default retention GOVERNANCE 30 days"),
+        ({"Mode": "COMPLIANCE", "Years": 1}, "Object Lock on, default retention COMPLIANCE 1 year"),
+        (None, "Object Lock on, no default retention"),
+    ],
+)
+def test_check_s3_reports_object_lock(setup: Setup, s3: LocalS3, retention: dict[str, Any] | None, shown: str) -> None:
+    bucket = f"locked-{uuid.uuid4().hex[:12]}"
+    client = s3.client()
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)  # versioning comes with it
+    if retention:
+        config = {"ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": retention}}
+        client.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration=config)
+    result = setup.run("--env-file", str(setup.env_file(_s3_changes(s3.endpoint, bucket))), "--check-s3", "-o", "json")
+    assert result.code == 0, result.err
+    protection = result.json()["s3_check"]["protection"]
+    assert protection["versioning"] == "Enabled" and protection["object_lock"] is True
+    assert protection["lock_mode"] == (retention or {}).get("Mode")
+    text = setup.run("--env-file", str(setup.env_file(_s3_changes(s3.endpoint, bucket))), "--check-s3")
+    assert f"bucket {bucket}: versioning Enabled; {shown} (read with the restorer keys)" in text.out.splitlines()
+
+
+def test_a_server_without_object_lock_reads_as_off(setup: Setup, s3: LocalS3, bucket: str, proxy: Proxy) -> None:
+    """GetObjectLockConfiguration answered NotImplemented (servers without Object Lock): off, not an error.
+    GetBucketVersioning answered NotImplemented: no versioning, refused."""
+
+    def lock(r: Request) -> tuple[str, object] | None:
+        return ("error", (501, "NotImplemented")) if r.method == "GET" and "object-lock" in r.query else None
+
+    proxy.rules.append(lock)
+    env = setup.env_file(_s3_changes(proxy.endpoint, _versioned(s3, bucket)))
+    result = setup.run("--env-file", str(env), "--check-s3")
+    assert result.code == 0, result.err
+    assert f"bucket {bucket}: versioning Enabled; Object Lock off (read with the restorer keys)" in result.out
+    assert any("object-lock" in r.query for r in proxy.log)
+
+    def versioning(r: Request) -> tuple[str, object] | None:
+        return ("error", (501, "NotImplemented")) if r.method == "GET" and "versioning" in r.query else None
+
+    proxy.rules.append(versioning)
+    refused = setup.run("--env-file", str(env), "--check-s3")
+    assert refused.code == 2
+    assert refused.err == _refusal(bucket, f"the server does not support versioning for bucket {bucket}")
+
+
+def test_without_restorer_keys_the_writer_reads_versioning(setup: Setup, s3: LocalS3, bucket: str) -> None:
+    no_restorer = {
+        "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID": None,
+        "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY": None,
+    }
+    env = setup.env_file(_s3_changes(s3.endpoint, _versioned(s3, bucket), **no_restorer))
+    result = setup.run("--env-file", str(env), "--check-s3")
+    assert result.code == 0, result.err
+    assert (
+        f"bucket {bucket}: versioning Enabled; Object Lock not read (no restorer keys; the writer's policy does not "
+        "allow s3:GetBucketObjectLockConfiguration) (read with the writer keys)"
+    ) in result.out.splitlines()
 
 
 def test_check_s3_missing_bucket_applies_nothing(setup: Setup, s3: LocalS3) -> None:
@@ -594,49 +821,74 @@ IamS3 = tuple[LocalS3, dict[str, tuple[str, str]]]
 
 @pytest.fixture(scope="module")
 def iam_s3() -> Iterator[IamS3]:
-    """The shipped policies (deploy/iam) attached to their users, enforced by moto."""
+    """The shipped policies (deploy/iam) attached to their users, enforced by moto with their s3:prefix
+    conditions (tests/strict_iam.py), on a versioned bucket."""
     deploy = Path(__file__).resolve().parent.parent / "deploy" / "iam"
-    with LocalS3() as server:
+    with StrictIamS3() as server:
         server.client().create_bucket(Bucket=IAM_BUCKET)
+        _versioned(server, IAM_BUCKET)
         keys = {
             user: server.iam_user(user, policy.replace("BUCKET_NAME", IAM_BUCKET))
             for user, policy in (
                 ("writer", (deploy / "media-writer.json").read_text()),
+                ("archiver", (deploy / "cnpg-writer.json").read_text()),
                 ("restorer", (deploy / "restorer.json").read_text()),
+                ("writer-twin", (deploy / "media-writer.json").read_text()),
                 ("lister", json.dumps(_list_only())),
+                ("blind", json.dumps(_list_only(protection=False))),
             )
         }
         server.enforce_iam()
         yield server, keys
 
 
-def _list_only() -> dict[str, Any]:
-    statement = {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::BUCKET_NAME"}
+def _list_only(*, protection: bool = True) -> dict[str, Any]:
+    """Lists and (unless `protection` is False) reads the bucket's versioning and Object Lock; reads no object."""
+    actions = ["s3:ListBucket"]
+    if protection:
+        actions += ["s3:GetBucketVersioning", "s3:GetBucketObjectLockConfiguration"]
+    statement = {"Effect": "Allow", "Action": actions, "Resource": "arn:aws:s3:::BUCKET_NAME"}
     return {"Version": "2012-10-17", "Statement": [statement]}
 
 
-def _iam_env(setup: Setup, server: LocalS3, writer: tuple[str, str], restorer: tuple[str, str]) -> Path:
+def _iam_env(
+    setup: Setup,
+    server: LocalS3,
+    writer: tuple[str, str],
+    restorer: tuple[str, str] | None,
+    archiver: tuple[str, str],
+) -> Path:
     return setup.env_file(
         _s3_changes(
             server.endpoint,
             IAM_BUCKET,
             OFFSITE_BACKUP_AWS_ACCESS_KEY_ID=writer[0],
             OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY=writer[1],
-            OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID=restorer[0],
-            OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY=restorer[1],
+            OFFSITE_BACKUP_CNPG_AWS_ACCESS_KEY_ID=archiver[0],
+            OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY=archiver[1],
+            OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID=restorer[0] if restorer else None,
+            OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY=restorer[1] if restorer else None,
         )
     )
 
 
 def test_check_s3_passes_with_exactly_the_shipped_policies(setup: Setup, iam_s3: IamS3) -> None:
     server, keys = iam_s3
-    result = setup.run(
-        "--env-file", str(_iam_env(setup, server, keys["writer"], keys["restorer"])), "--check-s3", secrets=()
-    )
+    env = _iam_env(setup, server, keys["writer"], keys["restorer"], keys["archiver"])
+    result = setup.run("--env-file", str(env), "--check-s3", secrets=())
     assert result.code == 0, result.err
     assert "S3 check passed" in result.out
+    # restorer.json lets setup read both protection settings
+    assert f"bucket {IAM_BUCKET}: versioning Enabled; Object Lock off (read with the restorer keys)" in result.out
     assert not any(k in result.out + result.err for pair in keys.values() for k in pair)
     assert setup.data(NS, WRITER)["AWS_ACCESS_KEY_ID"] == keys["writer"][0]
+    assert setup.data(DB_NS, ARCHIVER)["AWS_ACCESS_KEY_ID"] == keys["archiver"][0]
+    # and media-writer.json alone reads the versioning state, without the restorer
+    alone = setup.run(
+        "--env-file", str(_iam_env(setup, server, keys["writer"], None, keys["archiver"])), "--check-s3", secrets=()
+    )
+    assert alone.code == 0, alone.err
+    assert f"bucket {IAM_BUCKET}: versioning Enabled; Object Lock not read" in alone.out
 
 
 @pytest.mark.parametrize(
@@ -653,19 +905,40 @@ def test_check_s3_passes_with_exactly_the_shipped_policies(setup: Setup, iam_s3:
             "access key in OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID (InvalidAccessKeyId)",
         ),
         ("restorer may not read", "S3 check: the restorer keys cannot read s3://immich-offsite-setup/immich/"),
+        (
+            "restorer may not read versioning",
+            "S3 check: the restorer keys cannot read the versioning state of s3://immich-offsite-setup "
+            "(s3:GetBucketVersioning): access denied (AccessDenied)",
+        ),
+        (
+            "archiver holds the media writer's policy",
+            "S3 check: the archiver keys cannot list s3://immich-offsite-setup/immich/postgres/: access denied "
+            "(AccessDenied)",
+        ),
+        (
+            "wrong archiver secret",
+            "S3 check: the archiver keys cannot list s3://immich-offsite-setup/immich/postgres/: S3 rejected the "
+            "signature: OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY is wrong (SignatureDoesNotMatch)",
+        ),
     ],
 )
 def test_check_s3_wrong_keys_apply_nothing(setup: Setup, iam_s3: IamS3, who: str, message: str) -> None:
     server, keys = iam_s3
-    writer, restorer = keys["writer"], keys["restorer"]
+    writer, restorer, archiver = keys["writer"], keys["restorer"], keys["archiver"]
     if who == "wrong writer secret":
         writer = (writer[0], "x" * 40)
     elif who == "unknown restorer key":
         restorer = ("AKIAUNKNOWN000000000", restorer[1])
-    else:
+    elif who == "restorer may not read":
         restorer = keys["lister"]
-    env = _iam_env(setup, server, writer, restorer)
-    result = setup.run("--env-file", str(env), "--check-s3", secrets=(writer[1], restorer[1]))
+    elif who == "restorer may not read versioning":
+        restorer = keys["blind"]
+    elif who == "archiver holds the media writer's policy":
+        archiver = keys["writer-twin"]  # the media writer's policy on the archiver's user: it cannot archive
+    else:
+        archiver = (archiver[0], "y" * 40)
+    env = _iam_env(setup, server, writer, restorer, archiver)
+    result = setup.run("--env-file", str(env), "--check-s3", secrets=(writer[1], restorer[1], archiver[1]))
     assert result.code == 2
     lines = result.err.splitlines()
     assert len(lines) == 1
@@ -679,7 +952,7 @@ def test_check_s3_wrong_keys_apply_nothing(setup: Setup, iam_s3: IamS3, who: str
 # Through the plugin ------------------------------------------------------------------------------------
 def test_setup_through_the_kubectl_plugin(make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
     """`kubectl immich-backup setup` on the seeded cluster: the writer Secret there (one key, no labels)
-    is adopted, the database namespace gets its copy, the restorer Secret takes the new keys."""
+    is adopted, the database namespace gets the archiver's Secret, the restorer Secret takes the new keys."""
     cluster = make_cluster()
     env = tmp_path / "setup.env"
     env.write_text(env_text(BASE))
@@ -690,15 +963,16 @@ def test_setup_through_the_kubectl_plugin(make_cluster: Callable[..., Cluster], 
     assert result.code == 0, result.err
     assert _rows(result.out) == {
         (WRITER, NS): "updated AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, BUCKET_NAME, MEDIA_PREFIX, labels",
-        (WRITER, DB_NS): "created",
+        (ARCHIVER, DB_NS): "created",
         (RESTORER, NS): (
             "updated AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, BUCKET_NAME, AWS_ENDPOINT_URL_S3, labels"
         ),
     }
-    secret = cluster.get("v1/secrets", DB_NS, WRITER)
+    secret = cluster.get("v1/secrets", DB_NS, ARCHIVER)
     assert secret is not None and secret["metadata"]["labels"] == LABELS
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    assert data == _expected(WRITER_ID, WRITER_KEY)
+    assert data == _archiver_expected()
+    assert cluster.get("v1/secrets", DB_NS, WRITER) is None
     assert len(cluster.requests("PATCH", "/secrets/")) == 2
     again = cluster.run("setup", "--env-file", str(env))
     assert again.code == 0 and set(_rows(again.out).values()) == {"unchanged"}

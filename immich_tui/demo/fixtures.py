@@ -243,8 +243,8 @@ def db_cluster(
                 "destinationPath": "s3://immich-offsite/immich/postgres",
                 "serverName": "immich-db-2026",
                 "s3Credentials": {
-                    "accessKeyId": {"name": "immich-offsite-writer", "key": "AWS_ACCESS_KEY_ID"},
-                    "secretAccessKey": {"name": "immich-offsite-writer", "key": "AWS_SECRET_ACCESS_KEY"},
+                    "accessKeyId": {"name": "immich-offsite-cnpg", "key": "AWS_ACCESS_KEY_ID"},
+                    "secretAccessKey": {"name": "immich-offsite-cnpg", "key": "AWS_SECRET_ACCESS_KEY"},
                 },
                 "wal": {"compression": "gzip"},
             },
@@ -271,8 +271,8 @@ def object_store(now: dt.datetime, last_backup: dt.datetime | None = None) -> di
             "configuration": {
                 "destinationPath": "s3://immich-offsite/immich/postgres",
                 "s3Credentials": {
-                    "accessKeyId": {"name": "immich-offsite-writer", "key": "AWS_ACCESS_KEY_ID"},
-                    "secretAccessKey": {"name": "immich-offsite-writer", "key": "AWS_SECRET_ACCESS_KEY"},
+                    "accessKeyId": {"name": "immich-offsite-cnpg", "key": "AWS_ACCESS_KEY_ID"},
+                    "secretAccessKey": {"name": "immich-offsite-cnpg", "key": "AWS_SECRET_ACCESS_KEY"},
                 },
                 "wal": {"compression": "gzip"},
             },

@@ -30,6 +30,8 @@ def free_port() -> int:
 class LocalS3:
     """A moto S3 server in its own process on 127.0.0.1, so it is a real HTTP peer of the client."""
 
+    server_args: tuple[str, ...] = ("-m", "moto.server")  # what the interpreter runs: moto's server
+
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -38,7 +40,7 @@ class LocalS3:
     def start(self, timeout: float = 30.0) -> LocalS3:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, *self.server_args, "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,

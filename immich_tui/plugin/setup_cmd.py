@@ -1,10 +1,11 @@
 """`kubectl immich-backup setup`: create or update the offsite Secrets from a `.env` file.
 
 The `.env` is validated before the cluster is contacted; the cluster is read before anything is
-written; with `--check-s3` the keys prove themselves against the bucket before any write; and every
-planned write is cleared with read-only mode and RBAC before the first one is made. Exit codes: 0
-done (or nothing to do), 2 an error (the `.env`, the cluster, RBAC, the S3 check) — then nothing was
-changed in the cluster, unless it failed between two writes, which the message names.
+written; with `--check-s3` the keys prove themselves against the bucket, and the bucket's versioning
+must be Enabled (or accepted off with `--allow-unversioned`), before any write; and every planned write
+is cleared with read-only mode and RBAC before the first one is made. Exit codes: 0 done (or nothing to
+do), 2 an error (the flags, the `.env`, the cluster, RBAC, the S3 check) — then nothing was changed in
+the cluster, unless it failed between two writes, which the message names.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from immich_tui.services.setup import (
     S3Check,
     SecretChange,
     SecretSetup,
+    SetupError,
     build_secrets,
     check_s3,
     credential_values,
@@ -29,14 +31,16 @@ from immich_tui.services.setup import (
     load_config,
     read_env_file,
     redacted,
+    stale_writer_warning,
 )
 from immich_tui.services.status import Services
 
 DESCRIPTION = (
-    "Create or update the Secrets the offsite backup reads, from the OFFSITE_BACKUP_* variables of a .env file: "
-    "immich-offsite-writer in the Immich namespace and in the database namespace (CNPG's s3Credentials), and "
-    "immich-offsite-restorer (read-only keys) in the Immich namespace. A Secret is written only when it differs "
-    "from the file; nothing is deleted. See .env.example."
+    "Create or update the Secrets the offsite backup reads, from the OFFSITE_BACKUP_* variables of a .env file, "
+    "one per identity: immich-offsite-writer (the media writer) in the Immich namespace, immich-offsite-cnpg (the "
+    "archiver, CNPG's s3Credentials) in the database namespace, and immich-offsite-restorer (read-only keys) in "
+    "the Immich namespace. A Secret is written only when it differs from the file; nothing is deleted. See "
+    ".env.example."
 )
 
 
@@ -57,8 +61,15 @@ def add_setup_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], c
     p.add_argument(
         "--check-s3",
         action="store_true",
-        help="first prove the keys: the writer lists the media prefix and writes a marker under the run reports, "
-        "the restorer lists and reads it back",
+        help="first prove the keys and the bucket: the writer, the archiver and the restorer list their prefixes, "
+        "versioning and Object Lock are read and reported (versioning must be Enabled), then the writer writes a "
+        "marker under the run reports and the restorer reads it back",
+    )
+    p.add_argument(
+        "--allow-unversioned",
+        action="store_true",
+        help="with --check-s3: go on when the bucket's versioning is not Enabled (with a warning). Without "
+        "versioning an overwrite or a delete destroys the only offsite copy and no earlier version can be restored",
     )
 
 
@@ -71,10 +82,14 @@ def _scrub(text: str, secrets: list[str]) -> str:
 
 def _check_text(check: S3Check) -> str:
     restorer = "; the restorer keys listed the media prefix and read the marker back" if check.restorer else ""
-    return (
+    text = (
         f"S3 check passed: the writer keys listed s3://{check.bucket}/{check.media_prefix} and wrote "
-        f"s3://{check.bucket}/{check.marker}{restorer}"
+        f"s3://{check.bucket}/{check.marker}{restorer}; the archiver keys listed "
+        f"s3://{check.bucket}/{check.archive_prefix}"
     )
+    if check.protection is not None:
+        text += f"\nbucket {check.bucket}: {check.protection.describe()}"
+    return text
 
 
 def _changes_table(changes: list[SecretChange], dry_run: bool) -> str:
@@ -95,6 +110,8 @@ def run_setup(args: argparse.Namespace, services: Services, stdout: TextIO, stde
     dry_run = bool(getattr(args, "dry_run", False))
     fmt = getattr(args, "output", "table") or "table"
     try:
+        if getattr(args, "allow_unversioned", False) and not getattr(args, "check_s3", False):
+            raise SetupError("--allow-unversioned only applies with --check-s3, which reads the bucket's versioning")
         path = Path(getattr(args, "env_file", ".env") or ".env")
         values = read_env_file(path)
         secrets = credential_values(values)
@@ -104,20 +121,29 @@ def run_setup(args: argparse.Namespace, services: Services, stdout: TextIO, stde
         manifests = build_secrets(config, target.namespace, target.db_namespace)
         setup = SecretSetup(services.kube)
         plans = setup.plan(manifests)
+        stale = stale_writer_warning(services.kube, target.namespace, target.db_namespace)
         if not dry_run:
             setup.preflight(plans)
-        check = check_s3(config) if getattr(args, "check_s3", False) else None
+        check = None
+        if getattr(args, "check_s3", False):
+            check = check_s3(config, allow_unversioned=bool(getattr(args, "allow_unversioned", False)))
         changes = [p.change for p in plans] if dry_run else setup.apply(plans)
     except ServiceError as exc:
         print(f"{PROG}: error: {_scrub(str(exc), secrets)}", file=stderr)
         return exc.exit_code
 
+    warnings = [
+        *config.warnings,
+        *(check.warnings if check else ()),
+        *([stale] if stale else []),
+        *env_file_warnings(path),
+    ]
     if fmt in ("json", "yaml"):
         data: dict[str, Any] = {
             "dry_run": dry_run,
             "secrets": changes,
             "s3_check": check,
-            "warnings": [*config.warnings, *env_file_warnings(path)],
+            "warnings": warnings,
         }
         if dry_run:
             data["manifests"] = [redacted(m) for m in manifests]
@@ -135,6 +161,6 @@ def run_setup(args: argparse.Namespace, services: Services, stdout: TextIO, stde
         print(_scrub(f"{text}\n{docs.rstrip()}", secrets), file=stdout)
     else:
         print(_scrub("\n".join(lines), secrets), file=stdout)
-    for warning in [*config.warnings, *env_file_warnings(path)]:
+    for warning in warnings:
         print(_scrub(f"warning: {warning}", secrets), file=stderr)
     return 0

@@ -3,6 +3,11 @@
 Every problem is one line that names the variable, and no value ever appears in a message. What is
 accepted is exactly what the sync engine will accept from the Secrets (its own `s3_settings` decides),
 plus the shape checks that catch the usual paste mistakes in keys before they reach a cluster.
+
+Three identities, three key pairs: the media writer (the nightly sync), the archiver (CNPG's WAL archive
+and base backups) and the restorer (read-only). No two may share an access key ID or a secret: the
+writer must not be able to touch the database archive, the archiver not the media, and the restorer
+nothing at all.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from immich_tui.services.offsite import READER_SECRET
+from immich_tui.services.offsite import ARCHIVER_SECRET, READER_SECRET
 from immich_tui.services.setup.envfile import PREFIX
 from immich_tui.services.setup.errors import EnvFileError
 from sync_engine.config import ConfigError, S3Settings, default_report_prefix, normalize_prefix, s3_settings
@@ -25,6 +30,8 @@ SECRET_KEY = "OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY"
 REGION = "OFFSITE_BACKUP_AWS_REGION"
 BUCKET = "OFFSITE_BACKUP_BUCKET_NAME"
 MEDIA_PREFIX = "OFFSITE_BACKUP_MEDIA_PREFIX"
+ARCHIVER_ACCESS_KEY = "OFFSITE_BACKUP_CNPG_AWS_ACCESS_KEY_ID"
+ARCHIVER_SECRET_KEY = "OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY"
 RESTORER_ACCESS_KEY = "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID"
 RESTORER_SECRET_KEY = "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY"
 ENDPOINT = "OFFSITE_BACKUP_ENDPOINT_URL"
@@ -36,12 +43,21 @@ VARIABLES: dict[str, str] = {
     REGION: "bucket region, e.g. eu-central-1",
     BUCKET: "bucket name",
     MEDIA_PREFIX: f"key prefix of the media (default {DEFAULT_MEDIA_PREFIX})",
-    RESTORER_ACCESS_KEY: "restorer access key ID, read-only (s3:GetObject, s3:ListBucket, s3:RestoreObject)",
+    ARCHIVER_ACCESS_KEY: "CNPG archiver access key ID (deploy/iam/cnpg-writer.json: the database archive only)",
+    ARCHIVER_SECRET_KEY: "CNPG archiver secret access key",
+    RESTORER_ACCESS_KEY: "restorer access key ID, read-only (deploy/iam/restorer.json)",
     RESTORER_SECRET_KEY: "restorer secret access key",
     ENDPOINT: "S3-compatible endpoint (MinIO, Ceph, Garage, B2, …); unset for AWS",
 }
 REQUIRED = (ACCESS_KEY, SECRET_KEY, REGION, BUCKET)
-CREDENTIALS = (ACCESS_KEY, SECRET_KEY, RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY)
+CREDENTIALS = (
+    ACCESS_KEY,
+    SECRET_KEY,
+    ARCHIVER_ACCESS_KEY,
+    ARCHIVER_SECRET_KEY,
+    RESTORER_ACCESS_KEY,
+    RESTORER_SECRET_KEY,
+)
 ENDPOINT_KEY = "AWS_ENDPOINT_URL_S3"  # the Secret key an S3-compatible endpoint goes under (boto3's own variable)
 
 _AWS_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
@@ -59,6 +75,7 @@ class OffsiteConfig:
     media_prefix: str
     endpoint_url: str | None
     writer: StaticCredentials = field(repr=False)
+    archiver: StaticCredentials = field(repr=False)
     restorer: StaticCredentials | None = field(default=None, repr=False)
     warnings: tuple[str, ...] = ()
 
@@ -66,19 +83,28 @@ class OffsiteConfig:
     def report_prefix(self) -> str:
         return default_report_prefix(self.media_prefix)
 
+    @property
+    def archive_prefix(self) -> str:
+        """Where CNPG archives: `postgres/` beside the media prefix (`immich/postgres/`), the prefix of
+        deploy/iam/cnpg-writer.json and of the CNPG components' destinationPath."""
+        parent = self.media_prefix.rstrip("/").rpartition("/")[0]
+        return f"{parent}/postgres/" if parent else "postgres/"
+
     def secret_values(self) -> list[str]:
         """Every key and secret, so output can be checked and scrubbed against them."""
-        keys = [self.writer] + ([self.restorer] if self.restorer else [])
+        keys = [self.writer, self.archiver] + ([self.restorer] if self.restorer else [])
         return [v for k in keys for v in (k.access_key, k.secret_key)]
 
-    def secret_data(self, keys: StaticCredentials) -> dict[str, str]:
+    def secret_data(self, keys: StaticCredentials, *, media: bool = True) -> dict[str, str]:
+        """A Secret's keys; `media=False` for the archiver's, which CNPG reads without a media prefix."""
         data = {
             "AWS_ACCESS_KEY_ID": keys.access_key,
             "AWS_SECRET_ACCESS_KEY": keys.secret_key,
             "AWS_REGION": self.region,
             "BUCKET_NAME": self.bucket,
-            "MEDIA_PREFIX": self.media_prefix,
         }
+        if media:
+            data["MEDIA_PREFIX"] = self.media_prefix
         if self.endpoint_url:
             data[ENDPOINT_KEY] = self.endpoint_url
         return data
@@ -130,6 +156,17 @@ def load_config(values: Mapping[str, str], source: str = ".env") -> OffsiteConfi
 
     aws = endpoint is None
     writer = _keys(ours, ACCESS_KEY, SECRET_KEY, aws=aws)
+    archiver_given = [n for n in (ARCHIVER_ACCESS_KEY, ARCHIVER_SECRET_KEY) if n in ours]
+    if not archiver_given:
+        raise EnvFileError(
+            f"{ARCHIVER_ACCESS_KEY} and {ARCHIVER_SECRET_KEY} are not set in {source}: CNPG needs keys of its own "
+            f"(an IAM user with deploy/iam/cnpg-writer.json only, stored in Secret {ARCHIVER_SECRET}), no longer "
+            "the media writer's; add them (see .env.example)"
+        )
+    if len(archiver_given) == 1:
+        missing = ARCHIVER_SECRET_KEY if archiver_given[0] == ARCHIVER_ACCESS_KEY else ARCHIVER_ACCESS_KEY
+        raise EnvFileError(f"{missing} is not set but {archiver_given[0]} is: give both archiver keys")
+    archiver = _keys(ours, ARCHIVER_ACCESS_KEY, ARCHIVER_SECRET_KEY, aws=aws)
     restorer: StaticCredentials | None = None
     warnings: list[str] = []
     given = [n for n in (RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY) if n in ours]
@@ -138,21 +175,38 @@ def load_config(values: Mapping[str, str], source: str = ".env") -> OffsiteConfi
         raise EnvFileError(f"{missing} is not set but {given[0]} is: give both restorer keys, or neither")
     if given:
         restorer = _keys(ours, RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY, aws=aws)
-        if restorer.access_key == writer.access_key:
-            raise EnvFileError(
-                f"{RESTORER_ACCESS_KEY} is the writer's key: the restorer needs its own read-only keys "
-                "(s3:GetObject, s3:ListBucket, s3:RestoreObject)"
-            )
-        if restorer.secret_key == writer.secret_key:
-            raise EnvFileError(f"{RESTORER_SECRET_KEY} is the same as {SECRET_KEY}: the restorer needs its own keys")
     else:
         warnings.append(
             f"no restorer keys ({RESTORER_ACCESS_KEY}, {RESTORER_SECRET_KEY}): Secret {READER_SECRET} is "
             "neither created nor changed; status, offsite and media restore need it"
         )
-    config = OffsiteConfig(bucket, region, media_prefix, endpoint, writer, restorer, tuple(warnings))
+    identities = [
+        ("the media writer", ACCESS_KEY, SECRET_KEY, writer),
+        ("the archiver", ARCHIVER_ACCESS_KEY, ARCHIVER_SECRET_KEY, archiver),
+    ]
+    if restorer is not None:
+        identities.append(("the restorer", RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY, restorer))
+    _distinct(identities)
+    config = OffsiteConfig(bucket, region, media_prefix, endpoint, writer, archiver, restorer, tuple(warnings))
     _engine_settings(config)
     return config
+
+
+def _distinct(identities: list[tuple[str, str, str, StaticCredentials]]) -> None:
+    """Three identities, three key pairs: no access key ID and no secret shared by two of them. Only the
+    variables are named, never a value."""
+    for i, (who, id_var, secret_var, keys) in enumerate(identities):
+        for earlier, earlier_id, earlier_secret, other in identities[:i]:
+            if keys.access_key == other.access_key:
+                same = (id_var, earlier_id)
+            elif keys.secret_key == other.secret_key:
+                same = (secret_var, earlier_secret)
+            else:
+                continue
+            raise EnvFileError(
+                f"{same[0]} is the same as {same[1]}: {who} needs keys of its own, not {earlier}'s "
+                "(one IAM user per identity: media writer, archiver, restorer)"
+            )
 
 
 def _engine_accepts(values: dict[str, str]) -> bool:

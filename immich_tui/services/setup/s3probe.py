@@ -1,8 +1,13 @@
-"""Proof that the `.env`'s keys work before they go into the cluster (`setup --check-s3`).
+"""Proof that the `.env`'s keys work, and that the bucket keeps old versions, before anything goes into the
+cluster (`setup --check-s3`).
 
-The writer lists the media prefix and writes a marker under the run reports (where its policy allows
-puts); the restorer, when given, lists the media prefix and reads the marker back. A refusal becomes one
-line naming the variable to fix, never the key itself.
+The writer lists the media prefix; the archiver lists the database archive's prefix; the restorer, when
+given, lists the media prefix. Then the bucket's protection is read — versioning
+(`s3:GetBucketVersioning`) and Object Lock (`s3:GetBucketObjectLockConfiguration`), with the restorer's
+keys (deploy/iam/restorer.json grants both), or the writer's for versioning alone when no restorer keys
+were given — and a bucket whose versioning is not Enabled stops setup unless the operator accepted that
+(`allow_unversioned`). Only then does the writer write a marker under the run reports, which the restorer
+reads back. A refusal becomes one line naming the variable to fix, never the key itself.
 """
 
 from __future__ import annotations
@@ -11,11 +16,14 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from immich_tui.services import clock
 from immich_tui.services.setup.config import (
     ACCESS_KEY,
+    ARCHIVER_ACCESS_KEY,
+    ARCHIVER_SECRET_KEY,
     REGION,
     RESTORER_ACCESS_KEY,
     RESTORER_SECRET_KEY,
@@ -25,18 +33,59 @@ from immich_tui.services.setup.config import (
 from immich_tui.services.setup.errors import S3CheckError
 from sync_engine.config import ConfigError, S3Settings
 from sync_engine.report import stamp
-from sync_engine.store import ObjectStore, StaticCredentials, StoreError
+from sync_engine.store import ObjectStore, StaticCredentials, StoreError, describe_error
+
+NEVER_ENABLED = "never enabled"
+NOT_SUPPORTED = "not supported by the server"
+# What a server answers for a bucket without Object Lock, or when it has no Object Lock at all.
+_LOCK_OFF_CODES = ("ObjectLockConfigurationNotFoundError", "NotImplemented", "501")
+
+
+@dataclass(frozen=True)
+class BucketProtection:
+    """The bucket's versioning state (`Enabled`, `Suspended`, `never enabled`, `not supported by the
+    server`) and Object Lock: `object_lock` None when it could not be read (`lock_note` says why)."""
+
+    versioning: str
+    object_lock: bool | None
+    lock_mode: str | None = None  # GOVERNANCE | COMPLIANCE: the default retention, when one is set
+    lock_days: int | None = None
+    lock_years: int | None = None
+    read_with: str = "restorer"
+    lock_note: str = ""
+
+    @property
+    def versioned(self) -> bool:
+        return self.versioning == "Enabled"
+
+    def describe(self) -> str:
+        if self.object_lock is None:
+            lock = f"Object Lock not read ({self.lock_note})"
+        elif not self.object_lock:
+            lock = "Object Lock off"
+        elif self.lock_mode:
+            count, unit = (self.lock_years, "year") if self.lock_years else (self.lock_days, "day")
+            period = f"{count} {unit}{'' if count == 1 else 's'}"
+            lock = f"Object Lock on, default retention {self.lock_mode} {period}"
+        else:
+            lock = "Object Lock on, no default retention"
+        return f"versioning {self.versioning}; {lock} (read with the {self.read_with} keys)"
 
 
 @dataclass(frozen=True)
 class S3Check:
-    """What the keys proved: the writer listed the media prefix and wrote `marker`; the restorer (when
-    given) listed the media prefix and read the marker back."""
+    """What the keys proved: the writer listed the media prefix and wrote `marker`; the archiver listed
+    `archive_prefix`; the restorer (when given) listed the media prefix and read the marker back; and how
+    the bucket is protected. `warnings` are for the operator (versioning off but accepted, a state that
+    could not be read)."""
 
     bucket: str
     media_prefix: str
     marker: str
     restorer: bool
+    archive_prefix: str = ""
+    protection: BucketProtection | None = None
+    warnings: tuple[str, ...] = field(default=(), repr=False)
 
 
 def marker_key(config: OffsiteConfig, now: dt.datetime) -> str:
@@ -61,7 +110,14 @@ def _reason(exc: StoreError, id_var: str, secret_var: str, region_var: str = REG
 
 
 def _store(config: OffsiteConfig, keys: StaticCredentials) -> ObjectStore:
-    settings = S3Settings(
+    try:
+        return ObjectStore(_settings(config), credentials=keys)
+    except ConfigError as exc:
+        raise S3CheckError(f"S3 check: {exc}") from None
+
+
+def _settings(config: OffsiteConfig) -> S3Settings:
+    return S3Settings(
         bucket=config.bucket,
         region=config.region,
         endpoint_url=config.endpoint_url,
@@ -70,14 +126,82 @@ def _store(config: OffsiteConfig, keys: StaticCredentials) -> ObjectStore:
         read_timeout=30.0,
         max_connections=2,
     )
+
+
+def _bucket_client(config: OffsiteConfig, keys: StaticCredentials) -> Any:
+    """A plain botocore client for the two bucket-level reads the sync engine's store has no call for."""
+    import botocore.session
+    from botocore.config import Config
+
+    settings = _settings(config)
+    session = botocore.session.get_session()
+    session.set_credentials(keys.access_key, keys.secret_key)
+    return session.create_client(
+        "s3",
+        region_name=config.region,
+        endpoint_url=config.endpoint_url,
+        config=Config(
+            retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+        ),
+    )
+
+
+def state_text(bucket: str, versioning: str) -> str:
+    if versioning == NEVER_ENABLED:
+        return f"versioning was never enabled on bucket {bucket}"
+    if versioning == NOT_SUPPORTED:
+        return f"the server does not support versioning for bucket {bucket}"
+    return f"versioning is {versioning} on bucket {bucket}"
+
+
+def read_protection(config: OffsiteConfig) -> BucketProtection:
+    """Versioning and Object Lock, read with the restorer's keys (or the writer's, versioning only)."""
+    if config.restorer is not None:
+        who, keys, ids = "restorer", config.restorer, (RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY)
+    else:
+        who, keys, ids = "writer", config.writer, (ACCESS_KEY, SECRET_KEY)
+    client = _bucket_client(config, keys)
+    where = f"s3://{config.bucket}"
     try:
-        return ObjectStore(settings, credentials=keys)
-    except ConfigError as exc:
-        raise S3CheckError(f"S3 check: {exc}") from None
+        status = client.get_bucket_versioning(Bucket=config.bucket).get("Status") or NEVER_ENABLED
+    except Exception as exc:
+        err = describe_error(exc, where)
+        if err.code not in ("NotImplemented", "501"):
+            raise S3CheckError(
+                f"S3 check: the {who} keys cannot read the versioning state of {where} (s3:GetBucketVersioning): "
+                f"{_reason(err, *ids)}"
+            ) from None
+        status = NOT_SUPPORTED
+    if config.restorer is None:
+        note = "no restorer keys; the writer's policy does not allow s3:GetBucketObjectLockConfiguration"
+        return BucketProtection(status, None, read_with=who, lock_note=note)
+    try:
+        lock = client.get_object_lock_configuration(Bucket=config.bucket).get("ObjectLockConfiguration") or {}
+    except Exception as exc:
+        err = describe_error(exc, where)
+        if err.code in _LOCK_OFF_CODES:
+            return BucketProtection(status, False, read_with=who)
+        note = f"s3:GetBucketObjectLockConfiguration: {_reason(err, *ids)}"
+        return BucketProtection(status, None, read_with=who, lock_note=note)
+    if lock.get("ObjectLockEnabled") != "Enabled":
+        return BucketProtection(status, False, read_with=who)
+    retention = (lock.get("Rule") or {}).get("DefaultRetention") or {}
+    return BucketProtection(
+        status,
+        True,
+        lock_mode=retention.get("Mode") or None,
+        lock_days=retention.get("Days") or None,
+        lock_years=retention.get("Years") or None,
+        read_with=who,
+    )
 
 
-def check_s3(config: OffsiteConfig, now: dt.datetime | None = None) -> S3Check:
-    """Prove the keys before anything is applied: the writer lists and puts, the restorer lists and reads."""
+def check_s3(config: OffsiteConfig, now: dt.datetime | None = None, *, allow_unversioned: bool = False) -> S3Check:
+    """Prove the keys and the bucket's versioning before anything is applied: the writer, the archiver and
+    the restorer list; versioning must be Enabled (unless `allow_unversioned`); then the writer puts a
+    marker and the restorer reads it back. Nothing is written to the bucket when versioning stops setup."""
     now = now or clock.now()
     where = f"s3://{config.bucket}/{config.media_prefix}"
     writer = _store(config, config.writer)
@@ -87,6 +211,39 @@ def check_s3(config: OffsiteConfig, now: dt.datetime | None = None) -> S3Check:
         raise S3CheckError(
             f"S3 check: the writer keys cannot list {where}: {_reason(exc, ACCESS_KEY, SECRET_KEY)}"
         ) from None
+    archive = f"s3://{config.bucket}/{config.archive_prefix}"
+    try:
+        _store(config, config.archiver).check_access(config.archive_prefix)
+    except StoreError as exc:
+        raise S3CheckError(
+            f"S3 check: the archiver keys cannot list {archive}: "
+            f"{_reason(exc, ARCHIVER_ACCESS_KEY, ARCHIVER_SECRET_KEY)}"
+        ) from None
+    restorer = _store(config, config.restorer) if config.restorer is not None else None
+    ids = (RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY)
+    if restorer is not None:
+        try:
+            restorer.check_access(config.media_prefix)
+        except StoreError as exc:
+            raise S3CheckError(f"S3 check: the restorer keys cannot list {where}: {_reason(exc, *ids)}") from None
+
+    protection = read_protection(config)
+    warnings: list[str] = []
+    if not protection.versioned:
+        state = state_text(config.bucket, protection.versioning)
+        if not allow_unversioned:
+            raise S3CheckError(
+                f"S3 check: {state}, so an overwrite or a delete would destroy the only offsite copy: enable it "
+                f"(aws s3api put-bucket-versioning --bucket {config.bucket} --versioning-configuration "
+                "Status=Enabled; see deploy/README.md) or accept that with --allow-unversioned"
+            )
+        warnings.append(
+            f"{state}, accepted with --allow-unversioned: an overwrite or a delete (a leaked writer or archiver "
+            "key, a mistake) replaces or removes the only offsite copy, and no earlier version can be restored"
+        )
+    if protection.object_lock is None and config.restorer is not None:
+        warnings.append(f"Object Lock state of bucket {config.bucket} unknown: {protection.lock_note}")
+
     key = marker_key(config, now)
     body = json.dumps(
         {
@@ -103,14 +260,10 @@ def check_s3(config: OffsiteConfig, now: dt.datetime | None = None) -> S3Check:
         raise S3CheckError(
             f"S3 check: the writer keys cannot write s3://{config.bucket}/{key}: {_reason(exc, ACCESS_KEY, SECRET_KEY)}"
         ) from None
-    if config.restorer is None:
-        return S3Check(config.bucket, config.media_prefix, key, restorer=False)
-    restorer = _store(config, config.restorer)
-    ids = (RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY)
-    try:
-        restorer.check_access(config.media_prefix)
-    except StoreError as exc:
-        raise S3CheckError(f"S3 check: the restorer keys cannot list {where}: {_reason(exc, *ids)}") from None
+    if restorer is None:
+        return S3Check(
+            config.bucket, config.media_prefix, key, False, config.archive_prefix, protection, tuple(warnings)
+        )
     try:
         read = restorer.get_bytes(key)
     except StoreError as exc:
@@ -119,4 +272,4 @@ def check_s3(config: OffsiteConfig, now: dt.datetime | None = None) -> S3Check:
         ) from None
     if read != body:
         raise S3CheckError(f"S3 check: the restorer read back different bytes from s3://{config.bucket}/{key}")
-    return S3Check(config.bucket, config.media_prefix, key, restorer=True)
+    return S3Check(config.bucket, config.media_prefix, key, True, config.archive_prefix, protection, tuple(warnings))

@@ -1,10 +1,11 @@
 """The offsite Secrets in the cluster: built from the configuration, compared, cleared, then written.
 
-`immich-offsite-writer` goes to the Immich namespace for the nightly sync and to the database namespace,
-where CNPG's `s3Credentials` reference it; `immich-offsite-restorer` (read-only keys for the operator tools
-and the media restore Job) to the Immich namespace. A Secret is written only when what it holds differs,
-nothing is ever deleted, and every write goes through `Kube.write` (read-only mode, then RBAC) after a
-preflight has cleared all of them.
+One Secret per identity, each only where its reader runs: `immich-offsite-writer` (the media writer's
+keys) in the Immich namespace for the nightly sync; `immich-offsite-cnpg` (the archiver's keys) in the
+database namespace, where CNPG's `s3Credentials` reference it; `immich-offsite-restorer` (read-only keys
+for the operator tools and the media restore Job) in the Immich namespace. A Secret is written only when
+what it holds differs, nothing is ever deleted, and every write goes through `Kube.write` (read-only mode,
+then RBAC) after a preflight has cleared all of them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from immich_tui.services.kube import Access, ClusterError, Forbidden, Kube, NotFound, ReadOnly
-from immich_tui.services.offsite import READER_SECRET, WRITER_SECRET
+from immich_tui.services.offsite import ARCHIVER_SECRET, READER_SECRET, WRITER_SECRET
 from immich_tui.services.setup.config import ENDPOINT_KEY, OffsiteConfig
 from immich_tui.services.setup.errors import SetupError
 
@@ -32,23 +33,47 @@ def _b64(text: str) -> str:
 
 
 def build_secrets(config: OffsiteConfig, namespace: str, db_namespace: str) -> list[dict[str, Any]]:
-    """The writer in the Immich and the database namespace (once if they are the same), the restorer
-    in the Immich namespace when its keys were given."""
-    wanted = [(WRITER_SECRET, namespace, config.writer)]
-    if db_namespace != namespace:
-        wanted.append((WRITER_SECRET, db_namespace, config.writer))
+    """The writer in the Immich namespace, the archiver in the database namespace (without a media
+    prefix: CNPG reads only keys and region), the restorer in the Immich namespace when its keys were
+    given. The writer's keys never go to the database namespace."""
+    wanted = [
+        (WRITER_SECRET, namespace, config.secret_data(config.writer)),
+        (ARCHIVER_SECRET, db_namespace, config.secret_data(config.archiver, media=False)),
+    ]
     if config.restorer is not None:
-        wanted.append((READER_SECRET, namespace, config.restorer))
+        wanted.append((READER_SECRET, namespace, config.secret_data(config.restorer)))
     return [
         {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": name, "namespace": ns, "labels": dict(LABELS)},
             "type": "Opaque",
-            "data": {k: _b64(v) for k, v in config.secret_data(keys).items()},
+            "data": {k: _b64(v) for k, v in data.items()},
         }
-        for name, ns, keys in wanted
+        for name, ns, data in wanted
     ]
+
+
+def stale_writer_warning(kube: Kube, namespace: str, db_namespace: str) -> str | None:
+    """An earlier setup put the media writer's keys into the database namespace too; setup deletes
+    nothing, so it says how to remove that copy once CNPG reads its own Secret."""
+    if db_namespace == namespace:
+        return None
+    try:
+        kube.call(
+            Access("get", "secrets", db_namespace, name=WRITER_SECRET),
+            kube.core.read_namespaced_secret,
+            WRITER_SECRET,
+            db_namespace,
+        )
+    except ClusterError:  # absent (the usual case), or not readable: nothing to say
+        return None
+    return (
+        f"Secret {db_namespace}/{WRITER_SECRET} is left from an earlier setup, which put the media writer's keys "
+        f"there: once the CNPG Cluster or ObjectStore reads {ARCHIVER_SECRET} (deploy/components), delete it with "
+        f"kubectl -n {db_namespace} delete secret {WRITER_SECRET}, and detach cnpg-writer.json from the "
+        "writer's IAM user"
+    )
 
 
 def redacted(manifest: Mapping[str, Any]) -> dict[str, Any]:

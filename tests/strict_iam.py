@@ -1,0 +1,111 @@
+"""moto's S3 server with the two pieces of IAM evaluation it leaves out, so prefix-scoped policies are proven.
+
+moto (5.x) checks each S3 request's action and resource against the caller's IAM policies, but:
+
+- it evaluates no S3 condition: the request's context keys are never handed to the policy, and only
+  `StringEquals` is known, so a statement such as `s3:ListBucket` with
+  `"Condition": {"StringLike": {"s3:prefix": ["immich/media/*"]}}` allows listing *every* prefix;
+- it has no action of its own for `GET ?object-lock` / `PUT ?object-lock`: both fall through to the
+  bucket's defaults (`s3:ListBucket`, `s3:CreateBucket`).
+
+Run as a script (what `StrictIamS3` does), this module fills exactly those gaps and then starts moto's
+server: `s3:prefix` is taken from the request's `prefix` parameter for `s3:ListBucket` and
+`s3:ListBucketVersions`, `StringEquals` and `StringLike` (`*` and `?`) are evaluated as AWS does — a
+key the request does not carry makes the condition false, and an operator it does not know denies
+rather than being ignored — and the Object Lock configuration has `s3:GetBucketObjectLockConfiguration`
+and `s3:PutBucketObjectLockConfiguration`. Everything else is moto's own evaluation.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from immich_tui.demo.s3 import LocalS3
+
+_PREFIX_ACTIONS = ("s3:ListBucket", "s3:ListBucketVersions")  # where AWS sets the s3:prefix context key
+
+
+def _like(pattern: str, value: str) -> bool:
+    regex = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
+    return re.fullmatch(regex, value, flags=re.DOTALL) is not None
+
+
+OPERATORS = {"StringEquals": lambda pattern, value: pattern == value, "StringLike": _like}
+
+
+def conditions_hold(statement: dict[str, Any], context: dict[str, str]) -> bool:
+    """AWS's rule for the operators above: every key of every operator must match one of its values."""
+    for operator, keys in (statement.get("Condition") or {}).items():
+        test = OPERATORS.get(operator)
+        if test is None:
+            return False
+        for key, expected in keys.items():
+            patterns = [expected] if isinstance(expected, str) else list(expected)
+            actual = context.get(key)
+            if actual is None or not any(test(p, actual) for p in patterns):
+                return False
+    return True
+
+
+def request_context(action: str, path: str) -> dict[str, str]:
+    """The condition keys an S3 request carries (only those the shipped policies use)."""
+    query = parse_qs(urlsplit(path).query, keep_blank_values=True)
+    if action in _PREFIX_ACTIONS and "prefix" in query:
+        return {"s3:prefix": query["prefix"][0]}
+    return {}
+
+
+def patch_moto() -> None:
+    from moto.iam import access_control
+    from moto.s3 import responses
+
+    responses.ACTION_MAP["BUCKET"]["GET"]["object-lock"] = "GetBucketObjectLockConfiguration"
+    responses.ACTION_MAP["BUCKET"]["PUT"]["object-lock"] = "PutBucketObjectLockConfiguration"
+    result = access_control.PermissionResult
+
+    def statement_result(statement: dict[str, Any], action: str, resource: str, context: dict[str, str]) -> Any:
+        """One statement: it applies when action, resource and conditions match (a failed condition makes
+        an Allow or a Deny not apply, as in AWS; moto would turn it into a Deny)."""
+        st = access_control.IAMPolicyStatement(statement)
+        if "NotAction" in statement:
+            concerned = not st._check_element_matches("NotAction", action)
+        else:
+            concerned = st._check_element_matches("Action", action)
+        if not concerned or not st._check_element_matches("Resource", resource):
+            return result.NEUTRAL
+        if not conditions_hold(statement, context):
+            return result.NEUTRAL
+        return result.PERMITTED if statement["Effect"] == "Allow" else result.DENIED
+
+    def check_action_permitted(self: Any, resource: str) -> None:
+        context = request_context(self._action, self._path)
+        permitted = False
+        for policy in self._access_key.collect_policies():
+            statements = access_control.IAMPolicy(policy)._policy_json["Statement"]
+            for statement in statements if isinstance(statements, list) else [statements]:
+                outcome = statement_result(statement, self._action, resource, context)
+                if outcome == result.DENIED:
+                    self._raise_access_denied()
+                permitted = permitted or outcome == result.PERMITTED
+        if not permitted:
+            self._raise_access_denied()
+
+    access_control.S3IAMRequest.check_action_permitted = check_action_permitted
+
+
+class StrictIamS3(LocalS3):
+    """`LocalS3` whose server is this module: moto plus S3 conditions and the Object Lock actions."""
+
+    server_args = (str(Path(__file__).resolve()),)
+
+
+if __name__ == "__main__":
+    patch_moto()
+    from moto.server import main
+
+    sys.argv[0] = "moto_server"
+    main()
