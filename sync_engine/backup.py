@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from sync_engine import __version__
@@ -39,6 +39,7 @@ from sync_engine.models import (
     UploadResult,
 )
 from sync_engine.orphans import abort_orphans
+from sync_engine.overwrite import judge, mass_change_record
 from sync_engine.plan import Rule, merge_join, shard_of, trusted, trusted_items
 from sync_engine.pool import WorkerPool
 from sync_engine.prefetch import PrefetchedListing
@@ -84,6 +85,8 @@ class _State:
     cache: CacheWriter | None
     lock: threading.Lock = field(default_factory=threading.Lock)
     blocking: int = 0  # problems only the operator can fix (see BLOCKING_PROBLEMS)
+    held: list[UploadResult] = field(default_factory=list)  # changed content over an object: see overwrite.py
+    in_bucket: int = 0  # files of this run already in the bucket (the breaker's denominator)
 
     def stats(self, folder: str) -> FolderStats:
         return self.report.per_folder.setdefault(folder, FolderStats())
@@ -130,6 +133,7 @@ def run(
     if refused:
         _refuse(report, state, store, settings, started, clock, refused)
         return report
+    _read_versioning(store, report)
 
     def record(result: UploadResult) -> None:
         _record_result(state, pool, result)
@@ -173,8 +177,84 @@ def run(
         raise
     except Exception as exc:  # an engine bug: still say what was done, and exit as aborted
         reason = f"internal error: {exc.__class__.__name__}: {exc}"
+    if not dry_run:
+        try:
+            reason = _decide_overwrites(state, settings, report, uploader, observer, reason)
+        except (SetupError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            reason = reason or f"internal error: {exc.__class__.__name__}: {exc}"
     _finish(report, state, reason, store, settings, started, clock)
     return report
+
+
+def _read_versioning(store: ObjectStore, report: RunReport) -> None:
+    """One request per run: whether an overwrite would leave the old bytes behind. Unreadable counts as
+    off, so the originals are kept rather than bet on."""
+    try:
+        report.versioning = store.bucket_versioning()
+    except StoreError as exc:
+        if exc.transport:
+            raise SetupError(str(exc), code=exc.code, transport=True) from None
+        report.versioning = "unknown"
+        report.versioning_note = f"{exc} (grant s3:GetBucketVersioning); treated as not versioned"
+
+
+def _decide_overwrites(
+    state: _State,
+    settings: SyncSettings,
+    report: RunReport,
+    uploader: Uploader,
+    observer: Observer,
+    reason: str,
+) -> str:
+    """Once every file has been compared: overwrite the held files, or keep the originals and say why."""
+    policy = settings.overwrite
+    held = state.held
+    if reason:  # the run stopped: nothing is overwritten by a run that could not finish comparing
+        for result in held:
+            _record_kept(state, result, "changed-original-kept", "the run stopped before overwrites were decided")
+        report.mass_change = mass_change_record(held, state.in_bucket, policy, tripped=False)
+        return reason
+    verdict = judge(held, state.in_bucket, report.versioning, policy)
+    tripped = verdict.kind == "suspicious-mass-change"
+    report.mass_change = mass_change_record(held, state.in_bucket, policy, tripped=tripped)
+    if tripped:
+        report.error = verdict.detail
+    for result in verdict.kept:
+        detail = "not overwritten: part of a suspicious mass change (see mass_change)" if tripped else verdict.detail
+        _record_kept(state, result, verdict.kind, detail)
+    if not verdict.overwrite:
+        return ""
+
+    def record(result: UploadResult) -> None:
+        _record_result(state, pool, result)
+        observer.finished(result)
+
+    pool: WorkerPool[PlanItem, UploadResult] = WorkerPool(
+        uploader.upload, record, workers=settings.workers, name="overwrite", cancel=uploader.cancel, unit="uploads"
+    )
+
+    def produce(pool: WorkerPool[PlanItem, UploadResult]) -> None:
+        for item in verdict.overwrite:
+            if pool.stopping:
+                break
+            pool.submit(replace(item, overwrite=True))
+
+    return pool.run(
+        produce,
+        interrupted="interrupted (SIGINT/SIGTERM): in-flight uploads aborted",
+        store_failed=lambda exc: str(exc),
+    )
+
+
+def _record_kept(state: _State, result: UploadResult, kind: str, detail: str) -> None:
+    item = result.item
+    with state.lock:
+        state.stats(item.local.folder).kept += 1
+        _add_problem(state.report, printable(item.local.rel), kind, detail)
+        if item.cached is not None and state.cache is not None:
+            state.cache.carry(item.key)  # as the last run confirmed it: the next run compares it again
 
 
 LIST_AHEAD = 4
@@ -345,6 +425,7 @@ def _record_planned(
         stats = state.stats(folder)
         stats.files += 1
         stats.bytes += entry.local.size
+        state.in_bucket += entry.remote is not None or entry.reason is Reason.TRUSTED
         stats.by_reason[entry.reason.value] = stats.by_reason.get(entry.reason.value, 0) + 1
     observer.planned(entry)
     if entry.uploads and not dry_run:
@@ -399,9 +480,21 @@ def _record_result(state: _State, pool: WorkerPool[PlanItem, UploadResult], resu
         stats = state.stats(item.local.folder)
         outcome = result.outcome
         how = CacheState.RACY if result.racy else CacheState.OK
-        if outcome is Outcome.UPLOADED:
+        if outcome is Outcome.HELD:
+            state.held.append(result)  # counted once the run decides (see _decide_overwrites)
+        elif outcome is Outcome.UPLOADED:
             _bump(stats, "uploaded", result.size)
             pool.s3_worked()
+            if item.overwrite and item.remote is not None:
+                state.report.overwrites.append(
+                    {
+                        "key": item.key,
+                        "old_size": item.remote.size,
+                        "old_etag": item.remote.etag,
+                        "new_size": result.size,
+                        "new_etag": result.s3_etag or result.etag,
+                    }
+                )
             if state.manifest is not None:
                 state.manifest.add(result)
             _remember(state, item.key, result, result.s3_etag or result.etag, result.part_size, how)
@@ -445,7 +538,7 @@ def _finish(
     report.totals = totals
     if abort_reason:
         report.status, report.exit_code, report.error = "aborted", EXIT_ABORTED, abort_reason
-    elif totals.failed or state.blocking:
+    elif totals.failed or state.blocking or totals.kept:
         report.status, report.exit_code = "partial", EXIT_PARTIAL
     else:
         report.status, report.exit_code = "ok", EXIT_OK

@@ -210,10 +210,17 @@ def _report_text(report: RunReport, settings: SyncSettings) -> str:
     lines = [
         f"{verb} {report.status} in {report.duration_seconds:.1f}s — "
         f"{t.uploaded:,} files {upload_word} ({size(t.uploaded_bytes)}), {t.unchanged:,} unchanged, "
-        f"{t.deferred:,} deferred, {t.failed:,} failed",
+        f"{t.deferred:,} deferred, {t.failed:,} failed" + (f", {t.kept:,} kept (not overwritten)" if t.kept else ""),
         "",
         table(head + rows, gap=2, numbers_right=True),
     ]
+    mass = report.mass_change
+    if mass.get("tripped"):
+        lines += ["", f"SUSPICIOUS MASS CHANGE: {report.error}"]
+    if report.overwrites:
+        lines += ["", f"overwrote {len(report.overwrites):,} changed files (bucket versioning {report.versioning})"]
+    if report.versioning_note:
+        lines += [f"note: versioning: {report.versioning_note}"]
     if report.dry_run and t.by_reason:
         reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(t.by_reason.items()))
         lines += ["", f"reasons: {reasons}"]
@@ -266,7 +273,11 @@ def _verify(args: argparse.Namespace, settings: SyncSettings, store: ObjectStore
             + (f"; {result.bad_manifest_lines:,} manifest lines unreadable" if result.bad_manifest_lines else "")
             + (f"; {result.unconfirmed:,} uploads S3 did not confirm" if result.unconfirmed else "")
             + (f"; {result.not_comparable:,} SSE-KMS objects checked by size only" if result.not_comparable else "")
+            + (f"; {result.tampering()}" if result.tampering() else "")
+            + (f" (as of {result.as_of})" if result.as_of else "")
         )
+        for note in result.notes:
+            print(f"note: {printable(note)}")
         for p in result.problems:
             line = f" line {p['line']}" if "line" in p else ""
             detail = f": {printable(str(p['detail']))}" if p.get("detail") else ""
@@ -314,12 +325,14 @@ def _restore_text(report: RestoreReport) -> str:
         f"restore {report.status} in {report.duration_seconds:.1f}s — {t.downloaded:,} files downloaded "
         f"({size(t.downloaded_bytes)}), {t.already_there:,} already there ({size(t.already_there_bytes)}), "
         f"{t.conflicts:,} conflicts, {t.failed:,} failed, {t.pending:,} pending",
-        f"from s3://{report.bucket}/{report.media_prefix} into {report.target}",
+        f"from s3://{report.bucket}/{report.media_prefix} into {report.target}"
+        + (f", as it was at {report.as_of}" if report.as_of else ""),
         "",
         table(head + rows, gap=2, numbers_right=True),
     ]
     if report.records_note:
         lines += ["", f"note: {report.records_note}"]
+    lines += [f"note: {note}" for note in report.notes]
     if report.pending:
         lines += ["", f"pending archived objects ({t.pending:,}, {size(t.pending_bytes)}):"]
         lines += [f"  {p['storage_class']:<13} {p['state']:<12} {p['path']}" for p in report.pending[:50]]

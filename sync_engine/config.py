@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sync_engine.bwlimit import BandwidthSchedule
 from sync_engine.errors import ConfigError
 from sync_engine.models import Shard
+from sync_engine.overwrite import OverwritePolicy
 from sync_engine.settings import (
     CHECKSUM_MODES,
     DEFAULT_FOLDERS,
@@ -91,6 +92,8 @@ class SyncSettings:
     settle_seconds: float = 60.0
     max_change_retries: int = 2
     shard: Shard | None = None
+    as_of: float | None = None  # verify: the bucket as it was then (epoch seconds)
+    overwrite: OverwritePolicy = field(default_factory=OverwritePolicy)
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class RestoreSettings:
     force: bool = False
     restore_days: int = DEFAULT_RESTORE_DAYS
     restore_tier: str = DEFAULT_RESTORE_TIER
+    as_of: float | None = None  # the bucket as it was then (epoch seconds)
 
 
 def default_report_prefix(media_prefix: str) -> str:
@@ -218,6 +222,13 @@ def sync_settings(args: object, env: Mapping[str, str] | None = None) -> SyncSet
         full_listing_days=value("full_listing_days", args, env),
         settle_seconds=value("settle_seconds", args, env),
         shard=value("shard", args, env),
+        overwrite=OverwritePolicy(
+            allow_overwrite=bool(value("allow_overwrite", args, env)),
+            accept_mass_change=bool(value("accept_mass_change", args, env)),
+            max_percent=value("mass_change_percent", args, env),
+            min_files=value("mass_change_min_files", args, env),
+        ),
+        as_of=value("as_of", args, env),
     )
 
 
@@ -241,6 +252,7 @@ def restore_settings(args: object, env: Mapping[str, str] | None = None) -> Rest
         force=value("force", args, env),
         restore_days=value("restore_days", args, env),
         restore_tier=value("restore_tier", args, env),
+        as_of=value("as_of", args, env),
     )
 
 

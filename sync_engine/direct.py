@@ -341,6 +341,16 @@ class DirectReader:
         page["ResponseMetadata"] = {"HTTPStatusCode": 200, "HTTPHeaders": {"date": date} if date else {}}
         return page
 
+    def bucket_versioning(self) -> str | None:
+        """The bucket's versioning Status ("" when never enabled); None: ask botocore."""
+        response = self._get(None, [("versioning", None)])
+        # S3 answers `<VersioningConfiguration/>` for a bucket that never had versioning; some servers
+        # (moto) name that empty answer `GetBucketVersioningResponse`.
+        root = _xml(response, "VersioningConfiguration") or _xml(response, "GetBucketVersioningResponse")
+        if root is None:
+            return None
+        return next((node.text or "" for node in root if _tag(node) == "Status"), "")
+
     def get_object(self, key: str) -> bytes | None:
         response = self._get(key, [])
         return None if response is None else bytes(response.data)

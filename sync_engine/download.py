@@ -21,6 +21,11 @@ component at a time with O_NOFOLLOW, and files are created with O_EXCL|O_NOFOLLO
 
 Objects in GLACIER or DEEP_ARCHIVE cannot be read until S3 has restored them, which takes hours: the
 restore is requested and the object reported as pending with AWS's estimate; a later run downloads it.
+
+A listed version (`--as-of`) is read by its VersionId, for HEAD, GET and RestoreObject alike: no later
+write can change those bytes, so the GET is not conditional. A key whose newest record is in an
+untrusted manifest (`disputed`) is judged by the older, trusted records; one that only such a manifest
+vouches for is not restored (`untrusted-record`).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from sync_engine.models import Fate, FileResult, RemoteObject
 from sync_engine.scan import printable
 from sync_engine.store import ObjectStore, is_outage
 from sync_engine.target import NEW_FILE_FLAGS, Blocked, open_dirs, temp_name
+from sync_engine.versions import ObjectVersion
 
 ARCHIVED_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 # What AWS documents for each retrieval tier.
@@ -106,6 +112,11 @@ def restore_estimate(storage_class: str, tier: str) -> str:
 # -- verification ----------------------------------------------------------------------------------
 
 
+def _version(obj: RemoteObject) -> str | None:
+    """The VersionId to read, for an object listed as one version of a versioned key."""
+    return obj.get_version if isinstance(obj, ObjectVersion) else None
+
+
 def _matches_record(obj: RemoteObject, recorded: Recorded) -> bool:
     return obj.etag == recorded.etag or bool(recorded.s3_etag and obj.etag == recorded.s3_etag)
 
@@ -141,6 +152,7 @@ class _Changed(Exception):
     def __init__(self, obj: RemoteObject, recorded: Recorded) -> None:
         super().__init__(_changed_detail(obj, recorded))
         self.detail = str(self)
+        self.key = obj.key
 
 
 class Downloader:
@@ -149,11 +161,20 @@ class Downloader:
     Every path is resolved from `root_fd`, the target directory's descriptor, without following links."""
 
     def __init__(
-        self, settings: RestoreSettings, store: ObjectStore, records: Mapping[str, Recorded], root_fd: int
+        self,
+        settings: RestoreSettings,
+        store: ObjectStore,
+        records: Mapping[str, Recorded],
+        root_fd: int,
+        *,
+        disputed: Mapping[str, str] | None = None,
+        why: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.records = records  # what the backup's manifests say each key holds
+        self.records = records  # what the backup's trusted manifests say each key holds
+        self.disputed = disputed or {}  # key -> the untrusted manifest that names it
+        self.why = why or {}  # untrusted manifest -> why it is not trusted
         self.root_fd = root_fd
         self.cancel = threading.Event()
         self._lock = threading.Lock()
@@ -170,14 +191,16 @@ class Downloader:
         except ValueError as exc:
             return result(Fate.FAILED, str(exc), kind="unsafe-key")
         recorded = self.records.get(obj.key)
+        if recorded is None and obj.key in self.disputed:
+            return result(Fate.FAILED, self._only_untrusted(obj.key), kind="untrusted-record")
         if recorded is not None and recorded.size != obj.size:
-            return result(Fate.FAILED, _changed_detail(obj, recorded), kind="changed-in-s3")
+            return result(Fate.FAILED, self._disputed(obj.key, _changed_detail(obj, recorded)), kind="changed-in-s3")
         try:
             return self._restore(obj, parts, recorded, result)
         except _Cancelled:
             return result(Fate.CANCELLED)
         except _Changed as exc:
-            return result(Fate.FAILED, exc.detail, kind="changed-in-s3")
+            return result(Fate.FAILED, self._disputed(exc.key, exc.detail), kind="changed-in-s3")
         except Blocked as exc:
             if exc.link:
                 return result(Fate.FAILED, f"{exc.strerror}: not followed", kind="local-error")
@@ -189,6 +212,23 @@ class Downloader:
             return result(Fate.FAILED, detail, kind="local-error", fatal=exc.errno in _LOCAL_FATAL)
         except Exception as exc:  # one odd object must not take the pool down with it
             return result(Fate.FAILED, f"{exc.__class__.__name__}: {exc}", kind="error")
+
+    def _only_untrusted(self, key: str) -> str:
+        manifest = self.disputed[key]
+        return (
+            f"only manifest {printable(manifest)} records it, and that manifest is not trusted "
+            f"({self.why.get(manifest, 'see problems')}): not restored; `immich-sync restore --as-of` a time "
+            "before it was written restores the bucket as it was"
+        )
+
+    def _disputed(self, key: str, detail: str) -> str:
+        manifest = self.disputed.get(key)
+        if manifest is None:
+            return detail
+        return (
+            f"{detail}; a newer record of it is in manifest {printable(manifest)}, which is not trusted "
+            f"({self.why.get(manifest, 'see problems')})"
+        )
 
     def _restore(
         self, obj: RemoteObject, parts: list[str], recorded: Recorded | None, result: _ResultFactory
@@ -209,7 +249,8 @@ class Downloader:
                 if stat.S_ISREG(st.st_mode) and st.st_size == obj.size:
                     if self._same_content(parent, name, obj, recorded):  # type: ignore[arg-type]
                         return result(Fate.ALREADY_THERE)
-                    if recorded is None and is_kms(self.store.head_object(obj.key).encryption):
+                    head = self.store.head_object(obj.key, version_id=_version(obj)) if recorded is None else None
+                    if head is not None and is_kms(head.encryption):
                         # Its ETag is no MD5 and none was recorded: a download could not be checked
                         # better than this file is, by size (a resumed restore of such objects).
                         self._size_only()
@@ -239,7 +280,7 @@ class Downloader:
         parts = etag_part_count(recorded.etag if recorded is not None else obj.etag)
         if parts <= 1:
             return max(obj.size, 1)
-        part_size = self.store.head_object(obj.key, part_number=1).size
+        part_size = self.store.head_object(obj.key, part_number=1, version_id=_version(obj)).size
         if part_size <= 0 or -(-obj.size // part_size) != parts:
             raise StoreError(f"cannot tell the part size of s3://{self.store.bucket}/{obj.key}", code="PartSize")
         return part_size
@@ -268,7 +309,7 @@ class Downloader:
         tier = effective_tier(storage_class, self.settings.restore_tier)
         estimate = restore_estimate(storage_class, tier)
         if storage_class in ARCHIVED_CLASSES:
-            head = self.store.head_object(obj.key)
+            head = self.store.head_object(obj.key, version_id=_version(obj))
             if recorded is not None and not _matches_record(obj, recorded) and not is_kms(head.encryption):
                 raise _Changed(obj, recorded)
             state = restore_state(head.restore)
@@ -278,7 +319,7 @@ class Downloader:
                 return result(Fate.PENDING, pending_state="in-progress", estimate=estimate)
         days = None if storage_class == "INTELLIGENT_TIERING" else self.settings.restore_days
         try:
-            started = self.store.restore_object(obj.key, days=days, tier=tier)
+            started = self.store.restore_object(obj.key, days=days, tier=tier, version_id=_version(obj))
         except StoreError as exc:
             if exc.code == "RestoreAlreadyInProgress":
                 return result(Fate.PENDING, pending_state="in-progress", estimate=estimate)
@@ -347,7 +388,11 @@ class Downloader:
         tmp = temp_name()
         fd = os.open(tmp, NEW_FILE_FLAGS, 0o666, dir_fd=parent)
         try:
-            with os.fdopen(fd, "wb") as fh, self.store.open_object(obj.key, if_match=obj.etag) as reader:
+            version = _version(obj)
+            with (
+                os.fdopen(fd, "wb") as fh,
+                self.store.open_object(obj.key, if_match=None if version else obj.etag, version_id=version) as reader,
+            ):
                 head = reader.head
                 kms = is_kms(head.encryption)
                 if recorded is not None and not kms and not _matches_record(obj, recorded):

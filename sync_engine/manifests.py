@@ -23,6 +23,19 @@ size between the listing and the GET, or exceeds a cap:
 - MAX_BAD_LINES (10,000) skipped lines: a manifest the engine wrote has none, so past that it is junk,
   and checking millions of junk lines would only cost time.
 
+Whether a manifest or run report is used at all is decided from the listing first (`index_runs`):
+
+- its name must be a run's (`<start>-<run id>-<coverage>-<status>-<listing>`), since the name is what
+  orders the manifests and dates the run;
+- its start must not lie in the future (beyond `asof.FUTURE_SKEW`), nor after its own object's
+  LastModified (beyond `asof.WRITE_SKEW`): a run writes its manifest and report after it started;
+- with `as_of`, only objects whose own version existed then (LastModified ≤ as_of) are seen at all;
+- reports and manifests are written once: in a versioned bucket a key with later versions (or a
+  delete marker) was rewritten after the run wrote it, which is named, and its first version is read.
+
+One that fails is *untrusted*: named with the reason, never used as a reference, its wanted keys noted
+as disputed (`Records.disputed`) so a restore can say which objects only it vouches for.
+
 The body is streamed: memory holds one compressed chunk, one inflated step and one line at a time,
 never the manifest, so a bomb costs time up to the cap, not memory. S3 transport errors (`StoreError`)
 are the caller's to handle; an object S3 refuses to hand over is one unreadable manifest. The writer
@@ -37,15 +50,18 @@ import math
 import re
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from sync_engine.asof import FUTURE_SKEW, WRITE_SKEW, iso
 from sync_engine.errors import ManifestError, StoreError
 from sync_engine.models import RemoteObject, UploadResult
 from sync_engine.report import MANIFEST_SUFFIX, ReportName, parse_report_key
 from sync_engine.store import ObjectStore
+from sync_engine.versions import KeyHistory, ObjectVersion, VersionListing
 
 MAX_LINE = 64 * 1024  # a line names one S3 key (at most 1,024 bytes) and a few short fields
 MAX_KEY = 1024  # S3's limit on a key, in UTF-8 bytes
@@ -302,25 +318,125 @@ def read_manifest(
             yield BadLine(number, str(exc), object_key(line))
 
 
+@dataclass(frozen=True)
+class Untrusted:
+    """A run report or manifest that is not used as a reference, and why (one line)."""
+
+    key: str
+    what: str  # report | manifest
+    reason: str  # unnamed | future | written-early | rewritten | content | unreadable
+    detail: str
+
+    @property
+    def kind(self) -> str:
+        return f"untrusted-{self.what}"
+
+
 @dataclass
 class RunIndex:
     """What a listing of the report prefix tells without reading anything: the manifests (with their
-    listed sizes), oldest first, and the newest successful run."""
+    listed sizes and, where versions were listed, the version to read), oldest first, the run reports
+    that may be read, the newest successful run, and what is not trusted."""
 
     manifests: list[RemoteObject] = field(default_factory=list)
     last_sync: ReportName | None = None
+    reports: list[RemoteObject] = field(default_factory=list)
+    untrusted: list[Untrusted] = field(default_factory=list)
+    distrusted_manifests: list[RemoteObject] = field(default_factory=list)  # read only to name their keys
+    versioned: bool | None = None  # None: only current objects could be listed
+    note: str = ""
 
 
-def index_runs(store: ObjectStore, report_prefix: str) -> RunIndex:
-    """One listing of the report prefix (raises StoreError, for the caller to judge)."""
+def _run_name(key: str) -> tuple[str, ReportName | None] | None:
+    """(report | manifest, the run's name) for a key of the report prefix; None for other objects."""
+    if key.endswith(MANIFEST_SUFFIX):
+        return "manifest", parse_report_key(key.removesuffix(MANIFEST_SUFFIX) + ".json")
+    if key.endswith(".json"):
+        name = parse_report_key(key)
+        return ("report", name) if name is not None else None
+    return None
+
+
+def _rewritten(history: KeyHistory, first: ObjectVersion, as_of: float | None) -> str:
+    """How the key changed after its first version was written (empty when it did not)."""
+    later = [
+        v
+        for v in history.upto(as_of)
+        if v is not first
+        and v.last_modified >= first.last_modified
+        and (v.deleted or v.etag != first.etag or v.size != first.size)
+    ]
+    if not later:
+        return ""
+    changes = ", ".join(f"{'deleted' if v.deleted else 'rewritten'} {iso(v.last_modified)}" for v in reversed(later))
+    return f"written {iso(first.last_modified)}, then {changes}: reports are written once, so the first version is used"
+
+
+def trust_problem(name: ReportName | None, stored: float, now: float) -> tuple[str, str]:
+    """(reason, detail) when a run's name cannot be believed, else empty strings. `stored` is the
+    object's LastModified (S3's clock), `now` the checking clock."""
+    if name is None:
+        return "unnamed", "not named like a run's manifest (<start>-<run id>-<coverage>-<status>-<listing>)"
+    if name.started > now + FUTURE_SKEW:
+        return "future", (
+            f"dated {iso(name.started)}, in the future (it is {iso(now)}; {FUTURE_SKEW / 60:.0f} minutes of clock "
+            "skew are allowed)"
+        )
+    if name.started > stored + WRITE_SKEW:
+        return "written-early", (
+            f"dated {iso(name.started)}, but S3 stored it at {iso(stored)}: written before its run started "
+            f"({WRITE_SKEW / 60:.0f} minutes of clock skew are allowed)"
+        )
+    return "", ""
+
+
+def index_runs(
+    store: ObjectStore,
+    report_prefix: str,
+    *,
+    as_of: float | None = None,
+    now: float | None = None,
+    versions: bool = True,
+) -> RunIndex:
+    """One listing of the report prefix (raises StoreError, for the caller to judge).
+
+    With `versions`, object versions are listed (falling back to current objects where they cannot be,
+    unless `as_of` needs them); `as_of` hides every object written after it."""
+    now = time.time() if now is None else now
     index = RunIndex()
-    for obj in sorted(store.list_objects(report_prefix), key=lambda o: o.key):
-        if obj.key.endswith(MANIFEST_SUFFIX):
-            index.manifests.append(obj)
-        elif obj.key.endswith(".json"):
-            name = parse_report_key(obj.key)
-            if name and name.status == "ok" and (not index.last_sync or name.started >= index.last_sync.started):
-                index.last_sync = name
+    if versions:
+        listing = VersionListing(store, report_prefix, required=as_of is not None)
+        found: list[tuple[KeyHistory, ObjectVersion]] = []
+        for history in listing:
+            first = history.first(as_of) if _run_name(history.key) is not None else None
+            if first is not None:
+                found.append((history, first))
+        index.versioned, index.note = listing.versioned, listing.note
+    else:
+        found = [
+            (KeyHistory(o.key, [ObjectVersion.current(o)]), ObjectVersion.current(o))
+            for o in store.list_objects(report_prefix)
+            if _run_name(o.key) is not None
+        ]
+        index.versioned = None
+    for history, first in sorted(found, key=lambda pair: pair[0].key):
+        what, name = _run_name(history.key)  # type: ignore[misc]
+        rewritten = _rewritten(history, first, as_of) if versions else ""
+        if rewritten:
+            index.untrusted.append(Untrusted(history.key, what, "rewritten", rewritten))
+        reason, detail = trust_problem(name, first.last_modified, now)
+        if reason:
+            index.untrusted.append(Untrusted(history.key, what, reason, detail))
+            if what == "manifest":
+                index.distrusted_manifests.append(first)
+            continue
+        if what == "manifest":
+            index.manifests.append(first)
+            continue
+        index.reports.append(first)
+        assert name is not None
+        if name.status == "ok" and (not index.last_sync or name.started >= index.last_sync.started):
+            index.last_sync = name
     return index
 
 
@@ -335,6 +451,8 @@ class Records:
     bad_lines: int = 0  # lines skipped, in manifests that were otherwise read
     bad_examples: list[BadLine] = field(default_factory=list)  # the first BAD_EXAMPLES of them
     last_sync: ReportName | None = None
+    untrusted: list[Untrusted] = field(default_factory=list)  # reports and manifests not used
+    disputed: dict[str, str] = field(default_factory=dict)  # key -> the untrusted manifest that names it
     note: str = ""
 
     def describe(self) -> str:
@@ -352,6 +470,11 @@ class Records:
         if self.bad_lines:
             what = "1 manifest line was" if self.bad_lines == 1 else f"{self.bad_lines:,} manifest lines were"
             parts.append(f"{what} unreadable and skipped, e.g. {self.bad_examples[0]}")
+        if self.untrusted:
+            first = self.untrusted[0]
+            count = len({u.key for u in self.untrusted})
+            what = "1 run report or manifest is" if count == 1 else f"{count:,} run reports or manifests are"
+            parts.append(f"{what} not trusted, e.g. {shown_text(first.key)} ({first.detail})")
         return "; ".join(parts)
 
 
@@ -359,7 +482,8 @@ def _manifest_body(store: ObjectStore, obj: RemoteObject) -> Iterator[bytes]:
     """The compressed body, chunk by chunk, never more than the listing said it holds."""
     if obj.size > MAX_COMPRESSED:
         raise ManifestError(f"larger than {MAX_COMPRESSED:,} bytes ({obj.size:,}): not read")
-    with store.open_object(obj.key) as reader:
+    version = obj.get_version if isinstance(obj, ObjectVersion) else None
+    with store.open_object(obj.key, version_id=version) as reader:
         if reader.head.size > obj.size:
             raise ManifestError(f"changed since the listing: {reader.head.size:,} bytes, listed {obj.size:,}")
         read = 0
@@ -370,12 +494,15 @@ def _manifest_body(store: ObjectStore, obj: RemoteObject) -> Iterator[bytes]:
             yield chunk
 
 
-def read_records(store: ObjectStore, index: RunIndex, wanted: tuple[str, ...]) -> Records:
+def read_records(store: ObjectStore, index: RunIndex, wanted: tuple[str, ...], *, disputes: bool = True) -> Records:
     """Read every manifest of `index`, keeping the entries whose keys start with one of `wanted`.
 
     An unreadable manifest is skipped and named in `unreadable`; a bad line is skipped and counted in
-    `bad_lines` (both also in `note`). S3 transport errors propagate."""
-    records = Records(last_sync=index.last_sync)
+    `bad_lines` (both also in `note`). Untrusted manifests are read only for the keys they name
+    (`disputed`). S3 transport errors propagate."""
+    records = Records(last_sync=index.last_sync, untrusted=list(index.untrusted))
+    for obj in index.distrusted_manifests if disputes else ():
+        _disputed(store, obj, wanted, records.disputed)
     for obj in index.manifests:
         found: dict[str, Recorded] = {}
         withdrawn: set[str] = set()
@@ -410,5 +537,21 @@ def read_records(store: ObjectStore, index: RunIndex, wanted: tuple[str, ...]) -
         records.entries.update(found)
         records.bad_lines += bad_count
         records.bad_examples.extend(bad[: BAD_EXAMPLES - len(records.bad_examples)])
-    records.note = records.describe()
+    records.note = "; ".join(part for part in (records.describe(), index.note) if part)
     return records
+
+
+def _disputed(store: ObjectStore, obj: RemoteObject, wanted: tuple[str, ...], into: dict[str, str]) -> None:
+    """The wanted keys an untrusted manifest names; what it says of them is not used. A manifest that
+    cannot be read adds nothing (it is already named as untrusted)."""
+    limit = min(MAX_INFLATED, MAX_RATIO * obj.size + INFLATE_SLACK)
+    try:
+        for item in read_manifest(_manifest_body(store, obj), wanted=wanted, limit=limit):
+            key = item.key if isinstance(item, BadLine) else item[0]
+            if key is not None and key.startswith(wanted):
+                into.setdefault(key, obj.key)
+    except ManifestError:
+        return
+    except StoreError as exc:
+        if exc.transport:
+            raise

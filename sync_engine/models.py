@@ -137,6 +137,7 @@ class PlanItem:
     reason: Reason
     remote: RemoteObject | None = None
     cached: Cached | None = None
+    overwrite: bool = False  # the run decided that this file's changed content may replace its object
 
     @property
     def uploads(self) -> bool:
@@ -157,6 +158,7 @@ class Outcome(StrEnum):
     UNSTABLE = "unstable"  # kept changing while read: not committed, a later run takes it
     VANISHED = "vanished"
     FAILED = "failed"
+    HELD = "held"  # its changed content would replace an object: decided once the whole run is compared
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +198,7 @@ class FolderStats:
     vanished: int = 0
     failed: int = 0
     failed_bytes: int = 0
+    kept: int = 0  # changed content not uploaded: the original in S3 was kept (see overwrite.py)
     skipped: int = 0  # symlinks, special files, invalid names, unreadable
     by_reason: dict[str, int] = field(default_factory=dict)
 

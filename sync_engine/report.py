@@ -99,6 +99,10 @@ class RunReport:
     part_size: int = 0
     multipart_threshold: int = 0
     bwlimit: str = "off"  # the bandwidth limit in force when the run started, as the operator wrote it
+    versioning: str = ""  # the bucket's versioning when the run started: Enabled | Suspended | Off | unknown
+    versioning_note: str = ""
+    overwrites: list[dict[str, Any]] = field(default_factory=list)  # key, old/new size and ETag
+    mass_change: dict[str, Any] = field(default_factory=dict)  # see overwrite.mass_change_record
     status: str = "running"  # ok | partial | aborted | refused (not an Immich library: nothing uploaded)
     exit_code: int = 0
     totals: FolderStats = field(default_factory=FolderStats)

@@ -15,6 +15,18 @@ every file that is already there with the right bytes.
 The manifests are untrusted input: a manifest or a line of one that cannot be read is reported as a
 problem (the run is partial, exit 1) while everything else is restored, checked against S3's listing
 where no readable record describes it. Nothing is written through a symbolic link (`target.py`).
+
+They are also the writer's word, and the writer's keys may have leaked: a run report or manifest dated
+in the future, written before its run started, or rewritten after it was written (`manifests.py`) is
+named as a problem (exit 1) and not used. An object whose newest record is in such a manifest is judged
+by the older, trusted records (and fails as changed in S3 when it no longer matches them); one that only
+such a manifest vouches for is not restored.
+
+`as_of` restores the bucket as it was at that time: every key's newest version with LastModified ≤
+as_of (ListObjectVersions per folder, GetObject with its VersionId), delete markers meaning the file was
+gone by then, and only run reports and manifests whose own version existed then. A bucket without
+versioning keeps current objects only: those written after as_of are left out (a recorded one fails,
+since its older bytes cannot exist), and the summary says so.
 """
 
 from __future__ import annotations
@@ -22,11 +34,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from sync_engine import __version__
+from sync_engine.asof import iso
 from sync_engine.config import DEFAULT_RESTORE_DAYS, DEFAULT_RESTORE_TIER, RestoreSettings
 from sync_engine.download import Downloader
 from sync_engine.errors import (
@@ -51,6 +64,7 @@ from sync_engine.target import (
     remove_stale_temp_files,
     write_progress_marker,
 )
+from sync_engine.versions import DENIED, ObjectVersion, VersionListing
 
 MAX_LISTED = 1000  # problems and pending objects kept for the summary
 
@@ -115,6 +129,11 @@ class RestoreReport:
     records_note: str = ""
     unreadable_manifests: int = 0
     bad_manifest_lines: int = 0
+    untrusted_reports: int = 0  # run reports and manifests not used: dated in the future, rewritten, …
+    as_of: str = ""  # the time restored, when not now
+    versioned: bool | None = None  # the bucket keeps versions (known with as_of); None: not listed
+    written_after_as_of: int = 0  # objects left out: every version of them is younger than as_of
+    notes: list[str] = field(default_factory=list)
     size_checked_only: int = 0  # SSE-KMS objects no manifest describes: their content could not be checked
     last_sync: str = ""  # start of the newest successful backup run, from the report names
     last_sync_report: str = ""
@@ -154,17 +173,20 @@ class _NullObserver:
 # -- the backup's records --------------------------------------------------------------------------
 
 
-def load_records(store: ObjectStore, settings: RestoreSettings) -> Records:
-    """Every manifest under the report prefix, oldest first, so the newest line for a key wins.
+def load_records(store: ObjectStore, settings: RestoreSettings, now: float | None = None) -> Records:
+    """Every trusted manifest under the report prefix (as of `settings.as_of`), oldest first, so the
+    newest line for a key wins.
 
     Manifest keys are listed beside the reports, so no report needs reading. Only keys of the
     selected folders are kept. Without read access to the reports the restore still works; it then
     checks downloads against the listing's ETag and dates files by LastModified."""
     try:
-        index = index_runs(store, settings.report_prefix)
+        index = index_runs(store, settings.report_prefix, as_of=settings.as_of, now=now)
     except StoreError as exc:
         if exc.transport:
             raise
+        if settings.as_of is not None and exc.code in DENIED:
+            raise SetupError(str(exc), code=exc.code) from None
         return Records(note=f"run reports not readable, so files get S3's LastModified as mtime: {exc}")
     wanted = tuple(f"{settings.media_prefix}{folder}/" for folder in settings.folders)
     return read_records(store, index, wanted)
@@ -178,12 +200,19 @@ def _check_source(store: ObjectStore, settings: RestoreSettings) -> None:
     may list but not read (the writer's) stop the restore before anything is written to the target."""
     where = f"s3://{settings.s3.bucket}/{settings.media_prefix}"
     first: list[RemoteObject] = []
+    listed = False
     try:
-        pages = store.list_pages(settings.media_prefix)
-        first = next(pages, [])
-        pages.close()
+        if settings.as_of is None:
+            pages = store.list_pages(settings.media_prefix)
+            first = next(pages, [])
+            pages.close()
+            listed = bool(first)
+        else:  # the listing as-of reads: the same one LIST, and the permission it needs is proven
+            history = next(iter(VersionListing(store, settings.media_prefix, required=True)), None)
+            listed = history is not None
+            first = [v for v in history.versions if not v.deleted] if history is not None else []
         if first:
-            store.head_object(first[0].key)
+            store.head_object(first[0].key, version_id=_version(first[0]))
     except StoreError as exc:
         if exc.code in ("403", "AccessDenied") and first:
             raise SetupError(
@@ -192,7 +221,7 @@ def _check_source(store: ObjectStore, settings: RestoreSettings) -> None:
                 code=exc.code,
             ) from None
         raise SetupError(str(exc), code=exc.code, transport=exc.transport) from None
-    if not first:
+    if not listed:
         raise ConfigError(f"nothing to restore: {where} holds no objects (check BUCKET_NAME and MEDIA_PREFIX)")
 
 
@@ -213,6 +242,7 @@ def run_restore(
     _check_source(store, settings)
     report = RestoreReport(
         engine_version=__version__,
+        as_of=iso(settings.as_of) if settings.as_of is not None else "",
         started_at=utc_iso(started),
         target=str(settings.target.absolute()),
         bucket=settings.s3.bucket,
@@ -251,28 +281,53 @@ def _restore_into(
     started: float,
     clock: Callable[[], float],
 ) -> None:
-    records = load_records(store, settings)
+    records = load_records(store, settings, started)
     report.manifests, report.recorded, report.records_note = records.manifests, len(records.entries), records.note
     if records.last_sync is not None:
         report.last_sync = utc_iso(records.last_sync.started)
         report.last_sync_report = records.last_sync.key
     report.unreadable_manifests, report.bad_manifest_lines = len(records.unreadable), records.bad_lines
+    report.untrusted_reports = len({u.key for u in records.untrusted})
+    for untrusted in records.untrusted:
+        _problem(report, shown_text(untrusted.key), untrusted.kind, untrusted.detail)
     for key, why in records.unreadable.items():
         _problem(report, shown_text(key), "unreadable-manifest", why)
     for bad in records.bad_examples:
         _problem(report, shown_text(bad.manifest), "bad-manifest-line", bad.detail)
 
     tally = _Tally(report)
-    downloader = Downloader(settings, store, records.entries, root_fd)
+    distrusted = {u.key: u.detail for u in records.untrusted if u.what == "manifest"}
+    downloader = Downloader(settings, store, records.entries, root_fd, disputed=records.disputed, why=distrusted)
+    as_of = settings.as_of
+    listings: list[VersionListing] = []
 
     def record(result: FileResult) -> None:
         tally.record(result, pool)
         observer.finished(result)
 
+    def objects(folder: str) -> Generator[RemoteObject, None, None]:
+        """The folder's objects: as listed now (pages ahead in their own thread), or as they were at as_of."""
+        prefix = f"{settings.media_prefix}{folder}/"
+        if as_of is None:
+            listing = store.prefetch(prefix)
+            try:
+                yield from listing
+            finally:
+                listing.close()
+            return
+        versions = VersionListing(store, prefix, required=True)
+        listings.append(versions)
+        for history in versions:
+            obj = history.at(as_of)
+            if obj is not None:
+                yield obj
+            elif not history.upto(as_of) and not history.key.endswith("/"):
+                _written_after(settings, report, records, history.versions[-1], tally, record)
+
     def produce(pool: WorkerPool[RemoteObject, FileResult]) -> None:
-        """List folder by folder and keep the pool busy; the listing pages ahead in its own thread."""
+        """List folder by folder and keep the pool busy."""
         for folder in settings.folders:
-            listing = store.prefetch(f"{settings.media_prefix}{folder}/")
+            listing = objects(folder)
             try:
                 for obj in listing:
                     if pool.stopping:
@@ -296,7 +351,64 @@ def _restore_into(
         store_failed=lambda exc: f"listing failed: {exc}",
     )
     report.size_checked_only = downloader.size_checked_only
+    if as_of is not None:
+        report.versioned = any(v.versioned for v in listings) if listings else None
+        report.notes = _as_of_notes(report, listings)
     _finish(settings, store, report, root_fd, reason, started, clock)
+
+
+def _version(obj: RemoteObject) -> str | None:
+    return obj.get_version if isinstance(obj, ObjectVersion) else None
+
+
+def _written_after(
+    settings: RestoreSettings,
+    report: RestoreReport,
+    records: Records,
+    oldest: ObjectVersion,
+    tally: _Tally,
+    record: Callable[[FileResult], None],
+) -> None:
+    """A key whose every version is younger than as_of: left out, unless a record as old as as_of says it
+    existed then, whose bytes are therefore gone (no versions kept, or expired): that one fails."""
+    with tally.lock:
+        report.written_after_as_of += 1
+    if oldest.key not in records.entries:
+        return
+    rel = oldest.key[len(settings.media_prefix) :]
+    why = (
+        "the bucket keeps no versions of it, so older bytes cannot exist"
+        if not oldest.versioned
+        else "no version as old is left (noncurrent versions expire by the bucket's lifecycle rule)"
+    )
+    tally.listed(rel.split("/", 1)[0], oldest)
+    record(
+        FileResult(
+            key=oldest.key,
+            path=shown_text(rel),
+            folder=rel.split("/", 1)[0],
+            fate=Fate.FAILED,
+            size=oldest.size,
+            detail=f"a manifest records it before {report.as_of}, but S3 holds only bytes written "
+            f"{iso(oldest.last_modified)}: {why}",
+            kind="no-version-as-of",
+            storage_class=oldest.storage_class,
+        )
+    )
+
+
+def _as_of_notes(report: RestoreReport, listings: list[VersionListing]) -> list[str]:
+    notes = [n for n in dict.fromkeys(v.note for v in listings) if n]
+    later = report.written_after_as_of
+    if report.versioned:
+        if later:
+            notes.append(f"{later:,} object(s) written after {report.as_of} were left out")
+    else:
+        notes.append(
+            f"the bucket keeps no object versions: it holds current objects only, so {later:,} object(s) written "
+            f"after {report.as_of} were left out and older bytes of them cannot exist"
+        )
+    return notes
 
 
 def _problem(report: RestoreReport, path: str, kind: str, detail: str) -> None:
@@ -379,7 +491,13 @@ def _finish(
             report.problems.append({"path": ".immich", "kind": "local-error", "detail": exc.strerror or str(exc)})
             report.failed_by_kind["local-error"] = report.failed_by_kind.get("local-error", 0) + 1
             totals.failed += 1
-        if totals.failed or totals.conflicts or report.unreadable_manifests or report.bad_manifest_lines:
+        if (
+            totals.failed
+            or totals.conflicts
+            or report.unreadable_manifests
+            or report.bad_manifest_lines
+            or report.untrusted_reports
+        ):
             report.status, report.exit_code = "partial", EXIT_PARTIAL
         elif totals.pending:
             report.status, report.exit_code = "pending", EXIT_PENDING
@@ -436,6 +554,14 @@ def next_steps(settings: RestoreSettings, report: RestoreReport) -> list[str]:
         steps.append(
             f"{what} of the backup could not be read (see problems): the objects they described were checked "
             "against S3's listing only; `immich-sync verify` lists what the manifests no longer vouch for"
+        )
+    if report.untrusted_reports:
+        steps.append(
+            f"{report.untrusted_reports:,} run report(s) or manifest(s) are not trusted (see problems: dated in the "
+            "future, written before their run, or rewritten) and were not used: someone may be writing with the "
+            "writer's keys. `immich-sync verify` names every object changed since its first upload; "
+            "`immich-sync restore --as-of TIME` with a time before the first of them restores the bucket as it "
+            "was then; rotate the writer's keys"
         )
     if report.size_checked_only:
         steps.append(

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sync_engine.asof import parse_as_of
 from sync_engine.bwlimit import parse_bwlimit
 from sync_engine.errors import ConfigError
 from sync_engine.values import (
@@ -288,6 +289,47 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="N",
     ),
     Setting(
+        "allow_overwrite",
+        "--allow-overwrite",
+        ("IMMICH_SYNC_ALLOW_OVERWRITE",),
+        "replace an object whose file changed content even when bucket versioning is not Enabled (the old "
+        "bytes are then gone); without it such files are reported as changed-original-kept",
+        commands=frozenset({BACKUP}),
+        parse=boolean,
+        switch=True,
+    ),
+    Setting(
+        "accept_mass_change",
+        "--accept-mass-change",
+        (),
+        "overwrite this run's changed files even if they trip the mass-change breaker (a deliberate "
+        "mass edit); a flag only, so it is given once rather than left on",
+        commands=frozenset({BACKUP}),
+        parse=boolean,
+        switch=True,
+    ),
+    Setting(
+        "mass_change_percent",
+        "--mass-change-percent",
+        ("IMMICH_SYNC_MASS_CHANGE_PERCENT",),
+        "a run whose changed files exceed this share of the files already in the bucket (and the minimum "
+        "below) overwrites none of them: suspicious-mass-change, exit 1",
+        commands=frozenset({BACKUP}),
+        parse=number(0, 100),
+        default="2",
+        metavar="PERCENT",
+    ),
+    Setting(
+        "mass_change_min_files",
+        "--mass-change-min-files",
+        ("IMMICH_SYNC_MASS_CHANGE_MIN_FILES",),
+        "fewer changed files than this never trip the breaker, whatever their share",
+        commands=frozenset({BACKUP}),
+        parse=integer(1),
+        default="10",
+        metavar="N",
+    ),
+    Setting(
         "bwlimit",
         "--bwlimit",
         ("IMMICH_SYNC_BWLIMIT",),
@@ -438,6 +480,16 @@ SETTINGS: tuple[Setting, ...] = (
         parse=integer(1, 36500),
         default=str(DEFAULT_RESTORE_DAYS),
         metavar="DAYS",
+    ),
+    Setting(
+        "as_of",
+        "--as-of",
+        (),
+        "the bucket as it was at TIME (ISO 8601 with an offset or Z, e.g. 2026-11-27T02:30:00Z): each object's "
+        "newest version written by then, and only run reports and manifests written by then",
+        commands=frozenset({VERIFY, RESTORE}),
+        parse=parse_as_of,
+        metavar="TIME",
     ),
 )
 

@@ -31,6 +31,7 @@ from sync_engine.direct import DirectError, DirectReader, DirectWriter, direct_b
 from sync_engine.errors import ConfigError, SetupError, StoreError
 from sync_engine.models import RemoteObject
 from sync_engine.prefetch import PrefetchedListing
+from sync_engine.versions import ObjectVersion, page_versions
 
 # Refusals that mean the bucket cannot be used as configured (rather than one object failing).
 SETUP_CODES = frozenset(
@@ -438,6 +439,26 @@ class ObjectStore:
                 return
             kwargs["ContinuationToken"] = token
 
+    def list_versions(self, prefix: str, *, page_size: int = 1000) -> Iterator[list[ObjectVersion]]:
+        """Every version and delete marker under `prefix` (s3:ListBucketVersions), one ListObjectVersions
+        request per `page_size` entries; each page in key order, each key's newest entry first."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": page_size}
+        while True:
+            try:
+                self._count("ListObjectVersions")
+                page = self._client.list_object_versions(**kwargs)
+            except Exception as exc:
+                raise describe_error(exc, f"listing the versions of s3://{self.bucket}/{prefix}") from None
+            yield page_versions(page)
+            key, version = page.get("NextKeyMarker"), page.get("NextVersionIdMarker")
+            if not page.get("IsTruncated") or not key:
+                return
+            kwargs["KeyMarker"] = key
+            if version:
+                kwargs["VersionIdMarker"] = version
+            else:
+                kwargs.pop("VersionIdMarker", None)
+
     def prefetch(self, prefix: str, pages: int = 4, *, delimiter: str | None = None) -> PrefetchedListing:
         return PrefetchedListing(self.list_pages(prefix, delimiter=delimiter), capacity=pages)
 
@@ -449,6 +470,18 @@ class ObjectStore:
         except Exception as exc:
             err = describe_error(exc, f"s3://{self.bucket}")
             raise SetupError(str(err), code=err.code, transport=err.transport) from None
+
+    def bucket_versioning(self) -> str:
+        """`Enabled`, `Suspended` or `Off` (never enabled): whether an overwrite leaves the old bytes
+        behind as a noncurrent version (s3:GetBucketVersioning, which cannot change anything)."""
+        try:
+            self._count("GetBucketVersioning")
+            status = self._reader.bucket_versioning() if self._reader is not None else None
+            if status is None:
+                status = str(self._client.get_bucket_versioning(Bucket=self.bucket).get("Status", ""))
+        except Exception as exc:
+            raise describe_error(exc, f"reading the versioning state of s3://{self.bucket}") from None
+        return status if status in ("Enabled", "Suspended") else "Off"
 
     def list_multipart_uploads(self, prefix: str, *, page_size: int = 1000) -> OpenUploads:
         """Every open multipart upload under `prefix` (s3:ListBucketMultipartUploads), page by page."""
@@ -576,12 +609,15 @@ class ObjectStore:
             raise describe_error(exc, f"reading s3://{self.bucket}/{key}") from None
 
     # -- restoring (read-only credentials: s3:GetObject, s3:ListBucket, s3:RestoreObject) -----------
-    def head_object(self, key: str, *, part_number: int | None = None) -> ObjectHead:
+    def head_object(self, key: str, *, part_number: int | None = None, version_id: str | None = None) -> ObjectHead:
         """HEAD needs only s3:GetObject; with `part_number` the size is that part's, which is how the
-        part size of a multipart object that no manifest describes is learned."""
+        part size of a multipart object that no manifest describes is learned. `version_id` names one
+        version of a versioned object (s3:GetObjectVersion)."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if part_number is not None:
             kwargs["PartNumber"] = part_number
+        if version_id:
+            kwargs["VersionId"] = version_id
         try:
             self._count("HeadObject")
             resp = self._client.head_object(**kwargs)
@@ -589,12 +625,15 @@ class ObjectStore:
             raise describe_error(exc, f"reading the metadata of s3://{self.bucket}/{key}") from None
         return ObjectHead.from_response(key, resp)
 
-    def open_object(self, key: str, *, if_match: str | None = None) -> ObjectReader:
+    def open_object(self, key: str, *, if_match: str | None = None, version_id: str | None = None) -> ObjectReader:
         """Start a GET and return the streaming body. `if_match` makes S3 refuse (PreconditionFailed)
-        when the object is no longer the one listed, so the bytes can only be that object's."""
+        when the object is no longer the one listed, so the bytes can only be that object's.
+        `version_id` reads that version (s3:GetObjectVersion), which no later write can change."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if if_match:
             kwargs["IfMatch"] = f'"{if_match}"'
+        if version_id:
+            kwargs["VersionId"] = version_id
         what = f"downloading s3://{self.bucket}/{key}"
         try:
             self._count("GetObject")
@@ -603,7 +642,7 @@ class ObjectStore:
             raise describe_error(exc, what) from None
         return ObjectReader(ObjectHead.from_response(key, resp), resp["Body"], what, self._down)
 
-    def restore_object(self, key: str, *, days: int | None, tier: str) -> bool:
+    def restore_object(self, key: str, *, days: int | None, tier: str, version_id: str | None = None) -> bool:
         """Ask S3 for a readable copy of an archived object. True when a restore was started (202);
         False when a restored copy is already there (200, S3 only extends its expiry). A restore
         still running is refused with code RestoreAlreadyInProgress. `days` is None for the archive
@@ -613,7 +652,8 @@ class ObjectStore:
             request["Days"] = days
         try:
             self._count("RestoreObject")
-            resp = self._client.restore_object(Bucket=self.bucket, Key=key, RestoreRequest=request)
+            extra = {"VersionId": version_id} if version_id else {}
+            resp = self._client.restore_object(Bucket=self.bucket, Key=key, RestoreRequest=request, **extra)
         except Exception as exc:
             raise describe_error(exc, f"requesting the restore of s3://{self.bucket}/{key}") from None
         return int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 202)) != 200

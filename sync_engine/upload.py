@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sync_engine.config import MAX_PARTS, MiB, SyncSettings
 from sync_engine.etag import COMMON_PART_SIZES, file_matches_etag, is_multipart_etag, multipart_etag
-from sync_engine.models import Outcome, PlanItem, UploadResult
+from sync_engine.models import Outcome, PlanItem, Reason, UploadResult
 from sync_engine.store import ObjectStore, PutResult, StoreError, is_outage
 
 ETAG_RETRIES = 2
@@ -173,7 +173,7 @@ class Uploader:
                 return UploadResult(item, Outcome.DEFERRED, **before.fields())
             racy = attempt > 1 or self.clock() - before.ctime_ns / 1e9 < RACY_WINDOW
             remote = item.remote
-            if item.check_content and remote is not None and remote.size == before.size:
+            if item.check_content and not item.overwrite and remote is not None and remote.size == before.size:
                 recorded = item.cached.part_size if item.cached is not None else None
                 part_sizes = (recorded, *COMMON_PART_SIZES) if recorded else COMMON_PART_SIZES
                 same = file_matches_etag(path, remote.etag, before.size, part_sizes)
@@ -188,6 +188,9 @@ class Uploader:
                         part_size=part_size,
                         racy=racy,
                     )
+            if remote is not None and not item.overwrite and item.reason is not Reason.RETRY:
+                # Changed content over an existing object: the run decides at its end (overwrite.py).
+                return UploadResult(item, Outcome.HELD, **before.fields(), racy=racy)
             if before.size < self.settings.multipart_threshold:
                 put, part_size = self._single(fd, path, item.key, before), None
             else:

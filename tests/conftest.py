@@ -32,8 +32,19 @@ def s3() -> Iterator[LocalS3]:
 
 @pytest.fixture
 def bucket(s3: LocalS3) -> str:
+    """Versioned, as deploy/README.md creates it: a changed file may then replace its object."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3.client().create_bucket(Bucket=name)
+    s3.client().put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+@pytest.fixture
+def unversioned_bucket(s3: LocalS3, sync_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """A bucket that never had versioning, made the sync's bucket (BUCKET_NAME) of the test."""
+    name = f"plain-{uuid.uuid4().hex[:12]}"
+    s3.client().create_bucket(Bucket=name)
+    monkeypatch.setenv("BUCKET_NAME", name)
     return name
 
 

@@ -34,6 +34,8 @@ class Request:
 
 def classify(method: str, path: str, query: dict[str, list[str]]) -> str:
     has_key = path.count("/") >= 2 and path.split("/", 2)[2] != ""
+    if method == "GET" and not has_key and "versioning" in query:
+        return "GetBucketVersioning"
     if method == "GET" and not has_key:
         return (
             "ListObjectsV2"

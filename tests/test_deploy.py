@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,8 +20,9 @@ import yaml
 from immich_tui.demo.library import SampleLibrary
 from immich_tui.demo.s3 import LocalS3
 from immich_tui.services.cnpg import schedule_warning
-from immich_tui.services.offsite import WRITER_SECRET
+from immich_tui.services.offsite import ARCHIVER_SECRET, WRITER_SECRET
 from tests.crd_schema import CNPG_GROUPS, validate
+from tests.strict_iam import StrictIamS3
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -123,9 +125,14 @@ def test_setup_creates_the_secrets_the_manifests_reference() -> None:
     restore = find(render("overlays/restore"), "Job")
     reader = restore["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["secretRef"]["name"]
     assert ("immich", reader) in made and reader != writer
+    assert ("postgresql", writer) not in made  # the media writer's keys stay in the Immich namespace
     for path in ("overlays/cnpg-plugin-example", "overlays/cnpg-in-tree-example"):
-        text = yaml.safe_dump(render(path))
-        assert f"name: {writer}" in text and ("postgresql", writer) in made  # CNPG reads it in its namespace
+        objs = render(path)
+        store = find(objs, "ObjectStore") if "plugin" in path else find(objs, "Cluster")
+        spec = store["spec"]["configuration"] if "plugin" in path else store["spec"]["backup"]["barmanObjectStore"]
+        names = {ref["name"] for ref in spec["s3Credentials"].values()}
+        assert names == {ARCHIVER_SECRET} and ("postgresql", ARCHIVER_SECRET) in made  # CNPG's own, in its namespace
+        assert writer not in yaml.safe_dump(objs)
 
 
 def test_sharded_overlay_is_an_indexed_job() -> None:
@@ -185,14 +192,61 @@ def test_iam_policies_are_least_privilege() -> None:
         "s3:ListBucket",
         "s3:ListBucketMultipartUploads",
         "s3:GetObject",
+        "s3:GetBucketVersioning",  # reads the versioning state on the bucket ARN; nothing that changes it
     }
     doc = json.loads((DEPLOY / "iam/media-writer.json").read_text())
     [get] = [s for s in doc["Statement"] if s["Action"] == "s3:GetObject"]
     assert get["Resource"] == "arn:aws:s3:::BUCKET_NAME/immich/sync-reports/*"  # its files cache, never media
-    assert _actions("restorer.json") == {"s3:GetObject", "s3:ListBucket", "s3:RestoreObject"}
+    [versioning] = [s for s in doc["Statement"] if s["Action"] == "s3:GetBucketVersioning"]
+    assert versioning["Resource"] == "arn:aws:s3:::BUCKET_NAME"
+    assert _actions("restorer.json") == {
+        "s3:ListBucket",
+        "s3:ListBucketVersions",
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+        "s3:RestoreObject",
+        "s3:GetBucketVersioning",  # setup --check-s3 reads the bucket's protection with the restorer's keys
+        "s3:GetBucketObjectLockConfiguration",
+    }
     assert "s3:DeleteObject" in _actions("cnpg-writer.json")  # its retention policy deletes old backups
     writer = (DEPLOY / "iam/media-writer.json").read_text()
     assert "immich/postgres" not in writer and '*"' not in writer.replace('/*"', "")
+    archiver = (DEPLOY / "iam/cnpg-writer.json").read_text()
+    assert "immich/media" not in archiver and "sync-reports" not in archiver
+    for policy in ("media-writer.json", "cnpg-writer.json", "restorer.json"):  # nothing can undo versioning
+        assert not {a for a in _actions(policy) if "Version" in a and not a.startswith(("s3:Get", "s3:List"))}
+        assert not {"s3:PutLifecycleConfiguration", "s3:BypassGovernanceRetention"} & _actions(policy)
+
+
+def test_lifecycle_file_is_valid_s3_and_matches_the_docs(s3: LocalS3, bucket: str) -> None:
+    """deploy/s3/lifecycle.json as the aws CLI sends it: accepted by S3 and read back unchanged; the
+    days deploy/README.md documents are the file's."""
+    lifecycle = json.loads((DEPLOY / "s3/lifecycle.json").read_text())
+    client = s3.client()
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration=lifecycle)
+    assert client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"] == lifecycle["Rules"]
+    assert all(r["Status"] == "Enabled" and r["Filter"] == {"Prefix": ""} for r in lifecycle["Rules"])
+    [noncurrent] = [
+        r["NoncurrentVersionExpiration"]["NoncurrentDays"]
+        for r in lifecycle["Rules"]
+        if "NoncurrentVersionExpiration" in r
+    ]
+    [abort] = [
+        r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
+        for r in lifecycle["Rules"]
+        if "AbortIncompleteMultipartUpload" in r
+    ]
+    assert abort == 1  # the sync relies on it as the backstop for unfinished uploads
+    docs = (DEPLOY / "README.md").read_text()
+    assert re.findall(r"noncurrent versions expire after \*\*(\d+) days\*\*", docs) == [str(noncurrent)]
+    assert re.findall(r"noncurrent versions kept (\d+) days", docs) == [str(noncurrent)]
+    assert re.findall(r"aborted \*\*(\d+) day\*\* after", docs) == [str(abort)]
+    assert "--lifecycle-configuration file://deploy/s3/lifecycle.json" in docs
+    assert "--versioning-configuration Status=Enabled" in docs
+    # the Object Lock example's retention stays within the noncurrent days, or it would be paid for beyond them
+    [retention] = re.findall(r'"DefaultRetention": \{"Mode": "GOVERNANCE", "Days": (\d+)\}', docs)
+    assert int(retention) <= noncurrent
 
 
 def test_argocd_application_and_alerts() -> None:
@@ -213,7 +267,7 @@ BUCKET = "immich-offsite-deploy"
 
 @pytest.fixture(scope="module")
 def iam_s3() -> Any:
-    with LocalS3() as server:
+    with StrictIamS3() as server:  # the writer policy's s3:prefix conditions enforced too
         server.client().create_bucket(Bucket=BUCKET)
         policy = (DEPLOY / "iam/media-writer.json").read_text().replace("BUCKET_NAME", BUCKET)
         writer = server.iam_user("media-writer", policy)
@@ -222,6 +276,25 @@ def iam_s3() -> Any:
         )
         server.enforce_iam()
         yield server, writer, admin
+
+
+def _writer_env(server: Any, writer: tuple[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The keys `kubectl immich-backup setup` puts into immich-offsite-writer, and what points the run at
+    the local server instead of AWS."""
+    secret = {
+        "AWS_ACCESS_KEY_ID": writer[0],
+        "AWS_SECRET_ACCESS_KEY": writer[1],
+        "AWS_REGION": "us-east-1",
+        "BUCKET_NAME": BUCKET,
+        "MEDIA_PREFIX": "immich/media/",
+    }
+    extra = {
+        "AWS_ENDPOINT_URL_S3": server.endpoint,
+        "IMMICH_SYNC_SETTLE_SECONDS": "0",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    }
+    return secret, extra
 
 
 def _run_container(container: dict[str, Any], secret: dict[str, str], volumes: dict[str, Path], extra: dict[str, str]):  # type: ignore[no-untyped-def]
@@ -259,19 +332,7 @@ def test_the_bandwidth_example_in_the_default_overlay_reaches_the_engine(
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["IMMICH_SYNC_BWLIMIT"] == "08:00,2M 18:00,512k 23:30,off"
     assert env["TZ"] == cronjob["spec"]["timeZone"] == "Etc/UTC"
-    secret = {
-        "AWS_ACCESS_KEY_ID": writer[0],
-        "AWS_SECRET_ACCESS_KEY": writer[1],
-        "AWS_REGION": "us-east-1",
-        "BUCKET_NAME": BUCKET,
-        "MEDIA_PREFIX": "immich/media/",
-    }
-    extra = {
-        "AWS_ENDPOINT_URL_S3": server.endpoint,
-        "IMMICH_SYNC_SETTLE_SECONDS": "0",
-        "AWS_CONFIG_FILE": "/nonexistent",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-    }
+    secret, extra = _writer_env(server, writer)
     ran = _run_container(container, secret, {"/library": sample.root}, extra)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     client = server.client(key_id=admin[0], secret=admin[1])
@@ -289,19 +350,7 @@ def test_the_cronjob_backs_up_the_library_under_the_writer_policy(iam_s3, sample
     server, writer, admin = iam_s3
     cronjob = find(render("overlays/default"), "CronJob")
     [container] = _pod(cronjob)["containers"]
-    secret = {  # the keys `kubectl immich-backup setup` puts into immich-offsite-writer
-        "AWS_ACCESS_KEY_ID": writer[0],
-        "AWS_SECRET_ACCESS_KEY": writer[1],
-        "AWS_REGION": "us-east-1",
-        "BUCKET_NAME": BUCKET,
-        "MEDIA_PREFIX": "immich/media/",
-    }
-    extra = {
-        "AWS_ENDPOINT_URL_S3": server.endpoint,
-        "IMMICH_SYNC_SETTLE_SECONDS": "0",
-        "AWS_CONFIG_FILE": "/nonexistent",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-    }
+    secret, extra = _writer_env(server, writer)
     done = _run_container(container, secret, {"/library": sample.root}, extra)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [json.loads(line) for line in (done.stdout + done.stderr).splitlines() if line.startswith("{")]

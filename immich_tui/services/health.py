@@ -3,6 +3,11 @@
 Three checks — media last success age, database last backup age, WAL archiving — each `ok`,
 `stale`, `failing` or `unknown`. The verdict is `healthy` when all are ok, `error` when the
 state could not be read at all, otherwise `degraded`. Exit codes follow: 0, 2, 1.
+
+The media check is also `error` when the latest run report says the run found a suspicious mass change
+(many originals changed or gone at once), whatever the Job's result: a stale backup can wait, a bucket
+being overwritten cannot. A run report that vouches for nothing (dated in the future) is named in the
+check's detail, so a green check is never silently the work of a forged report.
 """
 
 from __future__ import annotations
@@ -50,10 +55,40 @@ def media_check(
     threshold: float,
     now: dt.datetime,
     error: str = "",
+    *,
+    mass_change: str = "",
+    ignored: str = "",
 ) -> Check:
+    """`mass_change`: what the latest run report says of a suspicious mass change; `ignored`: the run
+    reports that were not believed, said after the detail."""
     if error:
         return Check("media", "error", None, error)
     age = _age(last_success, now)
+    if mass_change:
+        return Check(
+            "media",
+            "error",
+            age,
+            mass_change + (f"; {ignored}" if ignored else ""),
+            "many originals changed or disappeared in one run: compare the bucket with `immich-sync verify`, and if "
+            "they were not meant to change, rotate the writer's keys and restore with `immich-sync restore --as-of` "
+            "a time before it",
+        )
+    check = _media_age_check(last_success, latest_state, latest_reason, threshold, now, age)
+    if ignored:
+        check.detail += f"; {ignored}"
+        check.hint = check.hint or "a run report that vouches for nothing was found: run `immich-sync verify`"
+    return check
+
+
+def _media_age_check(
+    last_success: dt.datetime | None,
+    latest_state: str | None,
+    latest_reason: str,
+    threshold: float,
+    now: dt.datetime,
+    age: float | None,
+) -> Check:
     if latest_state == "failed":
         hint = "see `kubectl immich-backup logs` for the failed run, then `kubectl immich-backup sync --wait`"
         detail = "the latest sync failed" + (f" ({latest_reason})" if latest_reason else "")

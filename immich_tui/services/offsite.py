@@ -2,12 +2,19 @@
 
 The operator reads S3 with *reader* credentials — an AWS profile, the environment, or the
 `immich-offsite-restorer` Secret read through the cluster — never with the CronJob's writer keys.
+
+Run reports are written with the writer's keys, which may leak, so they are not taken at their word: a
+report dated in the future (its name's start, or its content's `started_at`/`finished_at`, beyond
+`asof.FUTURE_SKEW`) is ignored and listed in `Reports.ignored`, so it can vouch for nothing; a report
+that cannot be read or parsed is skipped for the next one, which `Reports.notes` says. A report's
+`mass_change` (the engine found many originals changed or gone) is kept for the verdict.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +23,7 @@ from pathlib import Path
 from immich_tui.services import clock
 from immich_tui.services.errors import ServiceError
 from immich_tui.services.kube import Access, ClusterError, Kube, NotFound
+from sync_engine.asof import FUTURE_SKEW
 from sync_engine.config import (
     IMMICH_FOLDERS,
     ConfigError,
@@ -25,13 +33,16 @@ from sync_engine.config import (
     normalize_prefix,
     s3_settings,
 )
-from sync_engine.report import RunReport, load_report, parse_report_key, stamp
+from sync_engine.manifests import shown_text
+from sync_engine.report import ReportName, RunReport, parse_report_key, stamp
 from sync_engine.store import ObjectStore, StaticCredentials, StoreError
 from sync_engine.verify import VerifyResult, verify
 
 READER_SECRET = "immich-offsite-restorer"
-WRITER_SECRET = "immich-offsite-writer"
+WRITER_SECRET = "immich-offsite-writer"  # the media writer's keys, in the Immich namespace only
+ARCHIVER_SECRET = "immich-offsite-cnpg"  # CNPG's keys for the database archive, in the database namespace
 REPORT_DAYS = 62  # report history listed by default (keys start with the run's UTC time)
+MAX_SKIPPED = 10  # unreadable or ignored reports read in turn before giving up on an older good one
 
 
 class OffsiteUnavailable(ServiceError):
@@ -63,6 +74,30 @@ class FolderObjects:
 
 
 @dataclass
+class MassChange:
+    """What a run said when it found many originals changed or gone (`mass_change` of its report)."""
+
+    tripped: bool
+    changed: int | None = None
+    in_bucket: int | None = None
+    examples: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        changed = f"{self.changed:,}" if self.changed is not None else "many"
+        in_bucket = f"{self.in_bucket:,}" if self.in_bucket is not None else "?"
+        return f"suspicious mass change: {changed} of {in_bucket} files changed"
+
+
+@dataclass
+class IgnoredReport:
+    """A run report that vouches for nothing, and why."""
+
+    key: str
+    dated: str  # the time it claims, UTC
+    reason: str
+
+
+@dataclass
 class RunSummary:
     key: str
     started: dt.datetime | None
@@ -79,13 +114,18 @@ class RunSummary:
     duration_seconds: float = 0.0
     error: str = ""
     per_folder: dict[str, dict[str, int]] = field(default_factory=dict)
+    mass_change: MassChange | None = None
+    ignored: str = ""  # why this report vouches for nothing (dated in the future); empty when it is believed
 
 
 @dataclass
 class Reports:
     runs: list[RunSummary]  # newest first, bodies loaded
     total: int  # report objects in the listed window
-    latest_ok: RunSummary | None
+    latest_ok: RunSummary | None  # the newest believed `ok` report
+    latest: RunSummary | None = None  # the newest believed report of any status
+    ignored: list[IgnoredReport] = field(default_factory=list)  # newest first
+    notes: list[str] = field(default_factory=list)  # reports skipped for an older one, and why
 
 
 @dataclass
@@ -112,8 +152,8 @@ def _decode(data: Mapping[str, str]) -> dict[str, str]:
 
 
 def read_secret(kube: Kube, namespace: str, name: str) -> dict[str, str]:
-    if name == WRITER_SECRET:  # a guard against ever wiring the writer keys into the operator tools
-        raise ValueError("the operator tools never read the writer secret")
+    if name in (WRITER_SECRET, ARCHIVER_SECRET):  # a guard against ever wiring keys that write into the tools
+        raise ValueError("the operator tools never read the writer's or the archiver's secret")
     body = kube.call(Access("get", "secrets", namespace, name=name), kube.core.read_namespaced_secret, name, namespace)
     return _decode(body.get("data") or {})
 
@@ -176,6 +216,30 @@ def resolve_reader(
         "BUCKET_NAME, MEDIA_PREFIX and AWS_REGION, or create the restorer Secret"
         + (f" ({secret_problem})" if secret_problem else "")
     )
+
+
+_FUTURE = f"dated in the future (more than {FUTURE_SKEW / 60:.0f} minutes ahead)"
+
+
+def _utc(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _mass_change(value: object) -> MassChange | None:
+    """A report's `mass_change`, checked field by field (a report is untrusted input)."""
+    if not isinstance(value, dict):
+        return None
+    examples = value.get("examples")
+    shown = (
+        [shown_text(e if isinstance(e, str) else json.dumps(e)[:200], 120) for e in examples[:5]]
+        if isinstance(examples, list)
+        else []
+    )
+    return MassChange(value.get("tripped") is True, _count(value.get("changed")), _count(value.get("in_bucket")), shown)
 
 
 def summarize(report: RunReport) -> RunSummary:
@@ -244,8 +308,10 @@ class Offsite:
             raise OffsiteUnavailable(f"{self.reader.source}: {exc}") from None
 
     def reports(self, limit: int = 10, days: float = REPORT_DAYS) -> Reports:
-        """The newest run reports; one bounded listing (keys since `days` ago) and `limit` GETs."""
-        since = clock.now() - dt.timedelta(days=days)
+        """The newest run reports; one bounded listing (keys since `days` ago) and `limit` GETs, plus one
+        more for each unreadable or future-dated report passed over (at most MAX_SKIPPED)."""
+        now = clock.now()
+        since = now - dt.timedelta(days=days)
         start = f"{self.reader.report_prefix}{stamp(since.timestamp())}"
         try:
             keys = [o.key for o in self.store.list_objects(self.reader.report_prefix, start_after=start)]
@@ -253,22 +319,76 @@ class Offsite:
             raise OffsiteUnavailable(str(exc)) from None
         parsed = [parse_report_key(key) for key in keys if key.endswith(".json")]
         names = sorted((n for n in parsed if n is not None), key=lambda n: (n.started, n.key), reverse=True)
-        wanted = [n.key for n in names[:limit]]
-        ok_key = next((n.key for n in names if n.status == "ok"), None)
-        if ok_key and ok_key not in wanted:
-            wanted.append(ok_key)
+        horizon = now.timestamp() + FUTURE_SKEW
         loaded: dict[str, RunSummary] = {}
-        for key in wanted:
-            try:
-                report = load_report(self.store, key)
-            except (StoreError, ValueError) as exc:
-                if isinstance(exc, StoreError) and exc.code in ("AccessDenied", "403"):
-                    raise OffsiteUnavailable(f"{self.reader.source} may not read run reports: {exc}") from None
-                continue
-            report.report_key = key
-            loaded[key] = summarize(report)
-        runs = [loaded[n.key] for n in names[:limit] if n.key in loaded]
-        return Reports(runs, len(names), loaded.get(ok_key) if ok_key else None)
+        unreadable: dict[str, str] = {}
+        # dated in the future by their names: ignored without being read for the verdict
+        future = {
+            n.key: IgnoredReport(n.key, clock.iso(_utc(n.started)) or "", _FUTURE) for n in names if n.started > horizon
+        }
+        ignored: dict[str, IgnoredReport] = dict(future)
+
+        def load(name: ReportName) -> RunSummary | None:
+            if name.key not in loaded and name.key not in unreadable:
+                try:
+                    run = loaded[name.key] = self._summary(name, horizon)
+                except ValueError as exc:
+                    unreadable[name.key] = shown_text(str(exc), 160)
+                else:
+                    if run.ignored and name.key not in ignored:
+                        dates = [d for d in (run.started, run.finished) if d is not None]
+                        dated = clock.iso(max(dates)) if dates else clock.iso(_utc(name.started))
+                        ignored[name.key] = IgnoredReport(name.key, dated or "", run.ignored)
+            return loaded.get(name.key)
+
+        def newest(*, ok_only: bool) -> RunSummary | None:
+            """The newest report (of status ok, with `ok_only`) that can be read and believed."""
+            skipped = 0
+            for name in names:
+                if (ok_only and name.status != "ok") or name.key in future:
+                    continue
+                run = load(name)
+                if run is not None and not run.ignored:
+                    return run
+                if run is None:
+                    notes.append(f"run report {shown_text(name.key)} skipped: {unreadable[name.key]}")
+                skipped += 1
+                if skipped >= MAX_SKIPPED:
+                    notes.append(f"{skipped} newer run reports were unreadable or ignored; older ones were not read")
+                    return None
+            return None
+
+        runs = [run for run in (load(n) for n in names[:limit]) if run is not None]
+        notes: list[str] = []
+        latest_ok = newest(ok_only=True)
+        latest = newest(ok_only=False)
+        order = {n.key: i for i, n in enumerate(names)}
+        shown = sorted(ignored.values(), key=lambda r: order.get(r.key, 0))
+        return Reports(runs, len(names), latest_ok, latest, shown, list(dict.fromkeys(notes)))
+
+    def _summary(self, name: ReportName, horizon: float) -> RunSummary:
+        """One report, read and checked; ValueError when it is not a report (OffsiteUnavailable when the
+        reader may not read reports at all)."""
+        try:
+            data = json.loads(self.store.get_bytes(name.key))
+            report = RunReport.from_json(data)
+        except StoreError as exc:
+            if exc.code in ("AccessDenied", "403"):
+                raise OffsiteUnavailable(f"{self.reader.source} may not read run reports: {exc}") from None
+            raise ValueError(str(exc)) from None
+        except RecursionError:
+            raise ValueError("not a run report: nested too deeply") from None
+        except ValueError as exc:  # not JSON, not UTF-8, a field of the wrong type
+            raise ValueError(f"not a run report ({exc})") from None
+        report.report_key = name.key
+        run = summarize(report)
+        run.mass_change = _mass_change(data.get("mass_change"))
+        if name.started > horizon:
+            run.ignored = _FUTURE
+        for when in (run.started, run.finished):
+            if when is not None and when.timestamp() > horizon:
+                run.ignored = f"its content is dated {clock.iso(when)}, in the future"
+        return run
 
     def folders_from_listing(self) -> list[FolderObjects]:
         """Every object under the media prefix, counted per Immich folder (one LIST per 1,000 objects)."""

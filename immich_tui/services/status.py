@@ -127,7 +127,17 @@ class Services:
             finished = [j for j in history.jobs if j.status in ("succeeded", "failed")]
             if finished:
                 latest_state, latest_reason = finished[0].status, finished[0].exit_reason
-        media_check = health.media_check(last_success, latest_state, latest_reason, threshold, now, media.error)
+        mass_change, ignored = self.report_warnings(offsite.value)
+        media_check = health.media_check(
+            last_success,
+            latest_state,
+            latest_reason,
+            threshold,
+            now,
+            media.error,
+            mass_change=mass_change,
+            ignored=ignored,
+        )
         db: DbState | None = database.value
         if db is None:
             checks = [
@@ -141,6 +151,25 @@ class Services:
                 health.wal_check(arch.status, arch.reason, arch.message, arch.since, now),
             ]
         return health.verdict([media_check, *checks], self.target.stale_after_hours)
+
+    @staticmethod
+    def report_warnings(offsite: OffsiteState | None) -> tuple[str, str]:
+        """(the latest run report's suspicious mass change, the run reports that were not believed)."""
+        if offsite is None:
+            return "", ""
+        reports = offsite.reports
+        latest = reports.latest
+        mass = ""
+        if latest is not None and latest.mass_change is not None and latest.mass_change.tripped:
+            mass = f"{latest.mass_change.describe()} (run report {latest.key})"
+        ignored = ""
+        if reports.ignored:
+            first = reports.ignored[0]
+            more = len(reports.ignored) - 1
+            ignored = f"ignored a run report dated {first.dated} ({first.reason})" + (
+                f" and {more} more" if more else ""
+            )
+        return mass, ignored
 
     @staticmethod
     def media_last_success(history: JobHistory, offsite: OffsiteState | None) -> Any:

@@ -1,0 +1,76 @@
+"""What a leaked writer key can put under the report prefix: run reports and manifests that look like a run's.
+
+Each helper builds the objects only; the test writes them with whichever keys it is about (the writer's,
+to prove the policy lets it, or an admin's where IAM is not the point).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import json
+import time
+from typing import Any
+
+PREFIX = "immich/media/"
+REPORTS = "immich/sync-reports/"
+STAMP = "%Y%m%dT%H%M%SZ"
+
+
+def stamp(when: float) -> str:
+    return dt.datetime.fromtimestamp(when, dt.UTC).strftime(STAMP)
+
+
+def iso(when: float) -> str:
+    return dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_key(started: float | str, run_id: str = "0badc0de", coverage: str = "00000000", status: str = "ok") -> str:
+    """A report key as the engine names one: `<start>-<run id>-<coverage>-<status>-<listing>.json`."""
+    text = started if isinstance(started, str) else stamp(started)
+    return f"{REPORTS}{text}-{run_id}-{coverage}-{status}-full.json"
+
+
+def manifest_key(report_key: str) -> str:
+    return report_key.removesuffix(".json") + ".manifest.jsonl.gz"
+
+
+def manifest(*lines: dict[str, Any]) -> bytes:
+    return gzip.compress(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+
+
+def line_for(key: str, data: bytes, mtime: float = 1_700_000_000.0) -> dict[str, Any]:
+    """The manifest line a backup would write for `data` uploaded in one PUT."""
+    return {"key": key, "size": len(data), "mtime": mtime, "etag": hashlib.md5(data).hexdigest(), "part_size": None}
+
+
+def report_body(real: dict[str, Any], key: str, started: str, finished: str, **changes: Any) -> bytes:
+    """A copy of a real run report, renamed and redated: everything a reader checks looks right."""
+    body = dict(real)
+    body.update(
+        run_id=key.rsplit("/", 1)[1].split("-")[1],
+        started_at=started,
+        finished_at=finished,
+        report_key=key,
+        manifest_key=manifest_key(key),
+        files_cache_key="",
+        **changes,
+    )
+    return json.dumps(body, indent=2).encode()
+
+
+def newest_modified(client: Any, bucket: str) -> float:
+    """The LastModified of the newest version in the bucket (S3's clock), in epoch seconds."""
+    newest = 0.0
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+            newest = max(newest, entry["LastModified"].timestamp())
+    return newest
+
+
+def after(moment: float) -> None:
+    """Wait until S3's one-second LastModified can tell what is written next from `moment`."""
+    wait = int(moment) + 2 - time.time()
+    if wait > 0:
+        time.sleep(wait)
