@@ -146,6 +146,14 @@ class Setup:
 
 
 @pytest.fixture
+def bucket(s3: LocalS3) -> str:
+    """Unversioned until a test turns versioning on: what setup checks is that state."""
+    name = f"setup-{uuid.uuid4().hex[:12]}"
+    s3.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
 def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
     for name in list(os.environ):
         if name.startswith(("AWS_", "KUBECONFIG")):
