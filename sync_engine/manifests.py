@@ -53,7 +53,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from sync_engine.asof import FUTURE_SKEW, WRITE_SKEW, iso
@@ -424,6 +424,9 @@ def index_runs(
         rewritten = _rewritten(history, first, as_of) if versions else ""
         if rewritten:
             index.untrusted.append(Untrusted(history.key, what, "rewritten", rewritten))
+        if as_of is None and len(history.versions) == 1:
+            # the one version there is: read as the object, so a change after the listing is still caught
+            first = replace(first, version_id="")
         reason, detail = trust_problem(name, first.last_modified, now)
         if reason:
             index.untrusted.append(Untrusted(history.key, what, reason, detail))
