@@ -10,6 +10,7 @@ import datetime as dt
 import gzip
 import hashlib
 import json
+import os
 import time
 from typing import Any
 
@@ -30,6 +31,22 @@ def run_key(started: float | str, run_id: str = "0badc0de", coverage: str = "000
     """A report key as the engine names one: `<start>-<run id>-<coverage>-<status>-<listing>.json`."""
     text = started if isinstance(started, str) else stamp(started)
     return f"{REPORTS}{text}-{run_id}-{coverage}-{status}-full.json"
+
+
+def planted_manifest_key(n: int = 0) -> str:
+    """A manifest key that sorts after every real run's (larger n sorts later) yet is not from the future.
+
+    A test that plants a bad manifest to see how readers cope needs it to be the newest one they trust:
+    a minute or two ahead of now is later than any run the test made and well inside the clock-skew
+    allowance, so the manifest is read rather than dismissed as forged.
+    """
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    base = _PLANT_BASE.setdefault(test, time.time() + 60)
+    return manifest_key(run_key(base + n))
+
+
+# One base time per test, so every call in a test names the same keys and a later test gets fresh ones.
+_PLANT_BASE: dict[str, float] = {}
 
 
 def manifest_key(report_key: str) -> str:

@@ -20,12 +20,11 @@ from immich_tui.demo.s3 import LocalS3
 from sync_engine.errors import ManifestError
 from sync_engine.manifests import MAX_LINE, BadLine, Recorded, read_manifest
 from tests.conftest import Result
+from tests.forgery import planted_manifest_key
 
 RunSync = Callable[..., Result]
 
 REPORTS = "immich/sync-reports/"
-# Sorts after every real run's manifest: as the newest, it would win for every key it names.
-ROGUE = f"{REPORTS}20991231T235959Z-0badc0de-00000000-ok-full.manifest.jsonl.gz"
 
 
 def body(*lines: object) -> bytes:
@@ -118,15 +117,15 @@ def test_verify_counts_an_unreadable_manifest_as_a_difference(
     run_sync: RunSync, s3: LocalS3, bucket: str, sample: SampleLibrary
 ) -> None:
     assert run_sync("backup").code == 0
-    s3.client().put_object(Bucket=bucket, Key=ROGUE, Body=body(GOOD, {**GOOD, "size": "big"})[:-6])
+    s3.client().put_object(Bucket=bucket, Key=planted_manifest_key(), Body=body(GOOD, {**GOOD, "size": "big"})[:-6])
     result = run_sync("verify", "-o", "json")
     assert result.code == 1 and "Traceback" not in result.err
     data = result.json()
     assert data["unreadable_manifests"] == 1 and data["missing"] == 0 and data["verified"] > 0
     assert [p["kind"] for p in data["problems"]] == ["unreadable-manifest"]
-    assert data["problems"][0]["key"] == ROGUE
+    assert data["problems"][0]["key"] == planted_manifest_key()
     text = run_sync("verify")
-    assert text.code == 1 and "1 manifests unreadable" in text.out and ROGUE in text.out
+    assert text.code == 1 and "1 manifests unreadable" in text.out and planted_manifest_key() in text.out
 
 
 def test_restore_skips_an_unreadable_manifest_and_says_so(
@@ -135,12 +134,12 @@ def test_restore_skips_an_unreadable_manifest_and_says_so(
     assert run_sync("backup").code == 0
     # a rogue manifest that would make every restored file "changed in S3", were it believed
     rogue = body(*({**GOOD, "key": f"immich/media/upload/{n}"} for n in range(100)))[:-6]
-    s3.client().put_object(Bucket=bucket, Key=ROGUE, Body=rogue)
+    s3.client().put_object(Bucket=bucket, Key=planted_manifest_key(), Body=rogue)
     result = run_sync("restore", "--to", str(tmp_path / "restored"), "-o", "json")
     assert result.code == 1, result.err  # restored, but what that manifest recorded cannot be checked
     report = result.json()
-    assert ROGUE in report["records_note"] and "unreadable" in report["records_note"]
-    assert [(p["path"], p["kind"]) for p in report["problems"]] == [(ROGUE, "unreadable-manifest")]
+    assert planted_manifest_key() in report["records_note"] and "unreadable" in report["records_note"]
+    assert [(p["path"], p["kind"]) for p in report["problems"]] == [(planted_manifest_key(), "unreadable-manifest")]
     assert "truncated" in report["problems"][0]["detail"]
     assert report["totals"]["failed"] == 0 and report["totals"]["downloaded"] == report["recorded"] > 0
     assert "manifest(s) of the backup could not be read" in " ".join(report["next_steps"])

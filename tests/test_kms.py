@@ -27,12 +27,12 @@ from immich_tui.demo.s3 import LocalS3
 from sync_engine.manifests import ManifestWriter
 from sync_engine.models import LocalFile, Outcome, PlanItem, Reason, UploadResult
 from tests.conftest import Result, list_keys
+from tests.forgery import planted_manifest_key
 
 RunSync = Callable[..., Result]
 
 PREFIX = "immich/media/"
 REPORTS = "immich/sync-reports/"
-NEWEST = f"{REPORTS}20991231T235959Z-0badc0de-00000000-ok-full.manifest.jsonl.gz"
 ONLY = ("--only", "profile,library")
 _LISTED_ETAG = re.compile(rb"<ETag>(&quot;|&#34;|\")?([0-9a-f]{32}(?:-\d+)?)(&quot;|&#34;|\")?</ETag>")
 
@@ -259,7 +259,7 @@ def test_verify_matches_the_etag_s3_reported_at_upload(
         writer.add(
             UploadResult(item, Outcome.UPLOADED, size=obj["Size"], etag=etag, part_size=part_size, s3_etag=opaque(etag))
         )
-    s3.client().put_object(Bucket=bucket, Key=NEWEST, Body=writer.finish())
+    s3.client().put_object(Bucket=bucket, Key=planted_manifest_key(), Body=writer.finish())
     victim = PREFIX + "profile/7f3c2a10-admin/avatar.jpg"
     result = run_sync("verify", "-o", "json")
     assert result.code == 0, result.out

@@ -30,6 +30,7 @@ from immich_tui.demo.s3 import LocalS3
 from sync_engine import manifests
 from sync_engine.models import LocalFile, Outcome, PlanItem, Reason, UploadResult
 from tests.conftest import SECRET, Result, list_keys
+from tests.forgery import planted_manifest_key
 from tests.s3proxy import Proxy, Request, hold
 
 RunSync = Callable[..., Result]
@@ -41,7 +42,7 @@ MiB = 1024 * 1024
 
 def rogue(n: int) -> str:
     """A manifest key that sorts after every real run's (so it is the newest); larger n sorts later."""
-    return f"{REPORTS}209{n}1231T235959Z-0badc0de-00000000-ok-full.manifest.jsonl.gz"
+    return planted_manifest_key(n)
 
 
 def body(*lines: object) -> bytes:
