@@ -725,13 +725,13 @@ def warm_cache(root: Path) -> None:
                     pass
 
 
-def new_log_dir() -> Path:
+def new_log_dir(root: Path = LOGS) -> Path:
     """One directory per run, so two benches started side by side never mix their per-run files."""
-    LOGS.mkdir(parents=True, exist_ok=True)
-    old = sorted(p for p in LOGS.iterdir() if p.is_dir())
+    root.mkdir(parents=True, exist_ok=True)
+    old = sorted(p for p in root.iterdir() if p.is_dir())
     for stale in old[: max(len(old) - KEEP_LOG_DIRS + 1, 0)]:
         shutil.rmtree(stale, ignore_errors=True)
-    path = LOGS / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    path = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     path.mkdir()
     return path
 

@@ -19,7 +19,6 @@ import datetime as dt
 import itertools
 import os
 import shlex
-import shutil
 import signal
 import statistics
 import subprocess
@@ -28,13 +27,24 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 import boto3
 from botocore.config import Config
 from libgen import SPEC_A, SPEC_B, LibSpec, LibStats, ensure_library, library_stats
 from measure import Measured, process_cpu_s, run_measured
-from run import S3, Row, fmt, machine_info, own_cpu_s, ratio, system_busy_s, verify, warm_cache
+from run import (
+    S3,
+    Row,
+    fmt,
+    machine_info,
+    new_log_dir,
+    on_sigterm,
+    own_cpu_s,
+    ratio,
+    system_busy_s,
+    verify,
+    warm_cache,
+)
 from servers import MotoServer, ShapingProxy
 from shaper import Sample, read_stats
 from tools import (
@@ -59,7 +69,6 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 RESULTS = BENCH_DIR / "RESULTS-uplink.md"
 LOGS = WORK / "logs-uplink"
-KEEP_LOG_DIRS = 5
 MB = 1_000_000
 MiB = 1024 * 1024
 
@@ -796,27 +805,13 @@ def prepare(spec: LibSpec, report: Report) -> Path:
     return root
 
 
-def new_log_dir() -> Path:
-    LOGS.mkdir(parents=True, exist_ok=True)
-    old = sorted(p for p in LOGS.iterdir() if p.is_dir())
-    for stale in old[: max(len(old) - KEEP_LOG_DIRS + 1, 0)]:
-        shutil.rmtree(stale, ignore_errors=True)
-    path = LOGS / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    path.mkdir()
-    return path
-
-
-def on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, on_sigterm)
     scenarios = set(args.only or ["A", "B", "bwlimit"])
     report = Report(args=args, started=dt.datetime.now(dt.UTC))
     WORK.mkdir(parents=True, exist_ok=True)
-    logs = new_log_dir()
+    logs = new_log_dir(LOGS)
     log(f"logs in {logs}")
     try:
         if "aws" in args.tools:

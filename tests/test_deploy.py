@@ -224,6 +224,25 @@ def iam_s3() -> Any:
         yield server, writer, admin
 
 
+def _writer_env(server: Any, writer: tuple[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The keys `kubectl immich-backup setup` puts into immich-offsite-writer, and what points the run at
+    the local server instead of AWS."""
+    secret = {
+        "AWS_ACCESS_KEY_ID": writer[0],
+        "AWS_SECRET_ACCESS_KEY": writer[1],
+        "AWS_REGION": "us-east-1",
+        "BUCKET_NAME": BUCKET,
+        "MEDIA_PREFIX": "immich/media/",
+    }
+    extra = {
+        "AWS_ENDPOINT_URL_S3": server.endpoint,
+        "IMMICH_SYNC_SETTLE_SECONDS": "0",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    }
+    return secret, extra
+
+
 def _run_container(container: dict[str, Any], secret: dict[str, str], volumes: dict[str, Path], extra: dict[str, str]):  # type: ignore[no-untyped-def]
     """The container's args and environment as the kubelet would give them, with volumes mapped to local paths."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "IMMICH_SYNC_"))}
@@ -259,19 +278,7 @@ def test_the_bandwidth_example_in_the_default_overlay_reaches_the_engine(
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["IMMICH_SYNC_BWLIMIT"] == "08:00,2M 18:00,512k 23:30,off"
     assert env["TZ"] == cronjob["spec"]["timeZone"] == "Etc/UTC"
-    secret = {
-        "AWS_ACCESS_KEY_ID": writer[0],
-        "AWS_SECRET_ACCESS_KEY": writer[1],
-        "AWS_REGION": "us-east-1",
-        "BUCKET_NAME": BUCKET,
-        "MEDIA_PREFIX": "immich/media/",
-    }
-    extra = {
-        "AWS_ENDPOINT_URL_S3": server.endpoint,
-        "IMMICH_SYNC_SETTLE_SECONDS": "0",
-        "AWS_CONFIG_FILE": "/nonexistent",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-    }
+    secret, extra = _writer_env(server, writer)
     ran = _run_container(container, secret, {"/library": sample.root}, extra)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     client = server.client(key_id=admin[0], secret=admin[1])
@@ -289,19 +296,7 @@ def test_the_cronjob_backs_up_the_library_under_the_writer_policy(iam_s3, sample
     server, writer, admin = iam_s3
     cronjob = find(render("overlays/default"), "CronJob")
     [container] = _pod(cronjob)["containers"]
-    secret = {  # the keys `kubectl immich-backup setup` puts into immich-offsite-writer
-        "AWS_ACCESS_KEY_ID": writer[0],
-        "AWS_SECRET_ACCESS_KEY": writer[1],
-        "AWS_REGION": "us-east-1",
-        "BUCKET_NAME": BUCKET,
-        "MEDIA_PREFIX": "immich/media/",
-    }
-    extra = {
-        "AWS_ENDPOINT_URL_S3": server.endpoint,
-        "IMMICH_SYNC_SETTLE_SECONDS": "0",
-        "AWS_CONFIG_FILE": "/nonexistent",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-    }
+    secret, extra = _writer_env(server, writer)
     done = _run_container(container, secret, {"/library": sample.root}, extra)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [json.loads(line) for line in (done.stdout + done.stderr).splitlines() if line.startswith("{")]
