@@ -159,7 +159,7 @@ def test_the_media_writer_appends_and_can_neither_delete_nor_unprotect(world: Wo
         "PutBucketVersioning": "denied",
         "PutLifecycleConfiguration": "denied",
         "GetBucketVersioning": "allowed",  # reads the state; PutBucketVersioning stays denied
-        "GetObjectLockConfiguration": "denied",
+        "GetObjectLockConfiguration": "ObjectLockConfigurationNotFoundError",  # allowed; the bucket has none
     }
     _intact(world)
 
@@ -211,8 +211,8 @@ def test_the_restorer_reads_every_version_and_changes_nothing(world: World) -> N
         "ListObjectsV2 (whole bucket)": "allowed",
         "PutBucketVersioning": "denied",
         "PutLifecycleConfiguration": "denied",
-        "GetBucketVersioning": "allowed",  # setup --check-s3 reads the protection with these keys
-        "GetObjectLockConfiguration": "ObjectLockConfigurationNotFoundError",  # allowed; the bucket has none
+        "GetBucketVersioning": "denied",  # exactly the five actions a restore needs
+        "GetObjectLockConfiguration": "denied",
     }
     _intact(world)
 
@@ -227,8 +227,6 @@ def test_the_restorer_policy_is_exactly_its_actions() -> None:
         "s3:GetObject",
         "s3:GetObjectVersion",
         "s3:RestoreObject",
-        "s3:GetBucketVersioning",  # read by setup --check-s3 with the restorer's keys
-        "s3:GetBucketObjectLockConfiguration",
     }
 
 

@@ -2,8 +2,8 @@
 
 moto enforces IAM with the shipped policies (deploy/iam/media-writer.json for the writer,
 deploy/iam/restorer.json for the restorer: s3:ListBucket, s3:ListBucketVersions, s3:GetObject,
-s3:GetObjectVersion, s3:RestoreObject, or exactly those while the file grants fewer), with their prefix
-conditions evaluated (tests/strict_iam.py).
+s3:GetObjectVersion, s3:RestoreObject, exactly), with their prefix conditions evaluated
+(tests/strict_iam.py).
 The engine backs up the sample library with the writer's keys; then, with the same keys, an attacker
 overwrites a photo and forges a manifest and a run report dated in the future, all of which the writer's
 policy allows. With the restorer's keys, `verify` must fail naming the overwritten photo and the forged
@@ -46,38 +46,12 @@ def shipped(name: str, bucket: str) -> str:
     return (IAM / name).read_text().replace("BUCKET_NAME", bucket)
 
 
-def exactly_the_restorers_actions(bucket: str) -> dict[str, Any]:
-    """The restorer's policy as deploy/iam/restorer.json is meant to read: exactly five actions."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": ["s3:ListBucket", "s3:ListBucketVersions"],
-                "Resource": f"arn:aws:s3:::{bucket}",
-            },
-            {
-                "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:RestoreObject"],
-                "Resource": f"arn:aws:s3:::{bucket}/immich/*",
-            },
-        ],
-    }
-
-
 def _actions(policy: dict[str, Any]) -> set[str]:
     found: set[str] = set()
     for statement in policy["Statement"]:
         actions = statement["Action"]
         found |= {actions} if isinstance(actions, str) else set(actions)
     return found
-
-
-def restorer_policy(bucket: str) -> str | dict[str, Any]:
-    """deploy/iam/restorer.json once it grants the five actions a versioned restore needs; until then
-    exactly those five, as that file is to read."""
-    text = shipped("restorer.json", bucket)
-    return text if _actions(json.loads(text)) >= RESTORER_ACTIONS else exactly_the_restorers_actions(bucket)
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +63,9 @@ def iam_s3() -> Iterator[tuple[LocalS3, dict[str, tuple[str, str]]]]:
             root.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         keys = {
             "writer": server.iam_user("drill-writer", shipped("media-writer.json", DRILL)),
-            "restorer": server.iam_user("drill-restorer", restorer_policy(DRILL)),
+            "restorer": server.iam_user("drill-restorer", shipped("restorer.json", DRILL)),
             "exact-writer": server.iam_user("exact-writer", shipped("media-writer.json", EXACT)),
-            "exact-restorer": server.iam_user("exact-restorer", exactly_the_restorers_actions(EXACT)),
+            "exact-restorer": server.iam_user("exact-restorer", shipped("restorer.json", EXACT)),
             "admin": server.iam_user("drill-admin", bucket_policy(DRILL, ["s3:*"])),
         }
         server.enforce_iam()
@@ -116,7 +90,8 @@ def files_under(root: Path) -> dict[str, bytes]:
 
 def attack(writer: Any, bucket: str, real_report_key: str) -> tuple[bytes, str, str]:
     """With the writer's keys only: overwrite a photo, then forge a manifest that vouches for the new
-    bytes and a run report dated 2099 that names it. Returns the bytes written and the forged keys."""
+    bytes and a run report dated 2099 that names it (a report from the future is what makes a stale
+    backup look fresh). Returns the bytes written and the forged keys."""
     forged_bytes = b"\xff\xd8 the attacker's picture " * 64
     writer.put_object(Bucket=bucket, Key=PREFIX + PHOTO, Body=forged_bytes)
     real = json.loads(writer.get_object(Bucket=bucket, Key=real_report_key)["Body"].read())
@@ -212,8 +187,10 @@ def test_the_leaked_writer_key_drill(
 def test_restore_as_of_and_verify_need_no_more_than_the_restorers_five_actions(
     run_sync: RunSync, monkeypatch: pytest.MonkeyPatch, iam_s3: Any, sample: SampleLibrary, tmp_path: Path
 ) -> None:
-    """The same drill's reads under exactly s3:ListBucket, s3:ListBucketVersions, s3:GetObject,
-    s3:GetObjectVersion and s3:RestoreObject: no other request (GetBucketVersioning, say) is needed."""
+    """The same drill's reads under the shipped restorer policy, which is exactly s3:ListBucket,
+    s3:ListBucketVersions, s3:GetObject, s3:GetObjectVersion and s3:RestoreObject: no other request
+    (GetBucketVersioning, say) is needed."""
+    assert _actions(json.loads(shipped("restorer.json", EXACT))) == RESTORER_ACTIONS
     server, keys = iam_s3
     use(monkeypatch, server, EXACT, keys["exact-writer"])
     backup = run_sync("backup", "-o", "json")

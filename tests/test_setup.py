@@ -678,7 +678,7 @@ def test_check_s3_writes_a_marker_under_the_reports_then_applies(setup: Setup, s
         f"S3 check passed: the writer keys listed s3://{bucket}/immich/media/ and wrote s3://{bucket}/{marker}; "
         f"the restorer keys listed the media prefix and read the marker back; the archiver keys listed "
         f"s3://{bucket}/immich/postgres/",
-        f"bucket {bucket}: versioning Enabled; Object Lock off (read with the restorer keys)",
+        f"bucket {bucket}: versioning Enabled; Object Lock off (read with the writer keys)",
     ]
     assert set(_rows(result.out).values()) == {"created"}
 
@@ -716,7 +716,7 @@ def test_allow_unversioned_goes_on_with_a_warning(setup: Setup, s3: LocalS3, buc
     env = setup.env_file(_s3_changes(s3.endpoint, bucket))
     result = setup.run("--env-file", str(env), "--check-s3", "--allow-unversioned")
     assert result.code == 0, result.err
-    assert f"bucket {bucket}: versioning never enabled; Object Lock off (read with the restorer keys)" in result.out
+    assert f"bucket {bucket}: versioning never enabled; Object Lock off (read with the writer keys)" in result.out
     assert result.err == (
         f"warning: versioning was never enabled on bucket {bucket}, accepted with --allow-unversioned: an overwrite "
         "or a delete (a leaked writer or archiver key, a mistake) replaces or removes the only offsite copy, and no "
@@ -758,7 +758,7 @@ def test_check_s3_reports_object_lock(setup: Setup, s3: LocalS3, retention: dict
     assert protection["versioning"] == "Enabled" and protection["object_lock"] is True
     assert protection["lock_mode"] == (retention or {}).get("Mode")
     text = setup.run("--env-file", str(setup.env_file(_s3_changes(s3.endpoint, bucket))), "--check-s3")
-    assert f"bucket {bucket}: versioning Enabled; {shown} (read with the restorer keys)" in text.out.splitlines()
+    assert f"bucket {bucket}: versioning Enabled; {shown} (read with the writer keys)" in text.out.splitlines()
 
 
 def test_a_server_without_object_lock_reads_as_off(setup: Setup, s3: LocalS3, bucket: str, proxy: Proxy) -> None:
@@ -772,7 +772,7 @@ def test_a_server_without_object_lock_reads_as_off(setup: Setup, s3: LocalS3, bu
     env = setup.env_file(_s3_changes(proxy.endpoint, _versioned(s3, bucket)))
     result = setup.run("--env-file", str(env), "--check-s3")
     assert result.code == 0, result.err
-    assert f"bucket {bucket}: versioning Enabled; Object Lock off (read with the restorer keys)" in result.out
+    assert f"bucket {bucket}: versioning Enabled; Object Lock off (read with the writer keys)" in result.out
     assert any("object-lock" in r.query for r in proxy.log)
 
     def versioning(r: Request) -> tuple[str, object] | None:
@@ -784,7 +784,7 @@ def test_a_server_without_object_lock_reads_as_off(setup: Setup, s3: LocalS3, bu
     assert refused.err == _refusal(bucket, f"the server does not support versioning for bucket {bucket}")
 
 
-def test_without_restorer_keys_the_writer_reads_versioning(setup: Setup, s3: LocalS3, bucket: str) -> None:
+def test_without_restorer_keys_the_protection_is_still_read(setup: Setup, s3: LocalS3, bucket: str) -> None:
     no_restorer = {
         "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID": None,
         "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY": None,
@@ -793,9 +793,8 @@ def test_without_restorer_keys_the_writer_reads_versioning(setup: Setup, s3: Loc
     result = setup.run("--env-file", str(env), "--check-s3")
     assert result.code == 0, result.err
     assert (
-        f"bucket {bucket}: versioning Enabled; Object Lock not read (no restorer keys; the writer's policy does not "
-        "allow s3:GetBucketObjectLockConfiguration) (read with the writer keys)"
-    ) in result.out.splitlines()
+        f"bucket {bucket}: versioning Enabled; Object Lock off (read with the writer keys)" in result.out.splitlines()
+    )
 
 
 def test_check_s3_missing_bucket_applies_nothing(setup: Setup, s3: LocalS3) -> None:
@@ -886,17 +885,17 @@ def test_check_s3_passes_with_exactly_the_shipped_policies(setup: Setup, iam_s3:
     result = setup.run("--env-file", str(env), "--check-s3", secrets=())
     assert result.code == 0, result.err
     assert "S3 check passed" in result.out
-    # restorer.json lets setup read both protection settings
-    assert f"bucket {IAM_BUCKET}: versioning Enabled; Object Lock off (read with the restorer keys)" in result.out
+    # media-writer.json lets setup read both protection settings; restorer.json grants neither
+    assert f"bucket {IAM_BUCKET}: versioning Enabled; Object Lock off (read with the writer keys)" in result.out
     assert not any(k in result.out + result.err for pair in keys.values() for k in pair)
     assert setup.data(NS, WRITER)["AWS_ACCESS_KEY_ID"] == keys["writer"][0]
     assert setup.data(DB_NS, ARCHIVER)["AWS_ACCESS_KEY_ID"] == keys["archiver"][0]
-    # and media-writer.json alone reads the versioning state, without the restorer
+    # and without restorer keys the writer still reads both
     alone = setup.run(
         "--env-file", str(_iam_env(setup, server, keys["writer"], None, keys["archiver"])), "--check-s3", secrets=()
     )
     assert alone.code == 0, alone.err
-    assert f"bucket {IAM_BUCKET}: versioning Enabled; Object Lock not read" in alone.out
+    assert f"bucket {IAM_BUCKET}: versioning Enabled; Object Lock off (read with the writer keys)" in alone.out
 
 
 @pytest.mark.parametrize(
@@ -914,8 +913,8 @@ def test_check_s3_passes_with_exactly_the_shipped_policies(setup: Setup, iam_s3:
         ),
         ("restorer may not read", "S3 check: the restorer keys cannot read s3://immich-offsite-setup/immich/"),
         (
-            "restorer may not read versioning",
-            "S3 check: the restorer keys cannot read the versioning state of s3://immich-offsite-setup "
+            "writer may not read versioning",
+            "S3 check: the writer keys cannot read the versioning state of s3://immich-offsite-setup "
             "(s3:GetBucketVersioning): access denied (AccessDenied)",
         ),
         (
@@ -939,8 +938,8 @@ def test_check_s3_wrong_keys_apply_nothing(setup: Setup, iam_s3: IamS3, who: str
         restorer = ("AKIAUNKNOWN000000000", restorer[1])
     elif who == "restorer may not read":
         restorer = keys["lister"]
-    elif who == "restorer may not read versioning":
-        restorer = keys["blind"]
+    elif who == "writer may not read versioning":
+        writer = keys["blind"]
     elif who == "archiver holds the media writer's policy":
         archiver = keys["writer-twin"]  # the media writer's policy on the archiver's user: it cannot archive
     else:

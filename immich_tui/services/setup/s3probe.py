@@ -2,12 +2,12 @@
 cluster (`setup --check-s3`).
 
 The writer lists the media prefix; the archiver lists the database archive's prefix; the restorer, when
-given, lists the media prefix. Then the bucket's protection is read — versioning
-(`s3:GetBucketVersioning`) and Object Lock (`s3:GetBucketObjectLockConfiguration`), with the restorer's
-keys (deploy/iam/restorer.json grants both), or the writer's for versioning alone when no restorer keys
-were given — and a bucket whose versioning is not Enabled stops setup unless the operator accepted that
-(`allow_unversioned`). Only then does the writer write a marker under the run reports, which the restorer
-reads back. A refusal becomes one line naming the variable to fix, never the key itself.
+given, lists the media prefix. Then the writer's keys read the bucket's protection — versioning
+(`s3:GetBucketVersioning`) and Object Lock (`s3:GetBucketObjectLockConfiguration`): the writer reads the
+versioning state on every run anyway, both reads change nothing, and so the restorer's policy stays
+exactly what a restore needs. A bucket whose versioning is not Enabled stops setup unless the operator
+accepted that (`allow_unversioned`). Only then does the writer write a marker under the run reports,
+which the restorer reads back. A refusal becomes one line naming the variable to fix, never the key.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class BucketProtection:
     lock_mode: str | None = None  # GOVERNANCE | COMPLIANCE: the default retention, when one is set
     lock_days: int | None = None
     lock_years: int | None = None
-    read_with: str = "restorer"
+    read_with: str = "writer"
     lock_note: str = ""
 
     @property
@@ -157,11 +157,8 @@ def state_text(bucket: str, versioning: str) -> str:
 
 
 def read_protection(config: OffsiteConfig) -> BucketProtection:
-    """Versioning and Object Lock, read with the restorer's keys (or the writer's, versioning only)."""
-    if config.restorer is not None:
-        who, keys, ids = "restorer", config.restorer, (RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY)
-    else:
-        who, keys, ids = "writer", config.writer, (ACCESS_KEY, SECRET_KEY)
+    """Versioning and Object Lock, read with the writer's keys (deploy/iam/media-writer.json grants both)."""
+    who, keys, ids = "writer", config.writer, (ACCESS_KEY, SECRET_KEY)
     client = _bucket_client(config, keys)
     where = f"s3://{config.bucket}"
     try:
@@ -174,9 +171,6 @@ def read_protection(config: OffsiteConfig) -> BucketProtection:
                 f"{_reason(err, *ids)}"
             ) from None
         status = NOT_SUPPORTED
-    if config.restorer is None:
-        note = "no restorer keys; the writer's policy does not allow s3:GetBucketObjectLockConfiguration"
-        return BucketProtection(status, None, read_with=who, lock_note=note)
     try:
         lock = client.get_object_lock_configuration(Bucket=config.bucket).get("ObjectLockConfiguration") or {}
     except Exception as exc:
@@ -241,7 +235,7 @@ def check_s3(config: OffsiteConfig, now: dt.datetime | None = None, *, allow_unv
             f"{state}, accepted with --allow-unversioned: an overwrite or a delete (a leaked writer or archiver "
             "key, a mistake) replaces or removes the only offsite copy, and no earlier version can be restored"
         )
-    if protection.object_lock is None and config.restorer is not None:
+    if protection.object_lock is None:
         warnings.append(f"Object Lock state of bucket {config.bucket} unknown: {protection.lock_note}")
 
     key = marker_key(config, now)
