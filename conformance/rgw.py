@@ -8,6 +8,7 @@ interval = 0.05` and `tcp_nodelay=1` on the frontend (otherwise every small GET 
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -123,6 +124,16 @@ rgw data = {r}/rgw
             f"--secret={SECRET_KEY}",
         )
         return self
+
+    def add_user(self, uid: str) -> tuple[str, str]:
+        """Another S3 identity owning nothing (radosgw-admin generates its keys): access key, secret.
+
+        A user that is not the bucket's owner has no right to it until a bucket policy names its ARN,
+        `arn:aws:iam:::user/<uid>` (no tenant), which is how the drills give each identity its own rights.
+        """
+        made = json.loads(self._run("radosgw-admin", "user", "create", f"--uid={uid}", f"--display-name={uid}"))
+        [key] = made["keys"]
+        return str(key["access_key"]), str(key["secret_key"])
 
     def _wait_http(self, seconds: float = 60) -> None:
         deadline = time.monotonic() + seconds
