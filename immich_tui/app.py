@@ -11,6 +11,7 @@ Writes (trigger, suspend/resume, DB backup) are confirmed first and refused in r
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -75,6 +76,7 @@ class ImmichApp(App[None]):
         self._status_worker: Worker[Any] | None = None
         self._status_at: float | None = None
         self._context_name = services.target.context or ""
+        self.media_as_of: dt.datetime | None = None  # the point the recovery wizard chose for the media
 
     # Layout --------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -260,10 +262,16 @@ class ImmichApp(App[None]):
             if pane.state is None:
                 self.notify("the Database tab has no cluster data yet", severity="warning")
                 return
-            latest = self.report.offsite.value.reports.latest_ok if self.report and self.report.offsite.value else None
+            reports = self.report.offsite.value.reports if self.report and self.report.offsite.value else None
+            latest = reports.latest_ok if reports else None
             can_apply = bool(self.check_action("apply_restore", ()))
             wizard = RecoveryWizard(
-                pane.state, latest.started if latest else None, can_apply=can_apply, cursor_blink=self.cursor_blink
+                pane.state,
+                latest.started if latest else None,
+                can_apply=can_apply,
+                cursor_blink=self.cursor_blink,
+                syncs=reports.points if reports else None,
+                syncs_since=reports.listed_since if reports else None,
             )
             self.push_screen(wizard, self._db_restore_answer)
         elif isinstance(pane, OffsitePane):
@@ -271,12 +279,16 @@ class ImmichApp(App[None]):
                 self.notify("read-only mode: a media restore is a change to the cluster", severity="warning")
                 return
             bucket = pane.state.bucket if pane.state else "the bucket"
-            dialog = MediaRestoreScreen(self.services.target.namespace, bucket, cursor_blink=self.cursor_blink)
+            dialog = MediaRestoreScreen(
+                self.services.target.namespace, bucket, cursor_blink=self.cursor_blink, as_of=self.media_as_of
+            )
             self.push_screen(dialog, self._media_restore_answer)
         else:
             self.notify("R restores: the database from the Database tab, the media from the Offsite tab")
 
     def _db_restore_answer(self, request: RecoveryRequest | None) -> None:
+        if request is not None:
+            self.media_as_of = request.plan.as_of  # the media restore dialog starts with the same point
         if request is None:
             self.notify("restore: cancelled", timeout=3)
         elif request.apply and self.check_action("apply_restore", ()):
@@ -296,9 +308,9 @@ class ImmichApp(App[None]):
         if request is None:
             self.notify("media restore: cancelled", timeout=3)
             return
-        pvc, force = request.pvc, request.force
+        pvc, force, as_of = request.pvc, request.force, request.as_of
         self.run_worker(
-            lambda: self.services.media.start_restore(pvc, force=force),
+            lambda: self.services.media.start_restore(pvc, force=force, as_of=as_of),
             thread=True,
             group="write",
             name="media restore",

@@ -3,7 +3,7 @@
 `--as-of TIME` is an ISO 8601 time with an offset or `Z` (`2026-11-27T02:30:00Z`,
 `2026-11-27T03:30:00+01:00`). A time without one is refused rather than guessed: read in the wrong zone
 it would move the restore point by hours, and a restore point an hour late may already hold the
-attacker's bytes.
+attacker's bytes. A time in the future is refused too: it would quietly mean now.
 
 A run report and its manifest are named by the run's start on the pod's clock and stored with S3's
 LastModified on S3's clock. Two tolerances allow for the two clocks disagreeing:
@@ -22,6 +22,7 @@ LastModified on S3's clock. Two tolerances allow for the two clocks disagreeing:
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 FUTURE_SKEW = 900.0
 WRITE_SKEW = 900.0
@@ -37,6 +38,10 @@ def parse_as_of(value: str) -> float:
         raise ValueError(f"must be an ISO 8601 time with an offset or Z ({_EXAMPLE}), got {text!r}") from None
     if when.tzinfo is None or when.utcoffset() is None:
         raise ValueError(f"has no offset, so its zone is unknown: add Z or an offset ({_EXAMPLE}), got {text!r}")
+    now = time.time()
+    if when.timestamp() > now + FUTURE_SKEW:
+        # as of a time not reached yet is now: a mistyped year would restore what an attack left
+        raise ValueError(f"is in the future (it is {iso(now)}); leave --as-of out to mean now, got {text!r}")
     return when.timestamp()
 
 

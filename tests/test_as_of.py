@@ -80,8 +80,12 @@ def test_as_of_takes_a_time_with_its_offset_and_nothing_else() -> None:
 @pytest.mark.parametrize("command", ["restore", "verify"])
 @pytest.mark.parametrize(
     ("value", "problem"),
-    [("2026-11-27T02:30:00", "has no offset"), ("last tuesday", "must be an ISO 8601 time")],
-    ids=["naive", "garbage"],
+    [
+        ("2026-11-27T02:30:00", "has no offset"),
+        ("last tuesday", "must be an ISO 8601 time"),
+        ("2099-11-27T02:30:00Z", "is in the future"),
+    ],
+    ids=["naive", "garbage", "future"],
 )
 def test_a_bad_as_of_is_one_line_and_exit_2_before_any_request(
     tmp_path: Path, command: str, value: str, problem: str

@@ -83,6 +83,8 @@ class Sandbox:
             make_sample_library(self.library)
         self.s3.start()
         self.s3.client().create_bucket(Bucket=BUCKET)
+        # versioned, as deploy/README.md sets a bucket up: restore --as-of works in the sandbox too
+        self.s3.client().put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
         store = self.store()
         failed = tuple(d for d in self.world.failed_job_days if d < self.history_nights)
         for report in history_reports(self.history_nights, failed, clock.now()):

@@ -35,7 +35,8 @@ from immich_tui.services.barman import read_catalog
 from immich_tui.services.cnpg import CnpgMissing
 from immich_tui.services.errors import ServiceError
 from immich_tui.services.kube import ClusterError
-from immich_tui.services.recovery import parse_target_time, plan_recovery
+from immich_tui.services.pointintime import SyncPoint
+from immich_tui.services.recovery import parse_target_time, plan_recovery, rfc3339
 from immich_tui.services.status import Services
 
 FAILED = 1
@@ -89,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     which = recovery.add_mutually_exclusive_group()
     which.add_argument("--backup", metavar="NAME", help="recover to the end of this completed Backup")
     which.add_argument("--target-time", metavar="RFC3339", help="recover to this time (explicit zone required)")
+    which.add_argument(
+        "--as-of",
+        metavar="RFC3339",
+        help="one point in time for the database and the media: the database to where the media as of this "
+        "time meet it (the start of the newest media sync finished by then); refused when they cannot meet",
+    )
     recovery.add_argument("--name", help="name of the new cluster (default: <cluster>-restore-<time>)")
     recovery.add_argument("--apply", action="store_true", help="create the new Cluster now")
     dbc = dbsub.add_parser(
@@ -113,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     media_restore.add_argument("--force", action="store_true", help="restore into a volume that already holds files")
     media_restore.add_argument(
         "--only", metavar="F[,F]", help="only these folders (default: every folder in the bucket)"
+    )
+    media_restore.add_argument(
+        "--as-of",
+        metavar="RFC3339",
+        help="restore every file as it was at this time (explicit zone required): the newest version written by "
+        "then, checked against the manifests of then (after tampering: a time before it)",
     )
     media_restore.add_argument("--wait", action="store_true", help="follow the Job's log and exit with its result")
     add_setup_parser(sub, common)
@@ -219,6 +232,14 @@ class Cli:
             return None
         return latest.started if latest else None
 
+    def _media_syncs(self, at: dt.datetime) -> tuple[list[SyncPoint] | None, dt.datetime | None]:
+        """The successful media syncs listed back from `at`: what the media as of `at` hold."""
+        try:
+            return self.services.offsite().sync_points(before=at)
+        except ServiceError as exc:
+            self.stderr.write(f"note: the media sync history is unknown ({exc})\n")
+            return None, None
+
     def db_recovery(self) -> int:
         """`db restore`: plan the database's point-in-time recovery into a new Cluster, and create it with --apply."""
         database = self.services.database
@@ -226,6 +247,10 @@ class Cli:
         cluster = state.cluster
         backups = database.backups(limit=10_000)[0] if self.args.backup else state.backups
         target = parse_target_time(self.args.target_time) if self.args.target_time else None
+        as_of = parse_target_time(self.args.as_of, "--as-of") if self.args.as_of else None
+        backup = next((b for b in backups if b.name == self.args.backup), None) if self.args.backup else None
+        at = as_of or target or (backup.stopped if backup else None)
+        syncs, since = self._media_syncs(at) if at is not None else (None, None)
         plan = plan_recovery(
             cluster,
             backups,
@@ -233,6 +258,9 @@ class Cli:
             target_time=target,
             name=self.args.name,
             media_sync=self._latest_media_sync(),
+            as_of=as_of,
+            syncs=syncs,
+            syncs_since=since,
         )
         for warning in plan.warnings:
             self.stderr.write(f"warning: {warning}\n")
@@ -244,11 +272,18 @@ class Cli:
             print(out.dump(plan, "json"), file=self.stdout)
         else:
             window = out.when(plan.window_start)
+            media = ""
+            if plan.media is not None:
+                media = f"  media           {plan.media.media_line()}\n"
+            if plan.as_of is not None:
+                media += f"  then            kubectl immich-backup media restore --as-of {rfc3339(plan.as_of)} --wait\n"
             print(
                 f"Recovery of cluster/{plan.source} into a NEW cluster/{plan.name} in {plan.namespace}\n"
-                f"  target          {plan.target.describe()}\n"
+                + (f"  point in time   {rfc3339(plan.as_of)}, for the database and the media\n" if plan.as_of else "")
+                + f"  target          {plan.target.describe()}\n"
                 f"  recovery window {window} → now\n"
                 f"  latest media    {out.when(plan.media_sync)}\n"
+                f"{media}"
                 f"  archives as     serverName {plan.server_name} (the source's archive is only read)\n",
                 file=self.stdout,
             )
@@ -289,7 +324,8 @@ class Cli:
     def media(self) -> int:
         """`media restore`: a Job in the cluster that runs the engine's `immich-sync restore` into the PVC."""
         media = self.services.media
-        job = media.start_restore(self.args.pvc, force=self.args.force, only=self.args.only)
+        as_of = parse_target_time(self.args.as_of, "--as-of") if self.args.as_of else None
+        job = media.start_restore(self.args.pvc, force=self.args.force, only=self.args.only, as_of=as_of)
         if not self.args.wait:
             self.emit(
                 job, f"job/{job.name} created: restoring the media into pvc/{self.args.pvc}\n" + AFTER_MEDIA_RESTORE

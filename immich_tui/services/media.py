@@ -283,7 +283,13 @@ class MediaBackup:
         return _job_info(created, None)
 
     def restore_job(
-        self, pvc: str, *, force: bool = False, only: str | None = None, secret: str = RESTORER_SECRET
+        self,
+        pvc: str,
+        *,
+        force: bool = False,
+        only: str | None = None,
+        as_of: dt.datetime | None = None,
+        secret: str = RESTORER_SECRET,
     ) -> dict[str, Any]:
         """A Job that runs `immich-sync restore` into `pvc`, mounted read-write, with the restorer's
         read-only credentials. Image, pod security context and scheduling come from the sync CronJob,
@@ -299,6 +305,8 @@ class MediaBackup:
             args.append("--force")
         if only:
             args += ["--only", only]
+        if as_of is not None:  # the engine refuses a time without a zone: always send it in UTC
+            args += ["--as-of", clock.iso(as_of) or ""]
         container: dict[str, Any] = {
             "name": "restore",
             "image": image,
@@ -318,6 +326,8 @@ class MediaBackup:
             if pod.get(key):
                 spec[key] = copy.deepcopy(pod[key])
         stamp = clock.now().strftime("%Y%m%d-%H%M%S")
+        # a second restore within the same second (a retry after a quick failure) must not collide
+        suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
         labels = {
             "app.kubernetes.io/name": "immich-media-restore",
             "app.kubernetes.io/part-of": "immich-offsite-backup",
@@ -325,7 +335,11 @@ class MediaBackup:
         return {
             "apiVersion": "batch/v1",
             "kind": "Job",
-            "metadata": {"name": f"immich-media-restore-{stamp}", "namespace": self.namespace, "labels": labels},
+            "metadata": {
+                "name": f"immich-media-restore-{stamp}-{suffix}",
+                "namespace": self.namespace,
+                "labels": labels,
+            },
             "spec": {
                 "backoffLimit": 2,  # a restore resumes where it stopped, so a retry is cheap
                 # ...but not after a configuration error (2) or with only archived objects pending (4):
@@ -343,10 +357,12 @@ class MediaBackup:
             },
         }
 
-    def start_restore(self, pvc: str, *, force: bool = False, only: str | None = None) -> JobInfo:
-        """Create the media restore Job (the engine's `immich-sync restore`); the database's point-in-time
-        recovery is `services.recovery`."""
-        body = self.restore_job(pvc, force=force, only=only)
+    def start_restore(
+        self, pvc: str, *, force: bool = False, only: str | None = None, as_of: dt.datetime | None = None
+    ) -> JobInfo:
+        """Create the media restore Job (the engine's `immich-sync restore`, as of a time when given); the
+        database's point-in-time recovery is `services.recovery`."""
+        body = self.restore_job(pvc, force=force, only=only, as_of=as_of)
         access = Access("create", "jobs", self.namespace, "batch")
         created = self.kube.write(access, self.kube.batch.create_namespaced_job, self.namespace, body)
         return _job_info(created, None)

@@ -23,6 +23,7 @@ from pathlib import Path
 from immich_tui.services import clock
 from immich_tui.services.errors import ServiceError
 from immich_tui.services.kube import Access, ClusterError, Kube, NotFound
+from immich_tui.services.pointintime import SyncPoint, sync_points
 from sync_engine.asof import FUTURE_SKEW
 from sync_engine.config import (
     IMMICH_FOLDERS,
@@ -126,6 +127,8 @@ class Reports:
     latest: RunSummary | None = None  # the newest believed report of any status
     ignored: list[IgnoredReport] = field(default_factory=list)  # newest first
     notes: list[str] = field(default_factory=list)  # reports skipped for an older one, and why
+    points: list[SyncPoint] = field(default_factory=list)  # successful syncs by the listing, oldest first
+    listed_since: dt.datetime | None = None  # how far back the listing reached
 
 
 @dataclass
@@ -314,10 +317,10 @@ class Offsite:
         since = now - dt.timedelta(days=days)
         start = f"{self.reader.report_prefix}{stamp(since.timestamp())}"
         try:
-            keys = [o.key for o in self.store.list_objects(self.reader.report_prefix, start_after=start)]
+            listing = list(self.store.list_objects(self.reader.report_prefix, start_after=start))
         except StoreError as exc:
             raise OffsiteUnavailable(str(exc)) from None
-        parsed = [parse_report_key(key) for key in keys if key.endswith(".json")]
+        parsed = [parse_report_key(o.key) for o in listing if o.key.endswith(".json")]
         names = sorted((n for n in parsed if n is not None), key=lambda n: (n.started, n.key), reverse=True)
         horizon = now.timestamp() + FUTURE_SKEW
         loaded: dict[str, RunSummary] = {}
@@ -364,7 +367,19 @@ class Offsite:
         latest = newest(ok_only=False)
         order = {n.key: i for i, n in enumerate(names)}
         shown = sorted(ignored.values(), key=lambda r: order.get(r.key, 0))
-        return Reports(runs, len(names), latest_ok, latest, shown, list(dict.fromkeys(notes)))
+        points = sync_points(o for o in listing if o.key.endswith(".json"))
+        return Reports(runs, len(names), latest_ok, latest, shown, list(dict.fromkeys(notes)), points, since)
+
+    def sync_points(self, before: dt.datetime, days: float = REPORT_DAYS) -> tuple[list[SyncPoint], dt.datetime]:
+        """Successful syncs from `days` before `before` on, and where the listing began: one listing of the
+        report prefix, no report read (what `pointintime.align` needs for a restore as of `before`)."""
+        since = before - dt.timedelta(days=days)
+        start = f"{self.reader.report_prefix}{stamp(since.timestamp())}"
+        try:
+            listing = list(self.store.list_objects(self.reader.report_prefix, start_after=start))
+        except StoreError as exc:
+            raise OffsiteUnavailable(str(exc)) from None
+        return sync_points(o for o in listing if o.key.endswith(".json")), since
 
     def _summary(self, name: ReportName, horizon: float) -> RunSummary:
         """One report, read and checked; ValueError when it is not a report (OffsiteUnavailable when the

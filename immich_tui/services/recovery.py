@@ -9,6 +9,12 @@ cannot fail with "Expected empty archive" or write into the source's history.
 The default target is the start of the latest successful media sync: a database from later than
 that would reference photos the offsite copy may not have.
 
+With `as_of` the database and the media come back as of one point in time (after tampering or
+ransomware, a time before it): the media as of that time, the database to the start of the newest media
+sync finished by then, where the two meet (`pointintime.align`); a time where they cannot meet is refused
+with the reason. With an explicit target time or Backup, the plan says what the media as of that time
+would lack.
+
 This is the database's recovery (`kubectl immich-backup db restore`, the TUI's recovery wizard). The
 media are restored by the engine, `sync_engine/restore.py` (`immich-sync restore`, run in the cluster
 by `MediaBackup.start_restore`); the TUI's dialogs for both are in `widgets/restore_dialogs.py`.
@@ -24,6 +30,7 @@ from typing import Any
 from immich_tui.services import clock
 from immich_tui.services.cnpg import GROUP, PLUGIN_NAME, VERSION, DbBackup, DbCluster
 from immich_tui.services.errors import ServiceError
+from immich_tui.services.pointintime import PointInTime, SyncPoint, align
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "immich-backup"}
 ORIGIN = "origin"  # the externalClusters entry that points at the source's archive
@@ -61,6 +68,8 @@ class RecoveryPlan:
     media_sync: dt.datetime | None
     manifest: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    media: PointInTime | None = None  # the media as of the target's time, when the syncs were listed
+    as_of: dt.datetime | None = None  # one point in time for both: restore the media `--as-of` this
 
 
 def rfc3339(value: dt.datetime | None) -> str:
@@ -68,12 +77,12 @@ def rfc3339(value: dt.datetime | None) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if value else ""
 
 
-def parse_target_time(text: str) -> dt.datetime:
+def parse_target_time(text: str, flag: str = "--target-time") -> dt.datetime:
     value = clock.parse(text)
     has_zone = text.strip().upper().endswith("Z") or "+" in text[10:] or "-" in text[10:]
     if value is None or not has_zone:
         raise RecoveryError(
-            f"--target-time {text!r} must be RFC 3339 with an explicit zone, e.g. 2026-11-27T02:30:00Z or "
+            f"{flag} {text!r} must be RFC 3339 with an explicit zone, e.g. 2026-11-27T02:30:00Z or "
             "2026-11-27T03:30:00+01:00"
         )
     return value
@@ -152,14 +161,35 @@ def plan_recovery(
     name: str | None = None,
     media_sync: dt.datetime | None = None,
     now: dt.datetime | None = None,
+    as_of: dt.datetime | None = None,
+    syncs: list[SyncPoint] | None = None,
+    syncs_since: dt.datetime | None = None,
 ) -> RecoveryPlan:
-    """Check the target against the recovery window and the media copy, then build the manifest."""
+    """Check the target against the recovery window and the media copy, then build the manifest.
+
+    `syncs` (the successful media syncs listed since `syncs_since`) let the plan say what the media as of
+    the target hold; `as_of` picks the target itself: where the database meets the media as of then."""
     now = now or clock.now()
-    if backup_name and target_time:
-        raise RecoveryError("choose either --backup or --target-time, not both")
+    if sum(bool(x) for x in (backup_name, target_time, as_of)) > 1:
+        raise RecoveryError("choose one of --backup, --target-time and --as-of")
     warnings: list[str] = []
     first = cluster.window.first_point
-    if backup_name:
+    media: PointInTime | None = None
+    if as_of is not None:
+        if syncs is None:
+            raise RecoveryError("--as-of needs the media sync history, which could not be read")
+        media = align(as_of, syncs, db_first=first, now=now, listed_since=syncs_since)
+        if media.db_target is None:
+            raise RecoveryError(
+                f"no point as of {rfc3339(as_of)} has both the database and the media: {media.problems[0]}"
+            )
+        target = RecoveryTarget("time", media.db_target)
+        warnings.append(
+            f"the database recovers to {rfc3339(media.db_target)}, the start of the newest media sync finished by "
+            f"{rfc3339(as_of)}, so the media as of {rfc3339(as_of)} hold every photo it references; database "
+            f"changes after {rfc3339(media.db_target)} are not recovered"
+        )
+    elif backup_name:
         backup = next((b for b in backups if b.name == backup_name), None)
         if backup is None:
             raise RecoveryError(f"Backup {backup_name} of cluster {cluster.name} not found (see `db backups`)")
@@ -186,6 +216,11 @@ def plan_recovery(
             )
         if when > now:
             raise RecoveryError(f"target {rfc3339(when)} is in the future (now is {rfc3339(now)})")
+        if syncs is not None and (target_time or backup_name):
+            media = align(when, syncs, db_first=first, now=now, listed_since=syncs_since)
+            gap = media.gap(when) if media.sync is not None else media.problems[0]
+            if gap:
+                warnings.append(f"restored as of the same time, {gap}")
         if media_sync is not None and when > media_sync:
             warnings.append(
                 f"target {rfc3339(when)} is after the start of the latest media sync ({rfc3339(media_sync)}): "
@@ -197,4 +232,6 @@ def plan_recovery(
     if name == cluster.name:
         raise RecoveryError("the restored cluster needs a new name: recovery never overwrites the existing cluster")
     manifest = recovery_manifest(cluster, name, target)
-    return RecoveryPlan(cluster.name, cluster.namespace, name, name, target, first, media_sync, manifest, warnings)
+    return RecoveryPlan(
+        cluster.name, cluster.namespace, name, name, target, first, media_sync, manifest, warnings, media, as_of
+    )

@@ -1,7 +1,9 @@
 """Restore dialogs: the database recovery wizard (Database tab, `R`) and the media restore (Offsite tab, `R`).
 
-The wizard plans with data the Database tab already holds — no request until Apply — and shows the
-new Cluster as YAML before anything is created. Apply and the media restore are writes: the app's
+The wizard plans with data the Database tab and the run-report listing already hold — no request until
+Apply — and shows the new Cluster as YAML before anything is created. With "one point in time" it picks
+the database's target where the media as of the typed time meet it (`services.pointintime`), and the
+media restore dialog then starts with that time. Apply and the media restore are writes: the app's
 read-only guard refuses them in one place.
 """
 
@@ -21,6 +23,7 @@ from textual.widgets import Button, Checkbox, Input, Static
 
 from immich_tui.services.cnpg import DbState
 from immich_tui.services.errors import ServiceError
+from immich_tui.services.pointintime import SyncPoint
 from immich_tui.services.recovery import RecoveryPlan, parse_target_time, plan_recovery, rfc3339
 
 
@@ -37,11 +40,20 @@ class RecoveryWizard(ModalScreen[RecoveryRequest | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
 
     def __init__(
-        self, state: DbState, media_sync: dt.datetime | None, *, can_apply: bool, cursor_blink: bool = True
+        self,
+        state: DbState,
+        media_sync: dt.datetime | None,
+        *,
+        can_apply: bool,
+        cursor_blink: bool = True,
+        syncs: list[SyncPoint] | None = None,
+        syncs_since: dt.datetime | None = None,
     ) -> None:
         super().__init__()
         self.state = state
         self.media_sync = media_sync
+        self.syncs = syncs
+        self.syncs_since = syncs_since
         self.can_apply = can_apply
         self.cursor_blink = cursor_blink
         self.plan: RecoveryPlan | None = None
@@ -59,6 +71,10 @@ class RecoveryWizard(ModalScreen[RecoveryRequest | None]):
                 id="wizard-help",
             )
             yield Input(placeholder="target time or Backup name", id="wizard-target")
+            yield Checkbox(
+                "one point in time for both: the media as of this time, the database where they meet",
+                id="wizard-as-of",
+            )
             yield Input(placeholder="new cluster name (default: <cluster>-restore-<time>)", id="wizard-name")
             yield Static("", id="wizard-result")
             with VerticalScroll(id="wizard-yaml-box"):
@@ -77,20 +93,29 @@ class RecoveryWizard(ModalScreen[RecoveryRequest | None]):
     def on_input_changed(self, event: Input.Changed) -> None:
         self.replan()
 
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        self.replan()
+
     def replan(self) -> None:
         target = self.query_one("#wizard-target", Input).value.strip()
         name = self.query_one("#wizard-name", Input).value.strip() or None
         result = self.query_one("#wizard-result", Static)
+        one_point = self.query_one("#wizard-as-of", Checkbox).value
         try:
             by_backup = bool(target) and any(b.name == target for b in self.state.backups)
             when = parse_target_time(target) if target and not by_backup else None
+            if one_point and when is None:
+                raise ServiceError("one point in time needs a time with a zone, e.g. 2026-11-27T02:30:00Z")
             self.plan = plan_recovery(
                 self.state.cluster,
                 self.state.backups,
                 backup_name=target if by_backup else None,
-                target_time=when,
+                target_time=None if one_point else when,
                 name=name,
                 media_sync=self.media_sync,
+                as_of=when if one_point else None,
+                syncs=self.syncs,
+                syncs_since=self.syncs_since,
             )
         except ServiceError as exc:
             self.plan = None
@@ -99,6 +124,13 @@ class RecoveryWizard(ModalScreen[RecoveryRequest | None]):
             self._buttons(False)
             return
         lines = [f"[green]✔[/] cluster/{self.plan.name} recovers to {self.plan.target.describe()}"]
+        if self.plan.as_of is not None:
+            lines.append(
+                f"[green]✔[/] media: restore them as of {rfc3339(self.plan.as_of)} "
+                "(Offsite tab, R: the time is filled in)"
+            )
+        if self.plan.media is not None:
+            lines.append(f"  media {self.plan.media.media_line()}")
         lines += [f"[yellow]⚠ {w}[/]" for w in self.plan.warnings]
         result.update("\n".join(lines))
         text = yaml.safe_dump(self.plan.manifest, sort_keys=False)
@@ -138,16 +170,20 @@ class RecoveryWizard(ModalScreen[RecoveryRequest | None]):
 class MediaRestoreRequest:
     pvc: str
     force: bool
+    as_of: dt.datetime | None = None  # restore the files as they were then; None: as they are now
 
 
 class MediaRestoreScreen(ModalScreen[MediaRestoreRequest | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
 
-    def __init__(self, namespace: str, bucket: str, *, cursor_blink: bool = True) -> None:
+    def __init__(
+        self, namespace: str, bucket: str, *, cursor_blink: bool = True, as_of: dt.datetime | None = None
+    ) -> None:
         super().__init__()
         self.namespace = namespace
         self.bucket = bucket
         self.cursor_blink = cursor_blink
+        self.as_of = as_of
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -156,11 +192,18 @@ class MediaRestoreScreen(ModalScreen[MediaRestoreRequest | None]):
                 f"Creates a Job in {self.namespace} that runs `immich-sync restore` from {self.bucket} into the "
                 "PVC below, mounted read-write, with the immich-offsite-restorer Secret (read-only keys). "
                 "Stop Immich first (scale the server to 0). Files already identical are skipped; a differing "
-                "file is never overwritten. Its log streams in the Jobs tab.",
+                "file is never overwritten. As of a time, every file comes back as it was then (after "
+                "tampering: a time before it). Its log streams in the Jobs tab.",
                 id="dialog-body",
             )
             yield Input(value="immich-library", placeholder="target PVC", id="restore-pvc")
+            yield Input(
+                value=rfc3339(self.as_of),
+                placeholder="as of: empty = now, or a time with a zone, e.g. 2026-11-27T02:30:00Z",
+                id="restore-as-of",
+            )
             yield Checkbox("the volume already holds files: restore into it anyway (--force)", id="restore-force")
+            yield Static("", id="restore-error")
             with Horizontal(id="dialog-buttons"):
                 yield Button("Start restore", variant="warning", id="yes")
                 yield Button("Cancel (esc)", id="no")
@@ -175,7 +218,13 @@ class MediaRestoreScreen(ModalScreen[MediaRestoreRequest | None]):
         if event.button.id != "yes" or not pvc:
             self.dismiss(None)
             return
-        self.dismiss(MediaRestoreRequest(pvc, self.query_one("#restore-force", Checkbox).value))
+        text = self.query_one("#restore-as-of", Input).value.strip()
+        try:
+            as_of = parse_target_time(text, "as of") if text else None
+        except ServiceError as exc:
+            self.query_one("#restore-error", Static).update(f"[red]✖ {exc}[/]")
+            return
+        self.dismiss(MediaRestoreRequest(pvc, self.query_one("#restore-force", Checkbox).value, as_of))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
