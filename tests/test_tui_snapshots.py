@@ -30,6 +30,19 @@ async def settle(pilot: Pilot[Any]) -> None:
         await pilot.pause()
 
 
+async def stable(pilot: Pilot[Any], frames: int = 50) -> None:
+    """Until two frames 0.1 s apart are the same: a DataTable re-measures its columns lazily, and on a
+    loaded machine its header can lag its rows by more than a fixed pause."""
+    previous = pilot.app.export_screenshot()
+    for _ in range(frames):
+        await pilot.pause(0.1)
+        await settle(pilot)
+        current = pilot.app.export_screenshot()
+        if current == previous:
+            return
+        previous = current
+
+
 def keys(*pressed: str, after: Callable[[Pilot[Any]], Any] | None = None) -> Callable[[Pilot[Any]], Any]:
     async def run(pilot: Pilot[Any]) -> None:
         await settle(pilot)
@@ -39,9 +52,7 @@ def keys(*pressed: str, after: Callable[[Pilot[Any]], Any] | None = None) -> Cal
         if after is not None:
             await after(pilot)
             await settle(pilot)
-        # DataTable re-measures its columns lazily; give a loaded machine a frame or two to repaint headers
-        await pilot.pause(0.3)
-        await settle(pilot)
+        await stable(pilot)
 
     return run
 
