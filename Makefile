@@ -8,7 +8,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # dependencies: it names the source-only `psycopg2`, whose module the dev extra's psycopg2-binary provides.
 BARMAN := barman==3.19.1
 
-.PHONY: demo test conformance lint bench bench-status bench-tui bench-log bench-uplink clean
+.PHONY: demo test conformance lint bench bench-status bench-tui bench-log bench-asof bench-uplink clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/status_bench.py
 	$(BIN)/python bench/tui_bench.py
 	$(BIN)/python bench/log_bench.py
+	$(BIN)/python bench/asof_bench.py
 	$(BIN)/python bench/uplink_bench.py
 
 bench-status: $(STAMP)
@@ -59,6 +60,9 @@ bench-tui: $(STAMP)
 
 bench-log: $(STAMP)
 	$(BIN)/python bench/log_bench.py
+
+bench-asof: $(STAMP)
+	$(BIN)/python bench/asof_bench.py
 
 # Through a shaped home uplink (bench/shaper.py) to Ceph RGW when its daemons are installed (`make
 # conformance` installs them); without them it falls back to moto and says so in the results.

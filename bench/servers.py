@@ -56,9 +56,13 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
 
 
 class MotoServer:
-    def __init__(self, python: Path, log_path: Path) -> None:
+    """`boot` is the Python source that starts the server (MOTO_BOOT, or a variant that adjusts moto
+    first); it gets moto's command-line arguments."""
+
+    def __init__(self, python: Path, log_path: Path, boot: str = MOTO_BOOT) -> None:
         self.python = python
         self.log_path = log_path
+        self.boot = boot
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -75,7 +79,7 @@ class MotoServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [str(self.python), "-c", MOTO_BOOT, "-H", "127.0.0.1", "-p", str(self.port)],
+                [str(self.python), "-c", self.boot, "-H", "127.0.0.1", "-p", str(self.port)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
