@@ -1,25 +1,37 @@
-"""moto's S3 server with the two pieces of IAM evaluation it leaves out, so prefix-scoped policies are proven.
+"""moto's S3 server with the pieces of IAM evaluation it leaves out, so prefix-scoped policies are proven.
 
 moto (5.x) checks each S3 request's action and resource against the caller's IAM policies, but:
 
 - it evaluates no S3 condition: the request's context keys are never handed to the policy, and only
   `StringEquals` is known, so a statement such as `s3:ListBucket` with
   `"Condition": {"StringLike": {"s3:prefix": ["immich/media/*"]}}` allows listing *every* prefix;
+- it checks HeadBucket as a fictional `s3:HeadBucket`, where AWS authorises it as `s3:ListBucket` with
+  no `s3:prefix` key, so which statement lets barman-cloud's bucket check through (a HeadBucket, run
+  before CNPG archives a new cluster's first WAL) could not be proven: a ListBucket scoped to a prefix
+  refuses it on AWS, one without `s3:prefix` allows it;
+- it checks a multi-object DeleteObjects as one `s3:DeleteObject` on the bucket, where AWS checks
+  `s3:DeleteObject` (`s3:DeleteObjectVersion` with a version id) on every key, so a policy scoped to a
+  prefix can never delete in a batch here, as barman-cloud's retention does on AWS;
 - it has no action of its own for `GET ?object-lock` / `PUT ?object-lock`: both fall through to the
   bucket's defaults (`s3:ListBucket`, `s3:CreateBucket`).
 
 Run as a script (what `StrictIamS3` does), this module fills exactly those gaps and then starts moto's
 server: `s3:prefix` is taken from the request's `prefix` parameter for `s3:ListBucket` and
-`s3:ListBucketVersions`, `StringEquals` and `StringLike` (`*` and `?`) are evaluated as AWS does — a
-key the request does not carry makes the condition false, and an operator it does not know denies
-rather than being ignored — and the Object Lock configuration has `s3:GetBucketObjectLockConfiguration`
-and `s3:PutBucketObjectLockConfiguration`. Everything else is moto's own evaluation.
+`s3:ListBucketVersions` (absent when the request has none, as for HeadBucket); `StringEquals`,
+`StringLike` (`*` and `?`) and `Null` (`"true"`: the key is absent, `"false"`: present) are evaluated as
+AWS does — a key the request does not carry makes a string condition false, and an operator it does not
+know denies rather than being ignored; HEAD on the bucket is `s3:ListBucket`; DeleteObjects is allowed
+only when every key it names is (stricter than AWS, which deletes the allowed keys and reports the rest:
+here the whole batch is refused, never more let through); and the Object Lock configuration has
+`s3:GetBucketObjectLockConfiguration` and `s3:PutBucketObjectLockConfiguration`. Everything else is
+moto's own evaluation.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -37,9 +49,20 @@ def _like(pattern: str, value: str) -> bool:
 OPERATORS = {"StringEquals": lambda pattern, value: pattern == value, "StringLike": _like}
 
 
+def _null_holds(expected: object, actual: str | None) -> bool:
+    """`Null`: "true" holds when the request lacks the key, "false" when it carries it (any value)."""
+    values = expected if isinstance(expected, list) else [expected]
+    want = "true" if actual is None else "false"
+    return any(str(v).lower() == want for v in values)
+
+
 def conditions_hold(statement: dict[str, Any], context: dict[str, str]) -> bool:
     """AWS's rule for the operators above: every key of every operator must match one of its values."""
     for operator, keys in (statement.get("Condition") or {}).items():
+        if operator == "Null":
+            if not all(_null_holds(expected, context.get(key)) for key, expected in keys.items()):
+                return False
+            continue
         test = OPERATORS.get(operator)
         if test is None:
             return False
@@ -59,10 +82,26 @@ def request_context(action: str, path: str) -> dict[str, str]:
     return {}
 
 
+def deleted_keys(body: bytes | str) -> list[tuple[str, bool]]:
+    """The keys a DeleteObjects body names, each with whether it names a version (none if unreadable)."""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return []
+    found = []
+    for obj in root.iter():
+        if obj.tag.rsplit("}", 1)[-1] != "Object":
+            continue
+        fields = {child.tag.rsplit("}", 1)[-1]: child.text or "" for child in obj}
+        found.append((fields.get("Key", ""), "VersionId" in fields))
+    return found
+
+
 def patch_moto() -> None:
     from moto.iam import access_control
     from moto.s3 import responses
 
+    responses.ACTION_MAP["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"  # HeadBucket, as AWS authorises it
     responses.ACTION_MAP["BUCKET"]["GET"]["object-lock"] = "GetBucketObjectLockConfiguration"
     responses.ACTION_MAP["BUCKET"]["PUT"]["object-lock"] = "PutBucketObjectLockConfiguration"
     result = access_control.PermissionResult
@@ -81,17 +120,28 @@ def patch_moto() -> None:
             return result.NEUTRAL
         return result.PERMITTED if statement["Effect"] == "Allow" else result.DENIED
 
-    def check_action_permitted(self: Any, resource: str) -> None:
-        context = request_context(self._action, self._path)
-        permitted = False
+    def permitted(self: Any, action: str, resource: str) -> bool:
+        context = request_context(action, self._path)
+        allowed = False
         for policy in self._access_key.collect_policies():
             statements = access_control.IAMPolicy(policy)._policy_json["Statement"]
             for statement in statements if isinstance(statements, list) else [statements]:
-                outcome = statement_result(statement, self._action, resource, context)
+                outcome = statement_result(statement, action, resource, context)
                 if outcome == result.DENIED:
-                    self._raise_access_denied()
-                permitted = permitted or outcome == result.PERMITTED
-        if not permitted:
+                    return False
+                allowed = allowed or outcome == result.PERMITTED
+        return allowed
+
+    def check_action_permitted(self: Any, resource: str) -> None:
+        if self._method == "POST" and "delete" in parse_qs(urlsplit(self._path).query, keep_blank_values=True):
+            # DeleteObjects: moto asks for s3:DeleteObject on the bucket; AWS asks per key
+            requests = [
+                ("s3:DeleteObjectVersion" if versioned else "s3:DeleteObject", f"{resource}/{key}")
+                for key, versioned in deleted_keys(self._body)
+            ]
+        else:
+            requests = [(self._action, resource)]
+        if not requests or not all(permitted(self, action, arn) for action, arn in requests):
             self._raise_access_denied()
 
     access_control.S3IAMRequest.check_action_permitted = check_action_permitted

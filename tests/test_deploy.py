@@ -207,7 +207,25 @@ def test_iam_policies_are_least_privilege() -> None:
         "s3:GetObjectVersion",
         "s3:RestoreObject",
     }
-    assert "s3:DeleteObject" in _actions("cnpg-writer.json")  # its retention policy deletes old backups
+    assert _actions("cnpg-writer.json") == {
+        "s3:ListBucket",
+        "s3:GetBucketLocation",
+        "s3:PutObject",
+        "s3:GetObject",
+        "s3:DeleteObject",  # its retention policy deletes old backups
+        "s3:AbortMultipartUpload",
+    }
+    doc = json.loads((DEPLOY / "iam/cnpg-writer.json").read_text())
+    archive = "arn:aws:s3:::BUCKET_NAME/immich/postgres/*"
+    assert {s["Resource"] for s in doc["Statement"] if "s3:PutObject" in s["Action"]} == {archive}
+    # ListBucket: for the archive's prefix, or with no s3:prefix at all (barman-cloud's HeadBucket)
+    assert [(s["Action"], s["Condition"]) for s in doc["Statement"] if "s3:ListBucket" in s["Action"]] == [
+        (
+            ["s3:ListBucket", "s3:GetBucketLocation"],
+            {"StringLike": {"s3:prefix": ["immich/postgres/", "immich/postgres/*"]}},
+        ),
+        ("s3:ListBucket", {"Null": {"s3:prefix": "true"}}),
+    ]
     writer = (DEPLOY / "iam/media-writer.json").read_text()
     assert "immich/postgres" not in writer and '*"' not in writer.replace('/*"', "")
     archiver = (DEPLOY / "iam/cnpg-writer.json").read_text()

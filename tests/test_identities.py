@@ -6,12 +6,18 @@ condition, so the prefix-scoped `s3:ListBucket` of the writer and the archiver w
 tests/strict_iam.py adds the `s3:prefix` evaluation (and the Object Lock actions), and the last test
 shows the difference is real.
 
-What moto maps each request to, and so what is proven here: ListObjectsV2 → s3:ListBucket,
+What each request is checked as, and so what is proven here: ListObjectsV2 → s3:ListBucket,
 ListObjectVersions → s3:ListBucketVersions, GET/HEAD → s3:GetObject, GET with versionId →
 s3:GetObjectVersion, PUT and multipart → s3:PutObject, DELETE → s3:DeleteObject, DELETE with versionId
 → s3:DeleteObjectVersion, PUT ?versioning → s3:PutBucketVersioning, PUT ?lifecycle →
-s3:PutLifecycleConfiguration, GET ?versioning → s3:GetBucketVersioning. moto checks a multi-object
-DeleteObjects as s3:DeleteObject on the bucket, not per key, so it is not used here.
+s3:PutLifecycleConfiguration, GET ?versioning → s3:GetBucketVersioning, and (from tests/strict_iam.py,
+as AWS does) HeadBucket → s3:ListBucket without `s3:prefix`. A multi-object DeleteObjects is checked
+key by key there; tests/test_archiver_policy.py proves it with barman-cloud's retention, so it is not
+repeated here.
+
+The archiver's policy also allows `s3:ListBucket` when the request carries no `s3:prefix`: barman-cloud
+checks the bucket with a HeadBucket, which AWS authorises that way. A ListObjectsV2 without a prefix is
+the same request to IAM, so the archiver can list the key names of the whole bucket (nothing more).
 """
 
 from __future__ import annotations
@@ -99,6 +105,7 @@ def _object_ops(client: Any, prefix: str, versions: dict[str, str]) -> dict[str,
 def _bucket_ops(client: Any) -> dict[str, Callable[[], Any]]:
     lifecycle = {"Rules": [{"ID": "wipe", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 1}}]}
     return {
+        "HeadBucket": lambda: client.head_bucket(Bucket=BUCKET),
         "ListObjectsV2 (whole bucket)": lambda: client.list_objects_v2(Bucket=BUCKET),
         "PutBucketVersioning": lambda: client.put_bucket_versioning(
             Bucket=BUCKET, VersioningConfiguration={"Status": "Suspended"}
@@ -155,6 +162,7 @@ def test_the_media_writer_appends_and_can_neither_delete_nor_unprotect(world: Wo
     }
     bucket = {op: _outcome(call) for op, call in _bucket_ops(writer).items()}
     assert bucket == {
+        "HeadBucket": "denied",  # s3:ListBucket without s3:prefix; the sync never asks
         "ListObjectsV2 (whole bucket)": "denied",
         "PutBucketVersioning": "denied",
         "PutLifecycleConfiguration": "denied",
@@ -170,7 +178,15 @@ def test_the_archiver_cannot_touch_the_media_or_the_run_reports(world: World, pr
     outcomes = {op: _outcome(call) for op, call in _object_ops(archiver, prefix, world.versions).items()}
     assert outcomes == {op: "denied" for op in outcomes}
     bucket = {op: _outcome(call) for op, call in _bucket_ops(archiver).items()}
-    assert bucket == {op: "denied" for op in bucket}
+    assert bucket == {
+        "HeadBucket": "allowed",  # barman-cloud's bucket check
+        # no s3:prefix either, so IAM cannot tell it from the HeadBucket: key names only, no object, no version
+        "ListObjectsV2 (whole bucket)": "allowed",
+        "PutBucketVersioning": "denied",
+        "PutLifecycleConfiguration": "denied",
+        "GetBucketVersioning": "denied",
+        "GetObjectLockConfiguration": "denied",
+    }
     _intact(world)
 
 
@@ -208,6 +224,7 @@ def test_the_restorer_reads_every_version_and_changes_nothing(world: World) -> N
         }, prefix
     bucket = {op: _outcome(call) for op, call in _bucket_ops(restorer).items()}
     assert bucket == {
+        "HeadBucket": "allowed",
         "ListObjectsV2 (whole bucket)": "allowed",
         "PutBucketVersioning": "denied",
         "PutLifecycleConfiguration": "denied",
