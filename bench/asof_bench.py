@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from countproxy import LIST_PARAMS  # a bucket-level GET with only these is a ListObjectsV2 page
 from libgen import BACKED_UP, SPEC_B, TOP_FOLDERS, LibSpec, LibStats, ensure_library, library_stats
-from measure import Measured, run_measured
+from measure import Measured, failures_section, run_measured
 from run import S3, log, machine_info, new_log_dir, on_sigterm, warm_cache
 from servers import MOTO_BOOT, CountProxy, MotoServer
 from tools import CREDS, SYNC_BIN, VENV_BIN, WORK, Target, base_env, immich_sync, sync_available
@@ -97,19 +98,6 @@ MOTO_BOOT_ASOF = MOTO_VERSIONS_SHIM + MOTO_BOOT
 # cache and manifest that go with it), so those PUTs are on the wire only. They are shown in a column of
 # their own and left out of the comparison with the report.
 REPORT_WRITES = "report writes (wire only)"
-# Query parameters of a bucket-level GET that make it a ListObjectsV2 page (countproxy's LIST).
-LIST_PARAMS = frozenset(
-    {
-        "list-type",
-        "prefix",
-        "delimiter",
-        "max-keys",
-        "continuation-token",
-        "start-after",
-        "encoding-type",
-        "fetch-owner",
-    }
-)
 
 
 @dataclass
@@ -563,14 +551,8 @@ def render(b: Bench) -> str:
         "a few dozen pages of a 30,000-object bucket. The shim hands that function shallow views instead; "
         "the answers are unchanged.",
         "",
-        "## Failures",
-        "",
+        *failures_section(b.failures),
     ]
-    if b.failures:
-        for f in b.failures:
-            out += ["```", f.rstrip(), "```"]
-    else:
-        out.append("None.")
     return "\n".join(out) + "\n"
 
 

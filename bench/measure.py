@@ -139,3 +139,11 @@ def run_measured(
         log_path=log_path,
         server_cpu_s=server_cpu,
     )
+
+
+def failures_section(failures: Sequence[str]) -> list[str]:
+    """A results file's closing section: each failed run's output verbatim, or that there was none."""
+    out = ["## Failures", ""]
+    for failure in failures:
+        out += ["```", failure.rstrip(), "```"]
+    return out if failures else [*out, "None."]

@@ -40,7 +40,7 @@ from libgen import (
     ensure_plan_tree,
     library_stats,
 )
-from measure import CLK_TCK, Measured, run_measured
+from measure import CLK_TCK, Measured, failures_section, run_measured
 from servers import CountProxy, MotoServer
 from tools import (
     CREDS,
@@ -665,12 +665,7 @@ def render(report: Report) -> str:
         ]
     if report.notes:
         out += ["## Notes", "", *[f"- {n}" for n in report.notes], ""]
-    out += ["## Failures", ""]
-    if report.failures:
-        for f in report.failures:
-            out += ["```", f.rstrip(), "```"]
-    else:
-        out.append("None.")
+    out += failures_section(report.failures)
     return "\n".join(out) + "\n"
 
 

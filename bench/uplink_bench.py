@@ -31,7 +31,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 from libgen import SPEC_A, SPEC_B, LibSpec, LibStats, ensure_library, library_stats
-from measure import Measured, process_cpu_s, run_measured
+from measure import Measured, failures_section, process_cpu_s, run_measured
 from run import (
     S3,
     Row,
@@ -752,12 +752,7 @@ def render(report: Report) -> str:
         ]
     if report.notes:
         out += ["## Notes", "", *[f"- {n}" for n in report.notes], ""]
-    out += ["## Failures", ""]
-    if report.failures:
-        for f in report.failures:
-            out += ["```", f.rstrip(), "```"]
-    else:
-        out.append("None.")
+    out += failures_section(report.failures)
     return "\n".join(out) + "\n"
 
 

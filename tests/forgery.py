@@ -91,3 +91,20 @@ def after(moment: float) -> None:
     wait = int(moment) + 2 - time.time()
     if wait > 0:
         time.sleep(wait)
+
+
+def assert_verify_names_the_attack(
+    data: dict[str, Any], text: str, photo: str, before_attack: float, forged_report: str, forged_manifest: str
+) -> None:
+    """What `verify` (its JSON `data` and its text output `text`) must say after the leaked-key attack:
+    the overwritten original with the dates either side of the attack, and the forged report and
+    manifest as untrusted because they are dated in the future — on any S3 server the drill runs on."""
+    named = {(p["kind"], p["key"]) for p in data["problems"]}
+    hits = [p for p in data["problems"] if p["key"] == PREFIX + photo]
+    assert [(p["kind"], p.get("tampered")) for p in hits] == [("size-mismatch", "overwritten")]
+    assert hits[0]["first_upload"] <= iso(before_attack) < hits[0]["changed"][0]
+    assert ("untrusted-report", forged_report) in named and ("untrusted-manifest", forged_manifest) in named
+    assert data["overwritten"] == 1 and data["untrusted_reports"] == 2 and data["size_mismatch"] == 1
+    reasons = {p["key"]: p.get("reason") for p in data["problems"] if p["kind"].startswith("untrusted-")}
+    assert reasons[forged_report] == reasons[forged_manifest] == "future"
+    assert "MISMATCH" in text and photo in text and forged_report in text
