@@ -36,8 +36,12 @@ KUSTOMIZATIONS = [
     "overlays/cnpg-plugin-example",
     "overlays/cnpg-in-tree-example",
     "rbac/operator",
+    "rbac/operator-exec",
     "rbac/read-only",
+    "admission",
 ]
+# What kustomize renders without a namespace, as the API server keeps them: cluster-scoped.
+CLUSTER_SCOPED = ("Namespace", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 
 
 def render(path: str) -> list[dict[str, Any]]:
@@ -59,7 +63,7 @@ def test_renders_and_every_object_validates(path: str) -> None:
             validate(obj)
         else:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-        assert obj["metadata"].get("namespace") or obj["kind"] in ("Namespace",), f"{obj['kind']} has no namespace"
+        assert obj["metadata"].get("namespace") or obj["kind"] in CLUSTER_SCOPED, f"{obj['kind']} has no namespace"
 
 
 def test_the_validator_is_not_a_formality() -> None:
