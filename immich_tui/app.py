@@ -11,7 +11,11 @@ Writes (trigger, suspend/resume, DB backup) are confirmed first and refused in r
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
+import secrets
+import stat
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -47,6 +51,67 @@ PANES: tuple[tuple[str, str, type[Pane]], ...] = (
 WRITE_ACTIONS = frozenset({"trigger_sync", "toggle_suspend", "backup_db", "apply_restore", "media_restore"})
 STATUS_SECONDS = 30.0
 OVERVIEW_RUNS = 12
+
+
+class WriteFailed(Exception):
+    """A file the app could not write; `str()` is the one-line banner, naming the file and why."""
+
+
+def write_whole(name: str, text: str, directory: Path | None = None) -> Path:
+    """Write `name` in `directory` (the working directory) whole or not at all, and return its path.
+
+    The text goes to a new temporary file beside it (O_EXCL and O_NOFOLLOW: nothing planted there is
+    followed), then replaces the file in one rename, so an interrupted write never leaves half a
+    manifest for GitOps to apply. A symbolic link or anything else that is not a regular file where the
+    file goes is refused, never followed nor replaced: someone else may have planted it to make the app
+    write elsewhere. An earlier regular file of the same name is replaced (the same plan, written again).
+    """
+    try:
+        folder = directory if directory is not None else Path.cwd()
+    except OSError as exc:
+        raise WriteFailed(f"cannot write {name}: the working directory is gone ({exc.strerror or exc})") from None
+    target = folder / name
+    if name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise WriteFailed(f"cannot write {target}: not a plain file name")
+
+    def refuse_what_is_there() -> None:
+        try:
+            mode = os.lstat(target).st_mode
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise WriteFailed(f"cannot write {target}: {exc.strerror or exc}") from None
+        if stat.S_ISLNK(mode):
+            raise WriteFailed(
+                f"cannot write {target}: it is a symbolic link, neither followed nor replaced (remove it, or "
+                "choose another cluster name)"
+            )
+        if not stat.S_ISREG(mode):
+            raise WriteFailed(f"cannot write {target}: it exists and is not a regular file")
+
+    refuse_what_is_there()
+    temp = folder / f".{name}.{secrets.token_hex(6)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(temp, flags, 0o666)
+    except OSError as exc:
+        raise WriteFailed(f"cannot write {target}: cannot create a file in {folder} ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        refuse_what_is_there()  # again: a link planted meanwhile is not replaced either
+        os.replace(temp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise WriteFailed(f"cannot write {target}: {exc.strerror or exc}") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    return target
 
 
 class ImmichApp(App[None]):
@@ -301,8 +366,12 @@ class ImmichApp(App[None]):
                 exit_on_error=False,
             )
         elif request.path is not None:
-            request.path.write_text(yaml.safe_dump(request.plan.manifest, sort_keys=False))
-            self.notify(f"wrote {request.path} — apply it with kubectl or commit it for GitOps", timeout=8)
+            try:
+                written = write_whole(request.path.name, yaml.safe_dump(request.plan.manifest, sort_keys=False))
+            except WriteFailed as exc:
+                self.notify(str(exc), severity="error", timeout=10, markup=False)
+                return
+            self.notify(f"wrote {written} — apply it with kubectl or commit it for GitOps", timeout=8, markup=False)
 
     def _media_restore_answer(self, request: MediaRestoreRequest | None) -> None:
         if request is None:

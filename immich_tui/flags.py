@@ -7,6 +7,7 @@ same way. Defining them here, below both entry points, lets each import them wit
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from immich_tui.services.health import STALE_AFTER_HOURS
@@ -27,6 +28,23 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
 }
 
 
+MAX_STALE_HOURS = 24 * 366.0  # a year: past that, no backup is ever stale and the check means nothing
+
+
+def hours(text: str) -> float:
+    """`--stale-after`: a number of hours above 0 and at most a year. `nan` compares false with every age, so
+    it would call any backup fresh; `inf`, 0 and negative values are as meaningless, and each is refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of hours") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_STALE_HOURS:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of hours above 0 and at most {MAX_STALE_HOURS:g} (a year), got {text[:40]!r}"
+        )
+    return value
+
+
 def global_flags(*, output: bool = True) -> argparse.ArgumentParser:
     """Parsed both before and after the subcommand; SUPPRESS keeps a later default from erasing an earlier value."""
     p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
@@ -40,7 +58,7 @@ def global_flags(*, output: bool = True) -> argparse.ArgumentParser:
     if output:  # the TUI has no output format
         g.add_argument("-o", "--output", choices=("table", "json", "yaml"), help="output format (default: table)")
     g.add_argument("--read-only", action="store_true", help="refuse every change to the cluster")
-    g.add_argument("--stale-after", type=float, metavar="HOURS", help="a backup older than this is stale (36)")
+    g.add_argument("--stale-after", type=hours, metavar="HOURS", help="a backup older than this is stale (36)")
     g.add_argument("--s3-profile", help="AWS profile with read access to the bucket (default: $AWS_PROFILE)")
     return p
 

@@ -66,6 +66,7 @@ THROTTLING_CODES = frozenset(
 TRANSIENT_CODES = frozenset(
     {"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete", "InternalError", "ServiceUnavailable"}
 )
+_READ = 256 * 1024  # bytes of a streamed body read at a time
 _CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
 
@@ -351,11 +352,34 @@ class DirectReader:
             return None
         return next((node.text or "" for node in root if _tag(node) == "Status"), "")
 
-    def get_object(self, key: str) -> bytes | None:
-        response = self._get(key, [])
-        return None if response is None else bytes(response.data)
+    def get_object(self, key: str, max_bytes: int | None = None) -> bytes | None:
+        """The object's body; None: ask botocore. With `max_bytes`, reading stops one byte past it, so a
+        body of any size costs at most that much memory (the caller tells an overlong body by its length)."""
+        if max_bytes is None:
+            response = self._get(key, [])
+            return None if response is None else bytes(response.data)
+        response = self._get(key, [], stream=True)
+        if response is None:
+            return None
+        body = bytearray()
+        ended = False
+        try:
+            while len(body) <= max_bytes:
+                chunk = response.read(min(_READ, max_bytes + 1 - len(body)))
+                if not chunk:
+                    ended = True
+                    break
+                body += chunk
+        except (urllib3.exceptions.HTTPError, OSError):
+            return None  # botocore reads it again and describes what failed
+        finally:
+            if ended:
+                response.release_conn()  # read to its end: the connection can be reused
+            else:
+                response.close()  # the rest is never read: the connection cannot carry another request
+        return bytes(body)
 
-    def _get(self, key: str | None, query: list[tuple[str, str | None]]) -> Any:
+    def _get(self, key: str | None, query: list[tuple[str, str | None]], *, stream: bool = False) -> Any:
         writer = self._writer
         text = "&".join(
             name if value is None else f"{name}={urllib.parse.quote(value, safe=_QUERY_SAFE)}" for name, value in query
@@ -370,14 +394,18 @@ class DirectReader:
                 "GET",
                 parts.path + (f"?{parts.query}" if parts.query else ""),
                 headers=dict(request.headers.items()),
-                preload_content=True,
+                preload_content=not stream,
                 decode_content=False,
                 redirect=False,
                 assert_same_host=False,
             )
         except (urllib3.exceptions.HTTPError, OSError):
             return None
-        return response if response.status == 200 else None
+        if response.status != 200:
+            if stream:
+                response.close()  # botocore asks again and reads the error; this body is never read
+            return None
+        return response
 
 
 def _query(params: Mapping[str, Any], names: Mapping[str, str]) -> list[tuple[str, str | None]]:

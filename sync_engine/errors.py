@@ -61,6 +61,23 @@ class StoreError(EngineError):
         return EXIT_ABORTED if self.transport else EXIT_CONFIG
 
 
+class ObjectTooLarge(StoreError):
+    """An object read from the bucket is larger than the cap for what it should be (a run report, a files
+    cache, a backup.info): it was not read, or reading stopped at the cap, so memory holds at most the cap.
+    The message names the object and the cap."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="TooLarge")
+
+    @classmethod
+    def of(cls, what: str, where: str, cap: int, size: int | None = None) -> ObjectTooLarge:
+        """`what` names the kind (`run report`), `where` the object (`s3://bucket/key`); `size` is the
+        listed size when the listing already told, None when reading found it out."""
+        if size is not None:
+            return cls(f"{what} {where} is {size:,} bytes, over the {cap:,}-byte cap for a {what}: not read")
+        return cls(f"{what} {where} is larger than the {cap:,}-byte cap for a {what}: reading stopped there")
+
+
 class SetupError(StoreError):
     """The bucket cannot be used at all, found before anything was changed: credentials refused, bucket
     missing (exit 2), or the endpoint unreachable (exit 3, like every transport failure)."""

@@ -21,6 +21,9 @@ from sync_engine.models import FolderStats
 from sync_engine.store import ObjectStore
 
 REPORT_SCHEMA = 1
+# A run report is JSON with at most 1,000 problems: far smaller than this. Every reader checks a report's
+# listed size against it before the GET and stops reading past it, so a forged giant costs no memory.
+MAX_REPORT = 16 * 1024 * 1024
 
 
 def utc_iso(ts: float) -> str:
@@ -137,7 +140,7 @@ class RunReport:
         """A report read from the bucket is untrusted: anything that does not fit is a ValueError naming
         the field; fields this version does not know are ignored (a newer engine may add some)."""
         if not isinstance(data, dict):
-            raise ValueError(f"a run report must be a JSON object, got {type(data).__name__}")
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
         out: dict[str, Any] = {}
         for name, spec in cls.__dataclass_fields__.items():
             if name not in data:
@@ -223,4 +226,5 @@ def list_report_keys(store: ObjectStore, report_prefix: str) -> list[str]:
 
 
 def load_report(store: ObjectStore, key: str) -> RunReport:
-    return RunReport.from_json(json.loads(store.get_bytes(key)))
+    """One run report, read up to MAX_REPORT bytes (ObjectTooLarge past it) and schema-checked (ValueError)."""
+    return RunReport.from_json(json.loads(store.get_bytes(key, max_bytes=MAX_REPORT, what="run report")))

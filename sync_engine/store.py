@@ -28,7 +28,7 @@ import botocore.exceptions as bexc
 from sync_engine.bwlimit import RateLimiter
 from sync_engine.config import S3Settings
 from sync_engine.direct import DirectError, DirectReader, DirectWriter, direct_base_url, presigned_base, retryable
-from sync_engine.errors import ConfigError, SetupError, StoreError
+from sync_engine.errors import ConfigError, ObjectTooLarge, SetupError, StoreError
 from sync_engine.models import RemoteObject
 from sync_engine.prefetch import PrefetchedListing
 from sync_engine.versions import ObjectVersion, page_versions
@@ -158,6 +158,40 @@ class StaticCredentials:
         return "StaticCredentials(<redacted>)"
 
 
+# Credentials whose keys are at hand without a request (the others, such as an assumed role's, are fetched
+# by botocore when first used and come from AWS, not from a person typing them).
+_KEYS_AT_HAND = frozenset({"explicit", "env", "shared-credentials-file", "config-file"})
+
+
+def key_problem(value: str) -> str:
+    """Why `value` cannot be an access key id or session token, or "" when it can be. Both travel in a
+    request header, which takes printable ASCII only: anything else (a pasted non-breaking space, a
+    newline left by `echo` in a Secret, a non-ASCII letter) would fail inside the HTTP library as a
+    traceback, or be sent mangled. The value itself is never part of the answer."""
+    for position, char in enumerate(value, start=1):
+        if char.isascii() and char.isprintable() and char != " ":
+            continue
+        what = "a space" if char == " " else "a control character" if char.isascii() else "a non-ASCII character"
+        return f"holds {what} at position {position}"
+    return ""
+
+
+def check_keys(access_key: str, token: str | None) -> None:
+    """A ConfigError naming the variable when the access key id or session token cannot be sent."""
+    for name, value in (("AWS_ACCESS_KEY_ID", access_key), ("AWS_SESSION_TOKEN", token or "")):
+        problem = key_problem(value)
+        if problem:
+            raise ConfigError(
+                f"{name} {problem}: it is sent in every request's Authorization header, which takes printable "
+                "ASCII only (an S3 access key id is letters and digits)"
+            )
+
+
+def _check_credentials(credentials: Any) -> None:
+    if credentials is not None and getattr(credentials, "method", "") in _KEYS_AT_HAND:
+        check_keys(str(credentials.access_key or ""), credentials.token)
+
+
 def _make_client(
     settings: S3Settings, static: StaticCredentials | None = None, profile: str | None = None
 ) -> tuple[Any, Any]:
@@ -178,6 +212,7 @@ def _make_client(
         raise ConfigError(f"AWS_PROFILE names a profile that does not exist: {exc}") from None
     if credentials is None:
         raise ConfigError("no AWS credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set")
+    _check_credentials(credentials)
     config = Config(
         region_name=settings.region,
         # total_max_attempts counts the first request too; botocore's `max_attempts` would add one more.
@@ -224,6 +259,7 @@ class _Connection:
         # per-call machinery; `when_supported` keeps botocore's own checksum handling.
         direct = settings.checksum_mode == "when_required"
         self.credentials = _quick_credentials(static, profile)
+        _check_credentials(self.credentials)
         self.base: str | None = direct_base_url(settings) if direct and self.credentials is not None else None
         if self.base is None or _proxied(self.base):
             self._client, self.credentials = _make_client(settings, static, profile)
@@ -236,6 +272,17 @@ class _Connection:
                 if self._client is None:
                     self._client = _make_client(*self._args)[0]
         return self._client
+
+
+def _read_capped(stream: Any, max_bytes: int, chunk: int = 256 * 1024) -> bytes:
+    """At most `max_bytes` + 1 bytes of a body: enough to tell that it is longer than the cap."""
+    body = bytearray()
+    while len(body) <= max_bytes:
+        piece = stream.read(min(chunk, max_bytes + 1 - len(body)))
+        if not piece:
+            break
+        body += piece
+    return bytes(body)
 
 
 def _seconds(value: Any) -> float:
@@ -598,15 +645,27 @@ class ObjectStore:
             raise describe_error(exc, f"aborting multipart upload of {key}") from None
 
     # -- reading (reports only; needs read credentials) -------------------------------------------
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, *, max_bytes: int | None = None, what: str = "object") -> bytes:
+        """The whole body of a small object: a run report, a files cache, a backup.info.
+
+        Everything read from the bucket is untrusted, and the size a listing showed may no longer hold by
+        the time of the GET (or no listing sized the object at all). With `max_bytes`, reading stops one
+        byte past the cap and an `ObjectTooLarge` naming `what`, the object and the cap is raised: memory
+        never holds more than the cap, however large the object is."""
         try:
             self._count("GetObject")
-            body = self._reader.get_object(key) if self._reader is not None else None
-            if body is not None:
-                return body
-            return bytes(self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+            body = self._reader.get_object(key, max_bytes) if self._reader is not None else None
+            if body is None:
+                stream = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+                try:
+                    body = stream.read() if max_bytes is None else _read_capped(stream, max_bytes)
+                finally:
+                    stream.close()
         except Exception as exc:
             raise describe_error(exc, f"reading s3://{self.bucket}/{key}") from None
+        if max_bytes is not None and len(body) > max_bytes:
+            raise ObjectTooLarge.of(what, f"s3://{self.bucket}/{key}", max_bytes)
+        return bytes(body)
 
     # -- restoring (read-only credentials: s3:GetObject, s3:ListBucket, s3:RestoreObject) -----------
     def head_object(self, key: str, *, part_number: int | None = None, version_id: str | None = None) -> ObjectHead:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sync_engine.errors import StoreError
+from sync_engine.errors import ObjectTooLarge, StoreError
 from sync_engine.filescache import MAX_COMPRESSED, FilesCache, read_cache
 from sync_engine.report import FILES_SUFFIX, ReportName, parse_report_key
 from sync_engine.store import ObjectStore
@@ -88,7 +88,10 @@ def load_history(
         return history
     key = newest.key.removesuffix(".json") + FILES_SUFFIX
     try:
-        history.cache = read_cache(store.get_bytes(key), key)
+        # the listing's size was checked above; the cap holds while reading too, should the object have grown
+        history.cache = read_cache(store.get_bytes(key, max_bytes=MAX_COMPRESSED, what="files cache"), key)
+    except ObjectTooLarge as exc:
+        history.note = str(exc)
     except StoreError as exc:
         if exc.code not in ("AccessDenied", "NoSuchKey", "404", "403"):
             raise

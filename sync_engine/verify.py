@@ -25,7 +25,8 @@ their word either (also a difference):
 
 - a run report or manifest that is untrusted (`manifests.index_runs`: dated in the future, written
   before its run started, not named like a run's, rewritten after it was written) or whose content
-  disagrees with itself or with S3: its `started_at` is not its name's start, its `started_at` or
+  is not a run report (larger than `report.MAX_REPORT`, not JSON, a field of the wrong type, named in the
+  detail) or disagrees with itself or with S3: its `started_at` is not its name's start, its `started_at` or
   `finished_at` lies in the future, or it finished later than S3 stored it (`asof.WRITE_SKEW`). Every
   run report is read for this (one GET each). An untrusted manifest is not used as a reference, so the
   objects only it vouches for are unrecorded or differ from an older record;
@@ -59,13 +60,12 @@ from sync_engine.errors import StoreError
 from sync_engine.etag import is_kms
 from sync_engine.manifests import MANIFEST_SUFFIX, Recorded, RunIndex, Untrusted, index_runs, read_records
 from sync_engine.models import RemoteObject
-from sync_engine.report import parse_report_key
+from sync_engine.report import MAX_REPORT, RunReport, parse_report_key
 from sync_engine.store import ObjectStore
 from sync_engine.versions import KeyHistory, ObjectVersion, VersionListing
 
 MAX_LISTED_PROBLEMS = 200
 MAX_HEADS = 1000  # objects whose encryption is asked for, per run
-MAX_REPORT = 16 * 1024 * 1024  # a run report is JSON with at most 1,000 problems: far smaller than this
 REPORT_READERS = 8  # run reports read at once
 SIDECARS = (".xmp",)  # metadata Immich rewrites in place; not originals
 
@@ -184,6 +184,10 @@ def _report_problems(key: str, data: Any, stored: float, now: float) -> list[tup
     """(reason, detail) for each way a run report's content cannot be believed."""
     if not isinstance(data, dict):
         return [("unreadable", f"not a run report: a JSON {type(data).__name__}, not an object")]
+    try:
+        RunReport.from_json(data)  # every field the engine writes, of the type it writes
+    except ValueError as exc:
+        return [("unreadable", f"not a run report ({str(exc)[:160]})")]
     name = parse_report_key(key)
     started, finished = parse_report_time(data.get("started_at")), parse_report_time(data.get("finished_at"))
     found: list[tuple[str, str]] = []

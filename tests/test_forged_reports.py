@@ -1,9 +1,10 @@
 """Run reports and manifests are the writer's word: the status, verify and restore check it against time.
 
 A report dated in the future vouches for nothing (the media check says it ignored one), an unreadable
-report named as the newest is passed over for the next one, a report whose content was written before it
-finished (by S3's LastModified) or disagrees with its name is named by verify, and a report that says
-the run tripped the mass-change alarm turns the media check red whatever the Job did. Everything runs
+report named as the newest is passed over for the next one and makes the media check an error naming it,
+a report whose content was written before it finished (by S3's LastModified) or disagrees with its name
+is named by verify, and a report that says the run tripped the mass-change alarm turns the media check
+red whatever the Job did. Everything runs
 against moto over HTTP with a real backup of the sample library.
 """
 
@@ -116,11 +117,14 @@ def test_an_unreadable_newest_report_falls_back_to_the_next_one(
     put(s3, bucket, malformed, json.dumps({"run_id": 5, "started_at": []}).encode())
     state, check = media_check(offsite_for(s3, bucket), history(None))
     assert state.reports.latest_ok is not None and state.reports.latest_ok.key == backed_up["report_key"]
-    assert check.state == "ok" and "last success" in check.detail
     assert state.basis == f"run report {backed_up['report_key']}"
     notes = " ".join(state.reports.notes)
     assert junk in notes and malformed in notes and "not a run report" in notes
     assert state.reports.total == 3 and now
+    # the older report still dates the last success, but the tools wrote no such reports: an error, named
+    assert list(state.reports.unreadable) == [junk, malformed]
+    assert check.state == "error" and "last success" in check.detail
+    assert check.detail.startswith(f"run report {junk}: not a run report (") and "(and 1 more)" in check.detail
 
 
 def test_a_tripped_mass_change_turns_the_media_check_red_whatever_the_job_did(

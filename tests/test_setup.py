@@ -396,7 +396,7 @@ BAD_ENV: list[tuple[dict[str, str | None], tuple[str, ...], str]] = [
     (
         {"OFFSITE_BACKUP_ENDPOINT_URL": "ftp://minio.local:9000"},
         (),
-        "OFFSITE_BACKUP_ENDPOINT_URL 'ftp://minio.local:9000' is not an http(s) URL",
+        "OFFSITE_BACKUP_ENDPOINT_URL is not an http(s) URL (its scheme is 'ftp')",  # the rest may carry a token
     ),
     (
         {"OFFSITE_BACKUP_ENDPOINT_URL": "https://admin:hunter2hunter2@minio.local"},
@@ -683,6 +683,65 @@ def test_check_s3_writes_a_marker_under_the_reports_then_applies(setup: Setup, s
     assert set(_rows(result.out).values()) == {"created"}
 
 
+NO_WRITE_MODES = [("--dry-run",), ("--read-only",), ("--dry-run", "--read-only")]
+
+
+@pytest.mark.parametrize("mode", NO_WRITE_MODES, ids=["dry-run", "read-only", "both"])
+def test_check_s3_writes_nothing_in_a_dry_run_or_read_only(
+    setup: Setup, s3: LocalS3, bucket: str, proxy: Proxy, mode: tuple[str, ...]
+) -> None:
+    """--dry-run writes nothing anywhere and --read-only refuses every write, the bucket's included: the
+    keys list, the protection is read, the restorer's read is proven on a key that does not exist, and the
+    writer's put is reported as not checked. Every request to S3 went through the proxy's log."""
+    env = setup.env_file(_s3_changes(proxy.endpoint, _versioned(s3, bucket)))
+    if mode == ("--read-only",):
+        assert setup.run("--env-file", str(env)).code == 0  # nothing left to change: read-only refuses none
+    proxy.reset()
+    before = len(setup.emulator.requests)
+    result = setup.run("--env-file", str(env), "--check-s3", *mode)
+    assert result.code == 0, result.err
+    assert [(r.method, r.op) for r in proxy.log if r.method not in ("GET", "HEAD")] == []  # no PUT, POST, DELETE
+    assert proxy.counts["PutObject"] == 0
+    assert list_keys(s3, bucket) == {}
+    assert setup.writes(before) == []
+    assert proxy.counts["ListObjectsV2"] == 3  # the writer, the archiver, the restorer
+    probes = {r.key for r in proxy.ops("GetObject")}  # one key, which the store may ask for twice
+    assert len(probes) == 1 and re.fullmatch(
+        r"immich/sync-reports/setup-check/\d{8}T\d{6}Z-[0-9a-f]{8}\.marker", next(iter(probes))
+    )
+    why = {1: "--dry-run", 2: "read-only mode", 3: "--dry-run and read-only mode"}[
+        ("--dry-run" in mode) + 2 * ("--read-only" in mode)
+    ]
+    flags = " and ".join(mode)
+    lines = [line.removeprefix("# ") for line in result.out.splitlines() if not line.startswith("# dry run:")]
+    assert lines[:3] == [
+        f"S3 check passed, writing nothing ({why}): the writer keys listed s3://{bucket}/immich/media/; the "
+        f"restorer keys listed the media prefix and may read under s3://{bucket}/immich/sync-reports/ (a key "
+        f"that does not exist answered NoSuchKey, not AccessDenied); the archiver keys listed "
+        f"s3://{bucket}/immich/postgres/",
+        f"bucket {bucket}: versioning Enabled; Object Lock off (read with the writer keys)",
+        f"write check skipped ({why}): the writer's s3:PutObject is not proven; run setup --check-s3 without "
+        f"{flags} to prove it",
+    ]
+    as_json = setup.run("--env-file", str(env), "--check-s3", *mode, "-o", "json").json()["s3_check"]
+    assert as_json["marker"] is None and as_json["write_skipped"] == why
+    assert proxy.counts["PutObject"] == 0 and list_keys(s3, bucket) == {}
+
+
+def test_the_help_says_what_check_s3_proves_without_writing(capsys: pytest.CaptureFixture[str]) -> None:
+    common = global_flags()
+    parser = argparse.ArgumentParser(prog=PROG, parents=[common])
+    add_setup_parser(parser.add_subparsers(dest="command", required=True), common)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["setup", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "With --dry-run or --read-only nothing is written, to the bucket either: the keys list, the protection "
+        "is read, the restorer reads a key that does not exist (NoSuchKey proves s3:GetObject), and the writer's "
+        "put is skipped and reported as not proven" in text
+    )
+
+
 def _refusal(bucket: str, state: str) -> str:
     return (
         f"{PROG}: error: S3 check: {state}, so an overwrite or a delete would destroy the only offsite copy: "
@@ -954,6 +1013,24 @@ def test_check_s3_wrong_keys_apply_nothing(setup: Setup, iam_s3: IamS3, who: str
         assert lines[0].endswith("access denied (AccessDenied)")
     assert setup.writes() == []
     assert setup.secret(NS, WRITER) is None
+
+
+def test_check_s3_in_a_dry_run_still_catches_a_restorer_that_may_not_read(setup: Setup, iam_s3: IamS3) -> None:
+    """Without the marker to read back, the restorer's GetObject is proven on a key that does not exist:
+    keys that may only list get AccessDenied there, as they would on the marker."""
+    server, keys = iam_s3
+    env = _iam_env(setup, server, keys["writer"], keys["lister"], keys["archiver"])
+    result = setup.run("--env-file", str(env), "--check-s3", "--dry-run", secrets=())
+    assert result.code == 2
+    assert result.err.startswith(
+        f"{PROG}: error: S3 check: the restorer keys cannot read s3://{IAM_BUCKET}/immich/sync-reports/setup-check/"
+    )
+    assert result.err.endswith("access denied (AccessDenied)\n") and len(result.err.splitlines()) == 1
+    good = _iam_env(setup, server, keys["writer"], keys["restorer"], keys["archiver"])
+    passed = setup.run("--env-file", str(good), "--check-s3", "--dry-run", secrets=())
+    assert passed.code == 0, passed.err
+    assert "# S3 check passed, writing nothing (--dry-run)" in passed.out
+    assert setup.writes() == []
 
 
 # Through the plugin ------------------------------------------------------------------------------------

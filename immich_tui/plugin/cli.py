@@ -2,8 +2,10 @@
 
 Flags may come before or after the subcommand, as with kubectl. Exit codes: 0 success (for
 `status`: healthy), 1 degraded/stale or a waited-for run that failed, 2 an error (cluster,
-RBAC, configuration), 130 interrupted. What the commands print for people is in `render`; the
-global flags it shares with `immich-tui` are in `immich_tui.flags`.
+RBAC, configuration, a flag, data that does not fit its schema), 130 interrupted. Every error is one
+line on stderr: a mistyped flag too (no usage dump), so a script's log says what to fix. What the
+commands print for people is in `render`; the global flags it shares with `immich-tui` are in
+`immich_tui.flags`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import datetime as dt
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import yaml
 
@@ -31,9 +33,9 @@ from immich_tui.plugin.render import (
     render_status,
 )
 from immich_tui.plugin.setup_cmd import add_setup_parser, run_setup
-from immich_tui.services.barman import read_catalog
+from immich_tui.services.barman import CatalogError, parse_destination, read_catalog
 from immich_tui.services.cnpg import CnpgMissing
-from immich_tui.services.errors import ServiceError
+from immich_tui.services.errors import InvalidData, ServiceError
 from immich_tui.services.kube import ClusterError
 from immich_tui.services.pointintime import SyncPoint
 from immich_tui.services.recovery import parse_target_time, plan_recovery, rfc3339
@@ -43,9 +45,20 @@ FAILED = 1
 ERROR = 2
 
 
+class UsageError(Exception):
+    """A command line argparse refuses; the message is argparse's own line (`argument --x: …`)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its refusals raised instead of printed with the usage: `main` prints one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = global_flags()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         parents=[common],
         description="Is Immich backed up offsite, and since when? Inspect and act on the media sync and the "
@@ -208,10 +221,17 @@ class Cli:
         return 0
 
     # library and bucket --------------------------------------------------------------------------
+    def warn_reports(self, problem: str) -> None:
+        """A run report that is not one was passed over for an older one: said, so it is never silent."""
+        if problem:
+            self.stderr.write(f"warning: {problem}; an older report was used\n")
+
     def inventory(self) -> int:
         last_ok = None
         try:
-            last_ok = self.services.offsite().reports(limit=1).latest_ok
+            reports = self.services.offsite().reports(limit=1)
+            last_ok = reports.latest_ok
+            self.warn_reports(reports.problem())
         except ServiceError as exc:
             self.stderr.write(f"note: no run reports ({exc}); pending cannot be computed\n")
         inventory = self.services.library.inventory(last_ok, live=not self.args.from_report)
@@ -221,15 +241,21 @@ class Cli:
     def offsite(self) -> int:
         state = self.services.offsite().state(listing=not self.args.from_report, report_limit=self.args.runs)
         self.emit(state, render_offsite(state))
+        problem = state.reports.problem()
+        if problem:  # shown above as far as it could be read; the runs table lacks it
+            print(f"{PROG}: error: {problem}", file=self.stderr)
+            return ERROR
         return 0
 
     def _latest_media_sync(self) -> dt.datetime | None:
         """Where the database recovery defaults to: the start of the latest successful media sync."""
         try:
-            latest = self.services.offsite().reports(limit=1).latest_ok
+            reports = self.services.offsite().reports(limit=1)
         except ServiceError as exc:
             self.stderr.write(f"note: the latest media sync is unknown ({exc})\n")
             return None
+        self.warn_reports(reports.problem())
+        latest = reports.latest_ok
         return latest.started if latest else None
 
     def _media_syncs(self, at: dt.datetime) -> tuple[list[SyncPoint] | None, dt.datetime | None]:
@@ -304,18 +330,28 @@ class Cli:
     def db_catalog(self) -> int:
         """`db catalog`: the Barman Cloud archive read from the bucket, so it works when the cluster is gone."""
         destination, server = self.args.destination_path, self.args.server_name
+        if server is not None and (not server.strip() or "/" in server):
+            raise CatalogError(f"--server-name must be a single folder name, got {server[:80]!r}")
+        source = "--destination-path"
+        if destination:
+            _check_destination(destination, source)
         if not destination or not server:
             try:
                 cluster = self.services.database.cluster()
-            except ClusterError as exc:
+            except (ClusterError, InvalidData) as exc:
                 raise ClusterError(
                     f"{exc}; pass --destination-path and --server-name to read the bucket alone"
                 ) from None
             server = server or cluster.server_name
-            if cluster.method == "plugin":
-                destination = destination or self.services.database.object_store(cluster.object_store).destination_path
-            else:
-                destination = destination or cluster.object_store
+            if not destination and cluster.method == "plugin":
+                destination = self.services.database.object_store(cluster.object_store).destination_path
+                source = f"ObjectStore {cluster.namespace}/{cluster.object_store} spec.configuration.destinationPath"
+                _check_destination(destination, source)
+            elif not destination:
+                destination = cluster.object_store
+                where = "spec.backup.barmanObjectStore.destinationPath"
+                source = f"CNPG Cluster {cluster.namespace}/{cluster.name} {where}"
+                _check_destination(destination, source)
         store = self.services.offsite().store_for(destination)
         catalog = read_catalog(store, destination, server)
         self.emit(catalog, render_catalog(catalog))
@@ -382,6 +418,14 @@ class Cli:
         return 0 if final.phase == "completed" else FAILED
 
 
+def _check_destination(destination: str, source: str) -> None:
+    """A barman destinationPath, named by where it came from (the flag, the Cluster, its ObjectStore)."""
+    try:
+        parse_destination(destination)
+    except CatalogError as exc:
+        raise CatalogError(f"{source}: {exc}") from None
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -398,7 +442,10 @@ def main(
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # retries are reported once, as our own error line
     try:
         args = parse(sys.argv[1:] if argv is None else argv)
-    except SystemExit as exc:
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc} (see {PROG} --help)", file=stderr)
+        return ERROR
+    except SystemExit as exc:  # --help
         return int(exc.code or 0) if isinstance(exc.code, int) else ERROR
     services = Services(target_from_args(args), env)
     cli = Cli(args, services, stdout, stderr)

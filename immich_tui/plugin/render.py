@@ -66,6 +66,8 @@ def render_status(report: StatusReport, target: Target) -> str:
             )
         else:
             lines.append(f"Offsite     no successful run report yet in s3://{offsite.bucket} (via {offsite.source})")
+        if report.offsite.error:  # shown with what an older report still says
+            lines.append(f"            error: {report.offsite.error}")
     else:
         lines.append(f"Offsite     {report.offsite.error}")
     db = report.database.value

@@ -3,9 +3,11 @@
 The `.env` is validated before the cluster is contacted; the cluster is read before anything is
 written; with `--check-s3` the keys prove themselves against the bucket, and the bucket's versioning
 must be Enabled (or accepted off with `--allow-unversioned`), before any write; and every planned write
-is cleared with read-only mode and RBAC before the first one is made. Exit codes: 0 done (or nothing to
-do), 2 an error (the flags, the `.env`, the cluster, RBAC, the S3 check) — then nothing was changed in
-the cluster, unless it failed between two writes, which the message names.
+is cleared with read-only mode and RBAC before the first one is made. `--dry-run` writes nothing anywhere
+and `--read-only` refuses every write, the bucket's included: `--check-s3` then proves what reads can
+and says that the writer's put was not checked. Exit codes: 0 done (or nothing to do), 2 an error (the
+flags, the `.env`, the cluster, RBAC, the S3 check) — then nothing was changed in the cluster, unless it
+failed between two writes, which the message names.
 """
 
 from __future__ import annotations
@@ -63,7 +65,9 @@ def add_setup_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], c
         action="store_true",
         help="first prove the keys and the bucket: the writer, the archiver and the restorer list their prefixes, "
         "versioning and Object Lock are read and reported (versioning must be Enabled), then the writer writes a "
-        "marker under the run reports and the restorer reads it back",
+        "marker under the run reports and the restorer reads it back. With --dry-run or --read-only nothing is "
+        "written, to the bucket either: the keys list, the protection is read, the restorer reads a key that does "
+        "not exist (NoSuchKey proves s3:GetObject), and the writer's put is skipped and reported as not proven",
     )
     p.add_argument(
         "--allow-unversioned",
@@ -81,14 +85,33 @@ def _scrub(text: str, secrets: list[str]) -> str:
 
 
 def _check_text(check: S3Check) -> str:
-    restorer = "; the restorer keys listed the media prefix and read the marker back" if check.restorer else ""
-    text = (
-        f"S3 check passed: the writer keys listed s3://{check.bucket}/{check.media_prefix} and wrote "
-        f"s3://{check.bucket}/{check.marker}{restorer}; the archiver keys listed "
-        f"s3://{check.bucket}/{check.archive_prefix}"
-    )
+    where = f"s3://{check.bucket}"
+    if check.write_skipped:
+        restorer = (
+            f"; the restorer keys listed the media prefix and may read under {where}/{check.report_prefix} (a key "
+            "that does not exist answered NoSuchKey, not AccessDenied)"
+            if check.restorer
+            else ""
+        )
+        text = (
+            f"S3 check passed, writing nothing ({check.write_skipped}): the writer keys listed "
+            f"{where}/{check.media_prefix}{restorer}; the archiver keys listed {where}/{check.archive_prefix}"
+        )
+    else:
+        restorer = "; the restorer keys listed the media prefix and read the marker back" if check.restorer else ""
+        text = (
+            f"S3 check passed: the writer keys listed {where}/{check.media_prefix} and wrote "
+            f"{where}/{check.marker}{restorer}; the archiver keys listed {where}/{check.archive_prefix}"
+        )
     if check.protection is not None:
         text += f"\nbucket {check.bucket}: {check.protection.describe()}"
+    if check.write_skipped:
+        reasons = (("--dry-run", "--dry-run"), ("read-only mode", "--read-only"))
+        flags = " and ".join(flag for why, flag in reasons if why in check.write_skipped)
+        text += (
+            f"\nwrite check skipped ({check.write_skipped}): the writer's s3:PutObject is not proven; run setup "
+            f"--check-s3 without {flags} to prove it"
+        )
     return text
 
 
@@ -126,7 +149,13 @@ def run_setup(args: argparse.Namespace, services: Services, stdout: TextIO, stde
             setup.preflight(plans)
         check = None
         if getattr(args, "check_s3", False):
-            check = check_s3(config, allow_unversioned=bool(getattr(args, "allow_unversioned", False)))
+            # a dry run writes nothing anywhere, and read-only mode refuses every write: the bucket's too
+            skip_write = " and ".join(
+                why for why, on in (("--dry-run", dry_run), ("read-only mode", services.target.read_only)) if on
+            )
+            check = check_s3(
+                config, allow_unversioned=bool(getattr(args, "allow_unversioned", False)), skip_write=skip_write
+            )
         changes = [p.change for p in plans] if dry_run else setup.apply(plans)
     except ServiceError as exc:
         print(f"{PROG}: error: {_scrub(str(exc), secrets)}", file=stderr)

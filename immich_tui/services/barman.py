@@ -10,7 +10,9 @@ Barman Cloud plugin):
     <destinationPath>/<serverName>/wals/<timeline>.history
 
 The request count does not grow with the archive beyond what listing needs: one delimited LIST per 1,000
-backups, one GET per `backup.info`, and one paginated LIST of `wals/` (1,000 names per request).
+backups, one GET per `backup.info`, and one paginated LIST of `wals/` (1,000 names per request). The
+archive is read from the bucket, so it is untrusted: a `backup.info` larger than MAX_BACKUP_INFO stops the
+catalog with one line naming it, and a destinationPath that is not `s3://bucket/path` is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from immich_tui.services.errors import ServiceError
 from sync_engine.store import ObjectStore, StoreError
 
 DONE = "DONE"
+# backup.info is a few dozen `key=value` lines (a few KiB with tablespaces and copy statistics). No listing
+# sizes it (the backups are found as folders), so the cap is enforced while reading: a forged giant costs
+# at most this much memory and is named with the cap.
+MAX_BACKUP_INFO = 1024 * 1024
 # Compression suffixes barman-cloud-wal-archive may append to a WAL name (barman/cloud.py ALLOWED_COMPRESSIONS).
 WAL_COMPRESSIONS = (".gz", ".bz2", ".xz", ".snappy", ".zst", ".lz4")
 # Same grammar as barman/xlog.py: a segment, optionally a backup label or a partial segment, or a history file.
@@ -32,6 +38,8 @@ _XLOG_RE = re.compile(
     r"^(?P<tli>[0-9A-Fa-f]{8})"
     r"(?:(?P<log>[0-9A-Fa-f]{8})(?P<seg>[0-9A-Fa-f]{8})(?P<kind>\.[0-9A-Fa-f]{8}\.backup|\.partial)?|\.history)$"
 )
+# A bucket name as S3 and the S3-compatible servers allow one (older S3 buckets may hold capitals and `_`).
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _ACCESS_CODES = frozenset({"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
 
 
@@ -77,9 +85,13 @@ class Catalog:
 def parse_destination(destination_path: str) -> tuple[str, str]:
     """`s3://bucket/some/prefix` -> (`bucket`, `some/prefix/`); keys below it are built exactly as barman's
     `os.path.join(path, server, …)` builds them, so a trailing slash or none means the same folder."""
-    parsed = urllib.parse.urlsplit(destination_path.strip())
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise CatalogError(f"destinationPath must look like s3://bucket/path, got {destination_path!r}")
+    shown = repr(destination_path if len(destination_path) <= 80 else destination_path[:80] + "…")
+    try:
+        parsed = urllib.parse.urlsplit(destination_path.strip())
+    except ValueError:  # `s3://[::1`: not even a URL
+        parsed = None
+    if parsed is None or parsed.scheme != "s3" or not _BUCKET.fullmatch(parsed.netloc) or parsed.query:
+        raise CatalogError(f"destinationPath must look like s3://bucket/path, got {shown}")
     path = parsed.path.lstrip("/")
     return parsed.netloc, f"{path.rstrip('/')}/" if path.strip("/") else ""
 
@@ -205,7 +217,7 @@ def read_catalog(store: ObjectStore, destination_path: str, server_name: str) ->
     for backup_id in _folders(store, f"{server_prefix}base/"):
         key = f"{server_prefix}base/{backup_id}/backup.info"
         try:
-            body = store.get_bytes(key)
+            body = store.get_bytes(key, max_bytes=MAX_BACKUP_INFO, what="backup.info")
         except StoreError as exc:
             if exc.code in ("NoSuchKey", "404"):
                 continue  # still uploading, or half-deleted: barman's own catalog skips it too

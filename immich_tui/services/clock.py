@@ -12,7 +12,8 @@ def now() -> dt.datetime:
 
 
 def parse(value: object) -> dt.datetime | None:
-    """Kubernetes and CNPG timestamps (`2026-11-27T02:30:00Z`, with or without fractions or offset)."""
+    """Kubernetes and CNPG timestamps (`2026-11-27T02:30:00Z`, with or without fractions or offset); None for
+    anything else, including a time that exists only in its own zone (it cannot be shown in UTC)."""
     if not value or not isinstance(value, str):
         return None
     text = value.strip().replace("Z", "+00:00")
@@ -20,7 +21,12 @@ def parse(value: object) -> dt.datetime | None:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    try:
+        parsed.astimezone(dt.UTC)  # 0001-01-01T00:00:00+14:00 lies before the first moment a datetime holds
+    except OverflowError:
+        return None
+    return parsed
 
 
 def iso(value: dt.datetime | None) -> str | None:

@@ -4,6 +4,9 @@ A cluster archives either through the in-tree `spec.backup.barmanObjectStore` (d
 CNPG 1.26) or through the Barman Cloud Plugin (`spec.plugins[]` naming an `ObjectStore`). Both are
 detected; the recovery window comes from the Cluster status or from the ObjectStore's
 `serverRecoveryWindow[<serverName>]` respectively.
+
+Every object is read through `schema.View`: a Cluster whose `spec.instances` is `three` is an
+`InvalidObject` naming the Cluster and the field, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from immich_tui.services import clock
 from immich_tui.services.kube import Access, Kube, NotFound
+from immich_tui.services.schema import View
 
 GROUP, VERSION = "postgresql.cnpg.io", "v1"
 PLUGIN_GROUP = "barmancloud.cnpg.io"
@@ -117,113 +121,133 @@ def schedule_warning(schedule: str) -> str:
     return f"schedule {schedule!r} has {len(fields)} fields; CNPG expects 6 (seconds first)"
 
 
-def _condition(status: dict[str, Any], kind: str) -> Condition:
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == kind:
+def _condition(status: View, kind: str) -> Condition:
+    for cond in status.maps("conditions"):
+        if cond.text("type") == kind:
             return Condition(
                 kind,
-                str(cond.get("status", "Unknown")),
-                cond.get("reason", ""),
-                cond.get("message", ""),
-                clock.parse(cond.get("lastTransitionTime")),
+                cond.text("status", "Unknown"),
+                cond.text("reason"),
+                cond.text("message"),
+                cond.time("lastTransitionTime"),
             )
     return Condition(kind, "missing")
 
 
-def _plugin(spec: dict[str, Any]) -> dict[str, Any] | None:
-    for plugin in spec.get("plugins") or []:
-        if plugin.get("name") == PLUGIN_NAME and plugin.get("enabled", True):
+def _plugin(spec: View) -> View | None:
+    for plugin in spec.maps("plugins"):
+        if plugin.text("name") == PLUGIN_NAME and plugin.flag("enabled", True):
             return plugin
     return None
 
 
-def archive_method(spec: dict[str, Any]) -> str:
-    if _plugin(spec):
+def archive_method(spec: dict[str, Any] | View) -> str:
+    spec = spec if isinstance(spec, View) else View("a Cluster spec", spec)
+    if _plugin(spec) is not None:
         return "plugin"
-    backup = spec.get("backup") or {}
-    if backup.get("barmanObjectStore"):
+    backup = spec.map("backup")
+    if backup.map("barmanObjectStore").data:
         return "barmanObjectStore"
-    if backup.get("volumeSnapshot"):
+    if backup.map("volumeSnapshot").data:
         return "volumeSnapshot"
     return "none"
 
 
-def _cluster(obj: dict[str, Any]) -> DbCluster:
-    meta, spec, status = obj.get("metadata", {}), obj.get("spec", {}), obj.get("status") or {}
+def _cluster(obj: object) -> DbCluster:
+    cluster = View.of("CNPG Cluster", obj)
+    meta, spec, status = cluster.map("metadata"), cluster.map("spec"), cluster.map("status")
     method = archive_method(spec)
-    store, server = "", meta.get("name", "")
-    if method == "plugin":
-        params = (_plugin(spec) or {}).get("parameters") or {}
-        store = params.get("barmanObjectName", "")
-        server = params.get("serverName") or server
+    store, server = "", meta.text("name")
+    plugin = _plugin(spec)
+    if plugin is not None:
+        params = plugin.map("parameters")
+        store = params.text("barmanObjectName")
+        server = params.text("serverName") or server
     elif method == "barmanObjectStore":
-        barman = spec["backup"]["barmanObjectStore"]
-        store = barman.get("destinationPath", "")
-        server = barman.get("serverName") or server
+        barman = spec.map("backup").map("barmanObjectStore")
+        store = barman.text("destinationPath")
+        server = barman.text("serverName") or server
+    # what a recovery copies from the source (see recovery.recovery_manifest) is checked here, up front
+    for key in ("postgresql", "storage", "walStorage", "resources", "affinity", "imageCatalogRef"):
+        spec.map(key)
+    initdb = spec.map("bootstrap").map("initdb")
+    for key in ("database", "owner"):
+        initdb.text(key)
+    initdb.map("secret")
     return DbCluster(
-        name=meta.get("name", ""),
-        namespace=meta.get("namespace", ""),
-        phase=status.get("phase", "unknown"),
-        instances=int(spec.get("instances") or 0),
-        ready_instances=int(status.get("readyInstances") or 0),
-        image=status.get("image") or spec.get("imageName") or "",
+        name=meta.text("name"),
+        namespace=meta.text("namespace"),
+        phase=status.text("phase", "unknown"),
+        instances=spec.count("instances"),
+        ready_instances=status.count("readyInstances"),
+        image=status.text("image") or spec.text("imageName"),
         method=method,
         object_store=store,
         server_name=server,
         continuous_archiving=_condition(status, "ContinuousArchiving"),
         last_backup_succeeded=_condition(status, "LastBackupSucceeded"),
         window=RecoveryWindow(
-            clock.parse(status.get("firstRecoverabilityPoint")),
-            clock.parse(status.get("lastSuccessfulBackup")),
-            clock.parse(status.get("lastFailedBackup")),
+            status.time("firstRecoverabilityPoint"),
+            status.time("lastSuccessfulBackup"),
+            status.time("lastFailedBackup"),
         ),
-        raw=obj,
+        raw=dict(cluster.data),
     )
 
 
-def _backup(obj: dict[str, Any]) -> DbBackup:
-    meta, spec, status = obj.get("metadata", {}), obj.get("spec", {}), obj.get("status") or {}
+def _cluster_of(obj: View) -> str:
+    """The cluster a Backup or ScheduledBackup belongs to (`spec.cluster.name`)."""
+    return obj.map("spec").map("cluster").text("name")
+
+
+def _backup(obj: object) -> DbBackup:
+    backup = obj if isinstance(obj, View) else View.of("CNPG Backup", obj)
+    meta, spec, status = backup.map("metadata"), backup.map("spec"), backup.map("status")
+    online = status.raw("online")
     return DbBackup(
-        name=meta.get("name", ""),
-        phase=status.get("phase") or "new",
-        method=spec.get("method") or status.get("method") or "barmanObjectStore",
-        started=clock.parse(status.get("startedAt")),
-        stopped=clock.parse(status.get("stoppedAt")),
-        backup_id=status.get("backupId", ""),
-        error=status.get("error", ""),
-        online=status.get("online"),
-        created=clock.parse(meta.get("creationTimestamp")),
+        name=meta.text("name"),
+        phase=status.text("phase") or "new",
+        method=spec.text("method") or status.text("method") or "barmanObjectStore",
+        started=status.time("startedAt"),
+        stopped=status.time("stoppedAt"),
+        backup_id=status.text("backupId"),
+        error=status.text("error"),
+        online=status.flag("online") if online is not None else None,
+        created=meta.time("creationTimestamp"),
     )
 
 
-def _schedule(obj: dict[str, Any]) -> DbSchedule:
-    meta, spec, status = obj.get("metadata", {}), obj.get("spec", {}), obj.get("status") or {}
+def _schedule(obj: object) -> DbSchedule:
+    schedule = obj if isinstance(obj, View) else View.of("CNPG ScheduledBackup", obj)
+    meta, spec, status = schedule.map("metadata"), schedule.map("spec"), schedule.map("status")
     return DbSchedule(
-        name=meta.get("name", ""),
-        schedule=spec.get("schedule", ""),
-        suspended=bool(spec.get("suspend")),
-        immediate=bool(spec.get("immediate")),
-        method=spec.get("method") or "barmanObjectStore",
-        last_schedule=clock.parse(status.get("lastScheduleTime")),
-        next_schedule=clock.parse(status.get("nextScheduleTime")),
-        warning=schedule_warning(spec.get("schedule", "")),
+        name=meta.text("name"),
+        schedule=spec.text("schedule"),
+        suspended=spec.flag("suspend"),
+        immediate=spec.flag("immediate"),
+        method=spec.text("method") or "barmanObjectStore",
+        last_schedule=status.time("lastScheduleTime"),
+        next_schedule=status.time("nextScheduleTime"),
+        warning=schedule_warning(spec.text("schedule")),
     )
 
 
-def _object_store(obj: dict[str, Any]) -> DbObjectStore:
-    config = obj.get("spec", {}).get("configuration") or {}
-    windows = {
-        server: RecoveryWindow(
-            clock.parse(w.get("firstRecoverabilityPoint")),
-            clock.parse(w.get("lastSuccessfulBackupTime")),
-            clock.parse(w.get("lastFailedBackupTime")),
+def _object_store(obj: object) -> DbObjectStore:
+    store = View.of("ObjectStore", obj)
+    config = store.map("spec").map("configuration")
+    recovery = store.map("status").map("serverRecoveryWindow")
+    windows = {}
+    for server in recovery.data:
+        window = recovery.map(str(server))
+        windows[str(server)] = RecoveryWindow(
+            window.time("firstRecoverabilityPoint"),
+            window.time("lastSuccessfulBackupTime"),
+            window.time("lastFailedBackupTime"),
         )
-        for server, w in ((obj.get("status") or {}).get("serverRecoveryWindow") or {}).items()
-    }
     return DbObjectStore(
-        obj.get("metadata", {}).get("name", ""),
-        config.get("destinationPath", ""),
-        config.get("endpointURL", ""),
+        store.map("metadata").text("name"),
+        config.text("destinationPath"),
+        config.text("endpointURL"),
         windows,
     )
 
@@ -261,15 +285,18 @@ class Database:
         Backups are listed (paginated) and matched on `spec.cluster.name`."""
         items = [
             item
-            for item in self.kube.list(
-                self._custom("list", "backups"),
-                self.kube.custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                self.namespace,
-                "backups",
+            for item in (
+                View.of("CNPG Backup", raw, namespace=self.namespace)
+                for raw in self.kube.list(
+                    self._custom("list", "backups"),
+                    self.kube.custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    "backups",
+                )
             )
-            if item.get("spec", {}).get("cluster", {}).get("name") == self.name
+            if _cluster_of(item) == self.name
         ]
         backups = sorted((_backup(i) for i in items), key=_backup_order, reverse=True)
         return backups[:limit], len(backups)
@@ -283,7 +310,8 @@ class Database:
             self.namespace,
             "scheduledbackups",
         )
-        return [_schedule(i) for i in items if i.get("spec", {}).get("cluster", {}).get("name") == self.name]
+        views = (View.of("CNPG ScheduledBackup", i, namespace=self.namespace) for i in items)
+        return [_schedule(i) for i in views if _cluster_of(i) == self.name]
 
     def object_store(self, name: str) -> DbObjectStore:
         try:

@@ -15,3 +15,10 @@ class ServiceError(Exception):
     """A failure the operator can act on; `str()` is the whole one-line message."""
 
     exit_code: int = ERROR
+
+
+class InvalidData(ServiceError):
+    """Something read from the cluster or the bucket does not fit its schema: an object whose field has the
+    wrong type, a run report that is not one, a Secret whose keys cannot be keys. Unlike a service that is
+    merely unavailable (no credentials, no CNPG), this is an error in every section it touches: the status
+    names it and exits 2, however healthy the rest looks."""

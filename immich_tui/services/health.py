@@ -6,7 +6,9 @@ state could not be read at all, otherwise `degraded`. Exit codes follow: 0, 2, 1
 
 The media check is also `error` when the latest run report says the run found a suspicious mass change
 (many originals changed or gone at once), whatever the Job's result: a stale backup can wait, a bucket
-being overwritten cannot. A run report that vouches for nothing (dated in the future) is named in the
+being overwritten cannot. It is `error` too when a run report it read is not one (or the restorer Secret
+holds keys that cannot be keys): the tools wrote no such thing, and the report it hides may be the one
+that raised the alarm. A run report that vouches for nothing (dated in the future) is named in the
 check's detail, so a green check is never silently the work of a forged report.
 """
 
@@ -58,9 +60,11 @@ def media_check(
     *,
     mass_change: str = "",
     ignored: str = "",
+    invalid: str = "",
 ) -> Check:
     """`mass_change`: what the latest run report says of a suspicious mass change; `ignored`: the run
-    reports that were not believed, said after the detail."""
+    reports that were not believed, said after the detail; `invalid`: what in the offsite data is not what
+    the tools write (a run report that is not one), which makes the check an error, said first."""
     if error:
         return Check("media", "error", None, error)
     age = _age(last_success, now)
@@ -69,12 +73,21 @@ def media_check(
             "media",
             "error",
             age,
-            mass_change + (f"; {ignored}" if ignored else ""),
+            "; ".join(part for part in (invalid, mass_change, ignored) if part),
             "many originals changed or disappeared in one run: compare the bucket with `immich-sync verify`, and if "
             "they were not meant to change, rotate the writer's keys and restore with `immich-sync restore --as-of` "
             "a time before it",
         )
     check = _media_age_check(last_success, latest_state, latest_reason, threshold, now, age)
+    if invalid:
+        return Check(
+            "media",
+            "error",
+            age,
+            "; ".join(part for part in (invalid, check.detail, ignored) if part),
+            "the offsite data this check rests on is not what the tools write: fix or remove what the detail "
+            "names (`immich-sync verify` names every run report it does not trust)",
+        )
     if ignored:
         check.detail += f"; {ignored}"
         check.hint = check.hint or "a run report that vouches for nothing was found: run `immich-sync verify`"

@@ -2,10 +2,17 @@
 
 Responses are read as plain JSON (`_preload_content=False`): the client's model classes cost more CPU
 than the requests themselves on hundreds of Jobs, and CNPG objects are dicts anyway.
+
+The kubeconfig is checked before the client reads it: the client turns a binary file, a YAML list or
+scalar, or `certificate-authority-data` that is not base64 into a TypeError or binascii.Error deep in
+its loader. Here each is one line naming the file and the entry, and no value from the file (a token,
+a key) is ever part of the message.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import re
@@ -15,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import urllib3
+import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -23,6 +31,13 @@ from immich_tui.services.errors import ServiceError
 
 PAGE = 500  # items per list request; every list is paginated
 TIMEOUT = (5.0, 30.0)  # connect, read
+MAX_KUBECONFIG = 16 * 1024 * 1024  # kubeconfigs with many clusters and embedded certificates are a few KiB
+# The entries whose `*-data` fields the client base64-decodes (into temporary files) as it loads them.
+_BASE64_FIELDS = {
+    "clusters": ("cluster", ("certificate-authority-data",)),
+    "users": ("user", ("client-certificate-data", "client-key-data")),
+    "contexts": ("context", ()),
+}
 
 
 class ClusterError(ServiceError):
@@ -62,6 +77,81 @@ class Access:
         return f"{self.verb} {qualified} in namespace {self.namespace}"
 
 
+def _kind(value: object) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return "text" if isinstance(value, str) else type(value).__name__
+
+
+def check_kubeconfig(path: str) -> None:
+    """A ClusterError naming the file (and the entry) when `path` cannot be a kubeconfig the client loads.
+
+    Checked: size (at most MAX_KUBECONFIG, read no further), UTF-8, YAML, a mapping at the top, `clusters`,
+    `users` and `contexts` lists of named mappings, and base64 in every `*-data` field the client decodes.
+    The rest (a context naming a missing cluster, no current context) is left to the client's own messages."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_KUBECONFIG + 1)
+    except OSError as exc:
+        raise ClusterError(f"cannot read kubeconfig {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_KUBECONFIG:
+        raise ClusterError(f"kubeconfig {path} is larger than {MAX_KUBECONFIG:,} bytes: not a kubeconfig")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClusterError(f"kubeconfig {path} is not UTF-8 text (byte {exc.start + 1}): not a kubeconfig") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ClusterError(
+            f"kubeconfig {path} is not YAML{where}: {getattr(exc, 'problem', None) or type(exc).__name__}"
+        ) from None
+    if loaded is None:
+        return  # empty: the client says so in its own words
+    if not isinstance(loaded, dict):
+        raise ClusterError(
+            f"kubeconfig {path} is {_kind(loaded)} in YAML, not a kubeconfig (a mapping with clusters, users "
+            "and contexts)"
+        )
+    current = loaded.get("current-context")
+    if current is not None and not isinstance(current, str):
+        raise ClusterError(f"kubeconfig {path}: current-context is {_kind(current)}, not a name")
+    for section, (inner, encoded) in _BASE64_FIELDS.items():
+        entries = loaded.get(section)
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            raise ClusterError(f"kubeconfig {path}: {section} is {_kind(entries)}, not a list")
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                raise ClusterError(f"kubeconfig {path}: {section}[{i}] is not a mapping with a name")
+            where = f"{section}[{i}] ({entry['name'][:60]!r})"
+            body = entry.get(inner)
+            if body is None:
+                continue
+            if not isinstance(body, dict):
+                raise ClusterError(f"kubeconfig {path}: {where} {inner} is {_kind(body)}, not a mapping")
+            for field in encoded:
+                value = body.get(field)
+                if value is None:
+                    continue
+                try:
+                    if not isinstance(value, str):
+                        raise ValueError(value)
+                    base64.standard_b64decode(value)
+                except (binascii.Error, ValueError):
+                    raise ClusterError(f"kubeconfig {path}: {where} {inner}.{field} is not base64") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
 def _message(exc: ApiException) -> str:
     try:
         body = json.loads(exc.body or "{}")
@@ -86,8 +176,10 @@ class Kube:
     def _connect(self, kubeconfig: str | None, context: str | None) -> client.ApiClient:
         path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or str(Path.home() / ".kube/config")
         if kubeconfig and not Path(kubeconfig).is_file():
-            raise ClusterError(f"kubeconfig {kubeconfig} does not exist")
+            what = "is not a regular file" if Path(kubeconfig).exists() else "does not exist"
+            raise ClusterError(f"kubeconfig {kubeconfig} {what}")
         if Path(path).is_file():
+            check_kubeconfig(path)
             try:
                 contexts, active = config.list_kube_config_contexts(config_file=path)
                 names = [c["name"] for c in contexts or []]
@@ -98,6 +190,9 @@ class Kube:
                 config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
             except ConfigException as exc:
                 raise ClusterError(f"cannot use kubeconfig {path}: {exc}") from None
+            except (ValueError, TypeError, AttributeError, KeyError, yaml.YAMLError) as exc:
+                # what check_kubeconfig does not look at, failing inside the client's loader
+                raise ClusterError(f"cannot use kubeconfig {path}: {_one_line(exc)}") from None
         else:
             try:
                 cfg = client.Configuration()

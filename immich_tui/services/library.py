@@ -15,6 +15,7 @@ from typing import Any
 from immich_tui.services import clock
 from immich_tui.services.kube import Access, ClusterError, Kube
 from immich_tui.services.offsite import RunSummary
+from immich_tui.services.schema import View
 from sync_engine.config import DEFAULT_FOLDERS, IMMICH_FOLDERS
 
 SERVER_SELECTOR = "app.kubernetes.io/name=server"
@@ -82,11 +83,12 @@ def parse_listing(text: str, selected: tuple[str, ...]) -> list[FolderInfo]:
         parts = line.split("\t")
         if parts[0] == "F" and len(parts) == 3:
             folders[parts[1]] = FolderInfo(parts[1], backed_up=parts[1] in selected, marker=parts[2] == "1")
-        elif parts[0] == "S" and len(parts) == 7:
+        elif parts[0] == "S" and len(parts) == 7 and all(p.isascii() and p.isdigit() for p in parts[2:]):
+            # a line of another form (an odd awk, a hostile image) is skipped, not a traceback
             name, files, size, newest, pending, pending_bytes = parts[1:]
             top = name.split("/", 1)[0]
             folder = folders.setdefault(top, FolderInfo(top, backed_up=top in selected))
-            when = dt.datetime.fromtimestamp(int(newest), dt.UTC) if newest.isdigit() and int(newest) else None
+            when = _when(int(newest))
             child = FolderCount(name, int(files), int(size), when, int(pending), int(pending_bytes))
             folder.children.append(child)
             folder.files += child.files
@@ -101,6 +103,13 @@ def parse_listing(text: str, selected: tuple[str, ...]) -> list[FolderInfo]:
         row.children.sort(key=lambda c: c.name)
         rows.append(row)
     return rows
+
+
+def _when(epoch: int) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromtimestamp(epoch, dt.UTC) if epoch else None
+    except (OverflowError, OSError, ValueError):  # past year 9999: not a time a file has
+        return None
 
 
 def from_report(run: RunSummary, reason: str) -> LibraryInventory:
@@ -131,7 +140,7 @@ class Library:
             max_items=10,
         )
         for pod in pods:
-            return str(pod["metadata"]["name"])
+            return View.of("Pod", pod, namespace=self.namespace).map("metadata").text("name")
         return None
 
     def exec_allowed(self, pod: str) -> bool:

@@ -1,4 +1,7 @@
-"""The media sync CronJob: its schedule, its Jobs and their pods, logs, manual runs, suspend/resume."""
+"""The media sync CronJob: its schedule, its Jobs and their pods, logs, manual runs, suspend/resume.
+
+Every CronJob, Job and Pod is read through `schema.View`: a field of the wrong type is an `InvalidObject`
+naming the object and the field, never a traceback."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from croniter import croniter
 
 from immich_tui.services import clock
 from immich_tui.services.kube import Access, Kube, NotFound
+from immich_tui.services.schema import View
 
 DEFAULT_CRONJOB = "immich-media-offsite-sync"
 RESTORER_SECRET = "immich-offsite-restorer"
@@ -75,92 +79,105 @@ def next_run(schedule: str, timezone: str, after: dt.datetime) -> tuple[dt.datet
     try:
         it = croniter(schedule, after.astimezone(zone))
         return it.get_next(dt.datetime).astimezone(dt.UTC), ""
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, OverflowError) as exc:
         return None, f"invalid schedule {schedule!r}: {exc}"
 
 
-def _cronjob_info(obj: dict[str, Any]) -> CronJobInfo:
-    meta, spec, status = obj.get("metadata", {}), obj.get("spec", {}), obj.get("status") or {}
-    containers = spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
-    schedule, zone = spec.get("schedule", ""), spec.get("timeZone") or ""
+def _view(kind: str, obj: object) -> View:
+    return obj if isinstance(obj, View) else View.of(kind, obj)
+
+
+def _cronjob_info(obj: object) -> CronJobInfo:
+    cronjob = _view("CronJob", obj)
+    meta, spec, status = cronjob.map("metadata"), cronjob.map("spec"), cronjob.map("status")
+    containers = spec.map("jobTemplate").map("spec").map("template").map("spec").maps("containers")
+    schedule, zone = spec.text("schedule"), spec.text("timeZone")
+    suspended = spec.flag("suspend")
     upcoming, problem = next_run(schedule, zone, clock.now())
     return CronJobInfo(
-        name=meta.get("name", ""),
-        namespace=meta.get("namespace", ""),
+        name=meta.text("name"),
+        namespace=meta.text("namespace"),
         schedule=schedule,
         timezone=zone or "controller's local time (usually UTC)",
-        suspended=bool(spec.get("suspend")),
-        last_schedule=clock.parse(status.get("lastScheduleTime")),
-        last_success=clock.parse(status.get("lastSuccessfulTime")),
-        next_run=None if spec.get("suspend") else upcoming,
-        active=[ref.get("name", "") for ref in status.get("active") or []],
-        image=containers[0].get("image", "") if containers else "",
-        uid=meta.get("uid", ""),
+        suspended=suspended,
+        last_schedule=status.time("lastScheduleTime"),
+        last_success=status.time("lastSuccessfulTime"),
+        next_run=None if suspended else upcoming,
+        active=[ref.text("name") for ref in status.maps("active")],
+        image=containers[0].text("image") if containers else "",
+        uid=meta.text("uid"),
         schedule_error=problem,
     )
 
 
-def _job_info(obj: dict[str, Any], pod: dict[str, Any] | None) -> JobInfo:
-    meta, spec, status = obj.get("metadata", {}), obj.get("spec", {}), obj.get("status") or {}
-    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
-    started = clock.parse(status.get("startTime"))
-    finished = clock.parse(status.get("completionTime"))
+def _job_info(obj: object, pod: object | None) -> JobInfo:
+    job = _view("Job", obj)
+    meta, spec, status = job.map("metadata"), job.map("spec"), job.map("status")
+    conditions = {c.text("type"): c for c in status.maps("conditions") if c.text("status") == "True"}
+    started = status.time("startTime")
+    finished = status.time("completionTime")
     reason, code = "", None
     if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
         state = "succeeded"
     elif "Failed" in conditions or "FailureTarget" in conditions:
         state = "failed"
-        failed = conditions.get("Failed") or conditions.get("FailureTarget") or {}
-        reason = failed.get("reason", "") or "Failed"
-        finished = finished or clock.parse(failed.get("lastTransitionTime"))
-    elif spec.get("suspend"):
+        failed = conditions.get("Failed") or conditions["FailureTarget"]
+        reason = failed.text("reason") or "Failed"
+        finished = finished or failed.time("lastTransitionTime")
+    elif spec.flag("suspend"):
         state = "suspended"
-    elif status.get("active"):
+    elif status.count("active"):
         state = "running"
     else:
         state = "pending"
-    pod_reason, code = _pod_exit(pod)
+    pod_view = _view("Pod", pod) if pod is not None else None
+    pod_reason, code = _pod_exit(pod_view)
     if pod_reason and (state != "succeeded"):
         reason = f"{reason}: {pod_reason}" if reason and pod_reason not in reason else (reason or pod_reason)
     end = finished or (clock.now() if state == "running" and started else None)
     return JobInfo(
-        name=meta.get("name", ""),
+        name=meta.text("name"),
         status=state,
         started=started,
         finished=finished,
         duration_seconds=(end - started).total_seconds() if started and end else None,
-        pod=(pod or {}).get("metadata", {}).get("name", ""),
+        pod=pod_view.map("metadata").text("name") if pod_view is not None else "",
         exit_reason=reason,
         exit_code=code,
-        manual=(meta.get("annotations") or {}).get("cronjob.kubernetes.io/instantiate") == "manual",
-        created=clock.parse(meta.get("creationTimestamp")),
+        manual=meta.text_map("annotations").get("cronjob.kubernetes.io/instantiate") == "manual",
+        created=meta.time("creationTimestamp"),
     )
 
 
-def _pod_exit(pod: dict[str, Any] | None) -> tuple[str, int | None]:
+def _pod_exit(pod: View | None) -> tuple[str, int | None]:
     """Why the sync container stopped or cannot start (OOMKilled, exit 2, CreateContainerConfigError…)."""
-    if not pod:
+    if pod is None:
         return "", None
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        state = cs.get("state") or {}
-        if "terminated" in state:
-            term = state["terminated"]
-            code = term.get("exitCode")
+    status = pod.map("status")
+    for cs in status.maps("containerStatuses"):
+        state = cs.map("state")
+        if state.has("terminated"):
+            term = state.map("terminated")
+            code = term.integer("exitCode")
             if code:
-                return f"{term.get('reason') or 'Error'} (exit {code})", code
+                return f"{term.text('reason') or 'Error'} (exit {code})", code
             return "", code
-        if "waiting" in state and state["waiting"].get("reason") not in (None, "ContainerCreating", "PodInitializing"):
-            waiting = state["waiting"]
-            return f"{waiting.get('reason')}: {waiting.get('message', '')}".rstrip(": "), None
-    if (pod.get("status") or {}).get("phase") == "Pending":
-        for cond in (pod.get("status") or {}).get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                return f"Unschedulable: {cond.get('message', '')}".rstrip(": "), None
+        waiting = state.map("waiting")
+        if state.has("waiting") and waiting.text("reason") not in ("", "ContainerCreating", "PodInitializing"):
+            return f"{waiting.text('reason')}: {waiting.text('message')}".rstrip(": "), None
+    if status.text("phase") == "Pending":
+        for cond in status.maps("conditions"):
+            if cond.text("type") == "PodScheduled" and cond.text("status") == "False":
+                return f"Unschedulable: {cond.text('message')}".rstrip(": "), None
     return "", None
 
 
-def _newest(items: list[dict[str, Any]], key: str = "creationTimestamp") -> list[dict[str, Any]]:
-    return sorted(items, key=lambda o: (o.get("metadata", {}).get(key) or "", o["metadata"]["name"]), reverse=True)
+def _name(obj: View) -> str:
+    return obj.map("metadata").text("name")
+
+
+def _newest(items: list[View], key: str = "creationTimestamp") -> list[View]:
+    return sorted(items, key=lambda o: (o.map("metadata").text(key), _name(o)), reverse=True)
 
 
 class MediaBackup:
@@ -171,23 +188,24 @@ class MediaBackup:
         self.namespace = namespace
         self.name = cronjob
 
-    def _raw_cronjob(self) -> dict[str, Any]:
+    def _raw_cronjob(self) -> View:
         access = Access("get", "cronjobs", self.namespace, "batch", name=self.name)
         try:
-            return self.kube.call(access, self.kube.batch.read_namespaced_cron_job, self.name, self.namespace)
+            raw = self.kube.call(access, self.kube.batch.read_namespaced_cron_job, self.name, self.namespace)
         except NotFound:
             raise NotFound(
                 f"CronJob {self.namespace}/{self.name} not found (wrong --namespace or --cronjob?)"
             ) from None
+        return View.of("CronJob", raw, namespace=self.namespace)
 
     def cronjob(self) -> CronJobInfo:
         return _cronjob_info(self._raw_cronjob())
 
-    def _owned_jobs(self, raw: dict[str, Any]) -> list[dict[str, Any]]:
+    def _owned_jobs(self, raw: View) -> list[View]:
         """The CronJob's Jobs, selected by its jobTemplate labels when it has them, owner-checked."""
-        labels = raw.get("spec", {}).get("jobTemplate", {}).get("metadata", {}).get("labels") or {}
+        labels = raw.map("spec").map("jobTemplate").map("metadata").text_map("labels")
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        uid = raw.get("metadata", {}).get("uid")
+        uid = raw.map("metadata").text("uid")
         jobs = self.kube.list(
             Access("list", "jobs", self.namespace, "batch"),
             self.kube.batch.list_namespaced_job,
@@ -196,14 +214,14 @@ class MediaBackup:
         )
         return [
             job
-            for job in jobs
+            for job in (View.of("Job", item, namespace=self.namespace) for item in jobs)
             if any(
-                ref.get("kind") == "CronJob" and (ref.get("uid") == uid or ref.get("name") == self.name)
-                for ref in job.get("metadata", {}).get("ownerReferences") or []
+                ref.text("kind") == "CronJob" and (ref.text("uid") == uid or ref.text("name") == self.name)
+                for ref in job.map("metadata").maps("ownerReferences")
             )
         ]
 
-    def _pods_of(self, job_names: list[str]) -> dict[str, dict[str, Any]]:
+    def _pods_of(self, job_names: list[str]) -> dict[str, View]:
         """The newest pod of each Job, in one list call scoped by the `job-name` label."""
         if not job_names:
             return {}
@@ -214,30 +232,31 @@ class MediaBackup:
             self.namespace,
             label_selector=selector,
         )
-        newest: dict[str, dict[str, Any]] = {}
-        for pod in _newest(list(pods)):
-            job = (pod.get("metadata", {}).get("labels") or {}).get("job-name", "")
+        newest: dict[str, View] = {}
+        for pod in _newest([View.of("Pod", item, namespace=self.namespace) for item in pods]):
+            job = pod.map("metadata").text_map("labels").get("job-name", "")
             newest.setdefault(job, pod)
         return newest
 
-    def _restore_jobs(self) -> list[dict[str, Any]]:
+    def _restore_jobs(self) -> list[View]:
         """Media restore Jobs are not the CronJob's, but their logs belong in the same history."""
-        return list(
-            self.kube.list(
+        return [
+            View.of("Job", item, namespace=self.namespace)
+            for item in self.kube.list(
                 Access("list", "jobs", self.namespace, "batch"),
                 self.kube.batch.list_namespaced_job,
                 self.namespace,
                 label_selector=f"app.kubernetes.io/name={RESTORE_NAME}",
                 max_items=50,
             )
-        )
+        ]
 
     def history(self, limit: int = JOB_LIMIT) -> JobHistory:
         raw = self._raw_cronjob()
         jobs = _newest(self._owned_jobs(raw) + self._restore_jobs())
         shown = jobs[:limit]
-        pods = self._pods_of([j["metadata"]["name"] for j in shown])
-        infos = [_job_info(job, pods.get(job["metadata"]["name"])) for job in shown]
+        pods = self._pods_of([_name(j) for j in shown])
+        infos = [_job_info(job, pods.get(_name(job))) for job in shown]
         counts: dict[str, int] = {}
         for job in jobs:
             state = _job_info(job, None).status
@@ -250,28 +269,31 @@ class MediaBackup:
             raw = self.kube.call(access, self.kube.batch.read_namespaced_job, name, self.namespace)
         except NotFound:
             raise NotFound(f"Job {self.namespace}/{name} not found") from None
-        return _job_info(raw, self._pods_of([name]).get(name))
+        return _job_info(View.of("Job", raw, namespace=self.namespace), self._pods_of([name]).get(name))
 
     # Actions -------------------------------------------------------------------------------------
-    def manual_job(self, raw: dict[str, Any], name: str) -> dict[str, Any]:
+    def manual_job(self, raw: dict[str, Any] | View, name: str) -> dict[str, Any]:
         """The Job `kubectl create job NAME --from=cronjob/…` creates: the jobTemplate's labels,
         annotations and spec, `cronjob.kubernetes.io/instantiate: manual`, and the CronJob as controller."""
-        template = raw.get("spec", {}).get("jobTemplate", {})
+        cronjob = _view("CronJob", raw)
+        template = cronjob.map("spec").map("jobTemplate")
         annotations = {"cronjob.kubernetes.io/instantiate": "manual"}
-        annotations.update((template.get("metadata") or {}).get("annotations") or {})
+        annotations.update(template.map("metadata").text_map("annotations"))
         meta: dict[str, Any] = {"name": name, "namespace": self.namespace, "annotations": annotations}
-        if (template.get("metadata") or {}).get("labels"):
-            meta["labels"] = copy.deepcopy(template["metadata"]["labels"])
+        labels = template.map("metadata").text_map("labels")
+        if labels:
+            meta["labels"] = labels
         meta["ownerReferences"] = [
             {
                 "apiVersion": "batch/v1",
                 "kind": "CronJob",
-                "name": raw["metadata"]["name"],
-                "uid": raw["metadata"].get("uid", ""),
+                "name": _name(cronjob),
+                "uid": cronjob.map("metadata").text("uid"),
                 "controller": True,
             }
         ]
-        return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": copy.deepcopy(template.get("spec"))}
+        spec = copy.deepcopy(template.map("spec").data) if template.has("spec") else None
+        return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}
 
     def trigger(self) -> JobInfo:
         raw = self._raw_cronjob()
@@ -294,10 +316,9 @@ class MediaBackup:
         """A Job that runs `immich-sync restore` into `pvc`, mounted read-write, with the restorer's
         read-only credentials. Image, pod security context and scheduling come from the sync CronJob,
         so it runs where and as the nightly sync runs."""
-        raw = self._raw_cronjob()
-        pod = raw.get("spec", {}).get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec", {})
-        containers = pod.get("containers") or [{}]
-        image = containers[0].get("image", "")
+        pod = self._raw_cronjob().map("spec").map("jobTemplate").map("spec").map("template").map("spec")
+        containers = pod.maps("containers") or [View(pod.what)]
+        image = containers[0].text("image")
         if not image:
             raise NotFound(f"CronJob {self.namespace}/{self.name} names no container image to restore with")
         args = ["restore", "--to", RESTORE_MOUNT, "--log-format", "json"]
@@ -315,16 +336,16 @@ class MediaBackup:
             "volumeMounts": [{"name": "target", "mountPath": RESTORE_MOUNT}],
         }
         for key in ("securityContext", "resources", "imagePullPolicy"):
-            if containers[0].get(key):
-                container[key] = copy.deepcopy(containers[0][key])
+            if containers[0].raw(key):
+                container[key] = copy.deepcopy(containers[0].raw(key))
         spec: dict[str, Any] = {
             "restartPolicy": "Never",
             "containers": [container],
             "volumes": [{"name": "target", "persistentVolumeClaim": {"claimName": pvc}}],
         }
         for key in ("securityContext", "nodeSelector", "tolerations", "imagePullSecrets", "serviceAccountName"):
-            if pod.get(key):
-                spec[key] = copy.deepcopy(pod[key])
+            if pod.raw(key):
+                spec[key] = copy.deepcopy(pod.raw(key))
         stamp = clock.now().strftime("%Y%m%d-%H%M%S")
         # a second restore within the same second (a retry after a quick failure) must not collide
         suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
@@ -385,11 +406,11 @@ class MediaBackup:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pod = self._pods_of([job]).get(job)
-            if pod and (pod.get("status") or {}).get("phase") not in (None, "Pending"):
-                return pod
+            if pod is not None and pod.map("status").text("phase") not in ("", "Pending"):
+                return dict(pod.data)
             info = self.job(job)
             if info.status in ("succeeded", "failed"):
-                return pod
+                return dict(pod.data) if pod is not None else None
             time.sleep(poll)
         return None
 

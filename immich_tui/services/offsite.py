@@ -6,13 +6,19 @@ The operator reads S3 with *reader* credentials — an AWS profile, the environm
 Run reports are written with the writer's keys, which may leak, so they are not taken at their word: a
 report dated in the future (its name's start, or its content's `started_at`/`finished_at`, beyond
 `asof.FUTURE_SKEW`) is ignored and listed in `Reports.ignored`, so it can vouch for nothing; a report
-that cannot be read or parsed is skipped for the next one, which `Reports.notes` says. A report's
-`mass_change` (the engine found many originals changed or gone) is kept for the verdict.
+that cannot be read or parsed (larger than `report.MAX_REPORT` by its listing or while read, not JSON,
+not an object, a field of the wrong type) is skipped for the next one, which `Reports.notes` says, and
+named in `Reports.unreadable`, which makes the status an error: the tools wrote no such report. A
+report's `mass_change` (the engine found many originals changed or gone) is kept for the verdict.
+
+The restorer Secret is cluster data like any other: a key that is not base64, or an access key id that
+cannot be sent in a request header, is `InvalidData` naming the Secret and the key.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import json
 import os
@@ -21,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from immich_tui.services import clock
-from immich_tui.services.errors import ServiceError
+from immich_tui.services.errors import InvalidData, ServiceError
 from immich_tui.services.kube import Access, ClusterError, Kube, NotFound
 from immich_tui.services.pointintime import SyncPoint, sync_points
+from immich_tui.services.schema import InvalidObject, View
 from sync_engine.asof import FUTURE_SKEW
 from sync_engine.config import (
     IMMICH_FOLDERS,
@@ -34,9 +41,10 @@ from sync_engine.config import (
     normalize_prefix,
     s3_settings,
 )
+from sync_engine.errors import ObjectTooLarge
 from sync_engine.manifests import shown_text
-from sync_engine.report import ReportName, RunReport, parse_report_key, stamp
-from sync_engine.store import ObjectStore, StaticCredentials, StoreError
+from sync_engine.report import MAX_REPORT, ReportName, RunReport, parse_report_key, stamp
+from sync_engine.store import ObjectStore, StaticCredentials, StoreError, check_keys
 from sync_engine.verify import VerifyResult, verify
 
 READER_SECRET = "immich-offsite-restorer"
@@ -48,6 +56,10 @@ MAX_SKIPPED = 10  # unreadable or ignored reports read in turn before giving up 
 
 class OffsiteUnavailable(ServiceError):
     """No usable read access to the bucket; the message says what is missing."""
+
+
+class OffsiteInvalid(OffsiteUnavailable, InvalidData):
+    """The restorer Secret holds keys that cannot be keys; the message names the Secret and the key."""
 
 
 @dataclass
@@ -129,6 +141,15 @@ class Reports:
     notes: list[str] = field(default_factory=list)  # reports skipped for an older one, and why
     points: list[SyncPoint] = field(default_factory=list)  # successful syncs by the listing, oldest first
     listed_since: dt.datetime | None = None  # how far back the listing reached
+    unreadable: dict[str, str] = field(default_factory=dict)  # key -> why, newest first: not a run report
+
+    def problem(self) -> str:
+        """One line naming the newest report read that is not a run report (and how many more), or ""."""
+        if not self.unreadable:
+            return ""
+        key, why = next(iter(self.unreadable.items()))
+        more = len(self.unreadable) - 1
+        return f"run report {shown_text(key)}: {why}" + (f" (and {more} more)" if more else "")
 
 
 @dataclass
@@ -150,15 +171,21 @@ class OffsiteState:
         return sum(f.bytes for f in self.folders)
 
 
-def _decode(data: Mapping[str, str]) -> dict[str, str]:
-    return {k: base64.b64decode(v).decode("utf-8", "replace").strip() for k, v in (data or {}).items()}
+def _decode(secret: View) -> dict[str, str]:
+    out = {}
+    for key, value in secret.text_map("data").items():
+        try:
+            out[key] = base64.b64decode(value, validate=True).decode("utf-8", "replace").strip()
+        except (binascii.Error, ValueError):
+            raise InvalidObject(f"{secret.what}: data.{shown_text(key, 80)} is not base64") from None
+    return out
 
 
 def read_secret(kube: Kube, namespace: str, name: str) -> dict[str, str]:
     if name in (WRITER_SECRET, ARCHIVER_SECRET):  # a guard against ever wiring keys that write into the tools
         raise ValueError("the operator tools never read the writer's or the archiver's secret")
     body = kube.call(Access("get", "secrets", namespace, name=name), kube.core.read_namespaced_secret, name, namespace)
-    return _decode(body.get("data") or {})
+    return _decode(View.of("Secret", body, namespace=namespace))
 
 
 def _settings(values: Mapping[str, str], who: str) -> tuple[S3Settings, str, str]:
@@ -210,6 +237,10 @@ def resolve_reader(
     if secret.get("AWS_ACCESS_KEY_ID") and secret.get("AWS_SECRET_ACCESS_KEY"):
         creds = StaticCredentials(secret["AWS_ACCESS_KEY_ID"], secret["AWS_SECRET_ACCESS_KEY"])
         who = f"Secret {namespace}/{READER_SECRET}"
+        try:
+            check_keys(creds.access_key, None)
+        except ConfigError as exc:
+            raise OffsiteInvalid(f"{who}: {exc}") from None
         settings, media, reports = _settings({**secret, **merged}, who)
         return Reader(who, settings, media, reports, credentials=creds)
     if secret:
@@ -321,6 +352,7 @@ class Offsite:
         except StoreError as exc:
             raise OffsiteUnavailable(str(exc)) from None
         parsed = [parse_report_key(o.key) for o in listing if o.key.endswith(".json")]
+        sizes = {o.key: o.size for o in listing}
         names = sorted((n for n in parsed if n is not None), key=lambda n: (n.started, n.key), reverse=True)
         horizon = now.timestamp() + FUTURE_SKEW
         loaded: dict[str, RunSummary] = {}
@@ -334,6 +366,10 @@ class Offsite:
         def load(name: ReportName) -> RunSummary | None:
             if name.key not in loaded and name.key not in unreadable:
                 try:
+                    if sizes.get(name.key, 0) > MAX_REPORT:  # the listing already tells: not worth a GET
+                        raise ValueError(
+                            f"{sizes[name.key]:,} bytes, over the {MAX_REPORT:,}-byte cap for a run report: not read"
+                        )
                     run = loaded[name.key] = self._summary(name, horizon)
                 except ValueError as exc:
                     unreadable[name.key] = shown_text(str(exc), 160)
@@ -368,7 +404,8 @@ class Offsite:
         order = {n.key: i for i, n in enumerate(names)}
         shown = sorted(ignored.values(), key=lambda r: order.get(r.key, 0))
         points = sync_points(o for o in listing if o.key.endswith(".json"))
-        return Reports(runs, len(names), latest_ok, latest, shown, list(dict.fromkeys(notes)), points, since)
+        bad = {n.key: unreadable[n.key] for n in names if n.key in unreadable}  # newest first
+        return Reports(runs, len(names), latest_ok, latest, shown, list(dict.fromkeys(notes)), points, since, bad)
 
     def sync_points(self, before: dt.datetime, days: float = REPORT_DAYS) -> tuple[list[SyncPoint], dt.datetime]:
         """Successful syncs from `days` before `before` on, and where the listing began: one listing of the
@@ -385,8 +422,11 @@ class Offsite:
         """One report, read and checked; ValueError when it is not a report (OffsiteUnavailable when the
         reader may not read reports at all)."""
         try:
-            data = json.loads(self.store.get_bytes(name.key))
+            data = json.loads(self.store.get_bytes(name.key, max_bytes=MAX_REPORT, what="run report"))
             report = RunReport.from_json(data)
+        except ObjectTooLarge:
+            cap = f"larger than the {MAX_REPORT:,}-byte cap for a run report"
+            raise ValueError(f"{cap}: reading stopped there") from None
         except StoreError as exc:
             if exc.code in ("AccessDenied", "403"):
                 raise OffsiteUnavailable(f"{self.reader.source} may not read run reports: {exc}") from None

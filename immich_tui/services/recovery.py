@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,19 +78,54 @@ def rfc3339(value: dt.datetime | None) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if value else ""
 
 
+# No backup of this project's can be older: a time before it is a typo, and years near 1 or 9999 cannot
+# even be moved between zones or have a day added without leaving the calendar a datetime can hold.
+EARLIEST_TARGET = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST_TARGET = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
+
+
 def parse_target_time(text: str, flag: str = "--target-time") -> dt.datetime:
     value = clock.parse(text)
     has_zone = text.strip().upper().endswith("Z") or "+" in text[10:] or "-" in text[10:]
+    shown = repr(text if len(text) <= 60 else text[:60] + "…")
     if value is None or not has_zone:
         raise RecoveryError(
-            f"{flag} {text!r} must be RFC 3339 with an explicit zone, e.g. 2026-11-27T02:30:00Z or "
+            f"{flag} {shown} must be RFC 3339 with an explicit zone, e.g. 2026-11-27T02:30:00Z or "
             "2026-11-27T03:30:00+01:00"
         )
+    if not EARLIEST_TARGET <= value < LATEST_TARGET:
+        earliest = EARLIEST_TARGET.strftime("%Y-%m-%d")
+        raise RecoveryError(f"{flag} {shown} is not a time any backup can have: it must lie between {earliest} and now")
     return value
 
 
+# CNPG's admission webhook refuses a Cluster whose name is not a DNS-1035 label (it names Services, which
+# take no dots) or is longer than 50 characters (it derives Pod, Job and PVC names from it).
+MAX_CLUSTER_NAME = 50
+_CLUSTER_NAME = re.compile(r"[a-z](?:[-a-z0-9]*[a-z0-9])?")
+
+
+def check_cluster_name(name: str) -> None:
+    """Refuse what CNPG would refuse, before the name reaches the API server or names a file: a name such
+    as `../escaped` would otherwise write the wizard's YAML outside the directory. The name is quoted (it
+    is the operator's own, never a secret), escaped and shortened so the message stays one line."""
+    shown = repr(name if len(name) <= 60 else name[:60] + "…")
+    if len(name) > MAX_CLUSTER_NAME:
+        raise RecoveryError(
+            f"{shown} is not a valid name for the new cluster: CNPG allows at most {MAX_CLUSTER_NAME} characters "
+            f"(it has {len(name)})"
+        )
+    if not _CLUSTER_NAME.fullmatch(name):
+        raise RecoveryError(
+            f"{shown} is not a valid name for the new cluster: CNPG needs a lowercase letter first, then lowercase "
+            "letters, digits and '-', ending with a letter or digit (a DNS label, e.g. immich-db-restore)"
+        )
+
+
 def default_name(source: str, now: dt.datetime) -> str:
-    return f"{source[:40]}-restore-{now:%Y%m%d%H%M}"
+    """`<source>-restore-<minute>`, the source cut so the whole stays within CNPG's limit."""
+    suffix = f"-restore-{now:%Y%m%d%H%M}"
+    return source[: MAX_CLUSTER_NAME - len(suffix)].rstrip("-") + suffix
 
 
 def _copy(spec: dict[str, Any], key: str) -> Any:
@@ -170,6 +206,8 @@ def plan_recovery(
     `syncs` (the successful media syncs listed since `syncs_since`) let the plan say what the media as of
     the target hold; `as_of` picks the target itself: where the database meets the media as of then."""
     now = now or clock.now()
+    if name is not None:
+        check_cluster_name(name)
     if sum(bool(x) for x in (backup_name, target_time, as_of)) > 1:
         raise RecoveryError("choose one of --backup, --target-time and --as-of")
     warnings: list[str] = []
@@ -229,6 +267,7 @@ def plan_recovery(
     elif media_sync is None:
         warnings.append("no successful media sync on record: check the media copy before relying on this database")
     name = name or default_name(cluster.name, now)
+    check_cluster_name(name)  # the default too: the source's name is read from the API
     if name == cluster.name:
         raise RecoveryError("the restored cluster needs a new name: recovery never overwrites the existing cluster")
     manifest = recovery_manifest(cluster, name, target)

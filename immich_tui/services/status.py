@@ -2,6 +2,12 @@
 
 The plugin and the TUI both hold a `Services`; each section of the status is read on its own
 thread and fails on its own, so a missing CNPG or an unreadable bucket never hides the rest.
+
+A section whose data does not fit its schema (`errors.InvalidData`: a Job whose `status.conditions` is
+text, a Cluster with `spec.instances: three`, a run report that is not one, a restorer Secret whose
+key cannot be a key) is `invalid`: its error names the object and the field, and the verdict is an
+error (exit 2) whatever the rest says. An offsite section that is merely unavailable (no read
+credentials) stays informative, as the verdict rests on the sync and the database.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any, TypeVar
 
 from immich_tui.services import clock, health
 from immich_tui.services.cnpg import Database, DbState
-from immich_tui.services.errors import ServiceError
+from immich_tui.services.errors import InvalidData, ServiceError
 from immich_tui.services.kube import ClusterError, Kube, Unreachable
 from immich_tui.services.library import Library
 from immich_tui.services.media import DEFAULT_CRONJOB, JobHistory, MediaBackup
@@ -43,6 +49,7 @@ class Section:
     value: Any = None
     error: str = ""
     unreachable: bool = field(default=False, repr=False)
+    invalid: bool = field(default=False, repr=False)  # the data broke its schema (the error names where)
 
 
 @dataclass
@@ -60,7 +67,16 @@ def _section(fn: Callable[[], T]) -> Section:
     try:
         return Section(fn())
     except ServiceError as exc:
-        return Section(None, str(exc), isinstance(exc, Unreachable))
+        return Section(None, str(exc), isinstance(exc, Unreachable), isinstance(exc, InvalidData))
+
+
+def _offsite_problem(offsite: Section) -> str:
+    """What in the offsite data is not what the tools write (a run report that is not one, a broken
+    restorer Secret), or "": the media check rests on it, so it cannot be judged green."""
+    if offsite.invalid:
+        return offsite.error
+    state: OffsiteState | None = offsite.value
+    return state.reports.problem() if state is not None else ""
 
 
 class Services:
@@ -112,6 +128,9 @@ class Services:
             database = pool.submit(_section, self.database.state)
             offsite = pool.submit(_section, lambda: self.offsite().state(listing=False, report_limit=report_limit))
             m, d, o = media.result(), database.result(), offsite.result()
+        problem = _offsite_problem(o)
+        if problem and not o.error:  # the state is still shown (an older report stood in); the error says why
+            o.error, o.invalid = problem, True
         if m.unreachable and d.unreachable:
             raise Unreachable(m.error)  # nothing to judge: say so once, as an error
         return StatusReport(kube.context, self.target.namespace, m, d, o, self.judge(m, d, o))
@@ -137,9 +156,15 @@ class Services:
             media.error,
             mass_change=mass_change,
             ignored=ignored,
+            invalid=_offsite_problem(offsite),
         )
         db: DbState | None = database.value
-        if db is None:
+        if database.invalid:  # an error whatever its text says (it quotes the object, which may say anything)
+            checks = [
+                health.Check("database", "error", None, database.error),
+                health.Check("wal", "error", None, database.error),
+            ]
+        elif db is None:
             checks = [
                 health.database_check(None, "", threshold, now, database.error),
                 health.wal_check("", "", "", None, now, database.error),

@@ -18,6 +18,7 @@ from rich.syntax import Syntax
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Static
 
@@ -29,7 +30,8 @@ from immich_tui.services.recovery import RecoveryPlan, parse_target_time, plan_r
 
 @dataclass
 class RecoveryRequest:
-    """What the wizard hands back: apply this plan, or write it to `path`."""
+    """What the wizard hands back: apply this plan, or write it to `path`, a bare file name the app writes
+    into its working directory (the plan's name is a DNS label, so it cannot name another directory)."""
 
     plan: RecoveryPlan
     apply: bool
@@ -119,7 +121,7 @@ class RecoveryWizard(ModalScreen[RecoveryRequest | None]):
             )
         except ServiceError as exc:
             self.plan = None
-            result.update(f"[red]✖ {exc}[/]")
+            result.update(f"[red]✖ {escape(str(exc))}[/]")  # a typed name may hold markup
             self.query_one("#wizard-yaml", Static).update("")
             self._buttons(False)
             return
@@ -146,8 +148,7 @@ class RecoveryWizard(ModalScreen[RecoveryRequest | None]):
         if event.button.id == "cancel" or self.plan is None:
             self.dismiss(None)
         elif event.button.id == "write":
-            path = Path.cwd() / f"{self.plan.name}.yaml"
-            self.dismiss(RecoveryRequest(self.plan, apply=False, path=path))
+            self.dismiss(RecoveryRequest(self.plan, apply=False, path=Path(f"{self.plan.name}.yaml")))
         elif event.button.id == "apply":
             self.dismiss(RecoveryRequest(self.plan, apply=True))
 
@@ -222,7 +223,7 @@ class MediaRestoreScreen(ModalScreen[MediaRestoreRequest | None]):
         try:
             as_of = parse_target_time(text, "as of") if text else None
         except ServiceError as exc:
-            self.query_one("#restore-error", Static).update(f"[red]✖ {exc}[/]")
+            self.query_one("#restore-error", Static).update(f"[red]✖ {escape(str(exc))}[/]")
             return
         self.dismiss(MediaRestoreRequest(pvc, self.query_one("#restore-force", Checkbox).value, as_of))
 

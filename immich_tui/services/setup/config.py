@@ -1,8 +1,12 @@
 """The `OFFSITE_BACKUP_*` variables of the `.env`, validated into the one configuration setup works from.
 
-Every problem is one line that names the variable, and no value ever appears in a message. What is
-accepted is exactly what the sync engine will accept from the Secrets (its own `s3_settings` decides),
-plus the shape checks that catch the usual paste mistakes in keys before they reach a cluster.
+Every problem is one line that names the variable and what is wrong with it. A value appears in a
+message only when it is a short word that cannot be a key (`'frankfurt'`); anything longer, or shaped
+like a token, is described (its length) instead, since a key pasted onto the wrong line must not reach a
+terminal, a CI log or a bug report. A value shaped like an access key ID or a secret is refused outright
+in the variables that are printed later (region, bucket, media prefix, endpoint). What is accepted is
+exactly what the sync engine will accept from the Secrets (its own `s3_settings` decides), plus the
+shape checks that catch the usual paste mistakes in keys before they reach a cluster.
 
 Three identities, three key pairs: the media writer (the nightly sync), the archiver (CNPG's WAL archive
 and base backups) and the restorer (read-only). No two may share an access key ID or a secret: the
@@ -65,6 +69,14 @@ _OTHER_REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # S3-compatible s
 _AWS_KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
 _AWS_SECRET = re.compile(r"[A-Za-z0-9/+]{40}")
 
+# What keys look like wherever they were issued: AWS and MinIO IDs (`AKIA…`, 20 capitals and digits),
+# Garage IDs (`GK` and 24 hex digits), AWS and MinIO secrets (40 characters), R2 and Garage hex secrets.
+_KEY_ID_LIKE = re.compile(r"(?<![A-Za-z0-9])(?:GK[0-9a-f]{24}|[A-Z0-9]{16,128})(?![A-Za-z0-9])")
+_SECRET_LIKE = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{40}(?![A-Za-z0-9+/=])")
+_TOKEN_LIKE = re.compile(r"[A-Za-z0-9+=]{20,}")  # a run without the separators that join words
+_SHORT_TOKEN = re.compile(r"[A-Za-z0-9]{8,}")  # `minio123`: short, and a default secret all the same
+SHOWN_MAX = 16  # a value is quoted only up to this length: a region, a short bucket name, a short prefix
+
 
 @dataclass(frozen=True)
 class OffsiteConfig:
@@ -111,8 +123,71 @@ class OffsiteConfig:
 
 
 def credential_values(values: Mapping[str, str]) -> list[str]:
-    """The raw key values of a parsed file, for scrubbing messages before the file is validated."""
-    return [values[name] for name in CREDENTIALS if len(values.get(name, "").strip()) >= 4]
+    """The raw key values of a parsed file, for scrubbing messages before the file is validated: those of
+    the key variables, and any value of another setup variable that is shaped like a key."""
+    keys = [values[name] for name in CREDENTIALS if len(values.get(name, "").strip()) >= 4]
+    misplaced = [v for k, v in values.items() if k in VARIABLES and k not in CREDENTIALS and key_shape(v)]
+    return keys + misplaced
+
+
+def _mixed(text: str) -> bool:
+    return any(c.isupper() for c in text) and any(c.islower() for c in text) and any(c.isdigit() for c in text)
+
+
+def key_shape(value: str) -> str | None:
+    """What `value` looks like when it looks like a key ("an access key ID", "a secret access key", "an
+    access key or a secret"), else None. Regions, bucket names and prefixes are words joined by `-`, `.`,
+    `_` or `/`; keys are long runs of letters and digits with no such joints."""
+    for match in _KEY_ID_LIKE.finditer(value):
+        token = match.group()
+        if token.startswith("GK") or (any(c.isdigit() for c in token) and any(c.isalpha() for c in token)):
+            return "an access key ID"
+    if any(_mixed(m.group()) for m in _SECRET_LIKE.finditer(value)):
+        return "a secret access key"
+    for match in _TOKEN_LIKE.finditer(value):
+        token = match.group()
+        if _mixed(token):
+            return "an access key or a secret"
+    # a hex key (R2, Garage) is the whole value: a bucket name may well end in a hex suffix of its own
+    if len(value) >= 32 and all(c in "0123456789abcdef" for c in value) and not value.isdigit():
+        return "an access key or a secret"
+    return None
+
+
+def _quotable(value: str) -> bool:
+    """Short words only: nothing longer than a region, nothing token-like, nothing but printable text."""
+    return (
+        len(value) <= SHOWN_MAX
+        and value.isprintable()
+        and not any(any(c.isdigit() for c in t) and any(c.isalpha() for c in t) for t in _SHORT_TOKEN.findall(value))
+        and key_shape(value) is None
+    )
+
+
+def _problem(var: str, value: str, problem: str) -> EnvFileError:
+    """`VAR 'value' problem` for a short word; otherwise `VAR problem` and only the value's length."""
+    if _quotable(value):
+        return EnvFileError(f"{var} {value!r} {problem}")
+    return EnvFileError(f"{var} {problem}; its value ({len(value)} characters) is not shown, as it may be a key")
+
+
+def _misplaced_key(ours: Mapping[str, str]) -> None:
+    """A key on the line of a variable that is printed later (in a message, in the S3 check's report) is
+    refused before anything else reads it. An endpoint is a URL: only a value without `://` is judged,
+    as hostnames such as R2's hold a long hex account ID."""
+    lines = (
+        (ENDPOINT, "an http(s) URL"),
+        (BUCKET, "a bucket name"),
+        (REGION, "a region"),
+        (MEDIA_PREFIX, "a key prefix"),
+    )
+    for var, what in lines:
+        value = ours.get(var, "").strip()
+        if not value or (var == ENDPOINT and "://" in value):
+            continue
+        shape = key_shape(value)
+        if shape:
+            raise EnvFileError(f"{var} looks like {shape}, not {what} (is a key on the wrong line?)")
 
 
 def load_config(values: Mapping[str, str], source: str = ".env") -> OffsiteConfig:
@@ -129,6 +204,7 @@ def load_config(values: Mapping[str, str], source: str = ".env") -> OffsiteConfi
     for name in REQUIRED:
         if name not in ours:
             raise EnvFileError(f"{name} is not set in {source}")
+    _misplaced_key(ours)
 
     endpoint = ours.get(ENDPOINT)
     if endpoint is not None:
@@ -138,19 +214,21 @@ def load_config(values: Mapping[str, str], source: str = ".env") -> OffsiteConfi
                 f"{ENDPOINT} must not carry credentials (user:password@); the keys have their own variables"
             )
         if not _engine_accepts({"AWS_ENDPOINT_URL_S3": endpoint}):
-            raise EnvFileError(f"{ENDPOINT} {endpoint!r} is not an http(s) URL")
+            raise EnvFileError(f"{ENDPOINT} is not an http(s) URL ({_url_hint(endpoint)})")
 
     bucket = ours[BUCKET].strip()
     if not _engine_accepts({"BUCKET_NAME": bucket}):
-        raise EnvFileError(
-            f"{BUCKET} {bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, digits, dots and "
-            "hyphens, starting and ending with a letter or digit)"
+        raise _problem(
+            BUCKET,
+            bucket,
+            "is not a valid S3 bucket name (3-63 lowercase letters, digits, dots and hyphens, starting and ending "
+            "with a letter or digit)",
         )
     region = ours[REGION].strip()
     if endpoint is None and not _AWS_REGION.fullmatch(region):
-        raise EnvFileError(f"{REGION} {region!r} does not look like an AWS region (such as eu-central-1)")
+        raise _problem(REGION, region, "does not look like an AWS region (such as eu-central-1)")
     if endpoint is not None and not _OTHER_REGION.fullmatch(region):
-        raise EnvFileError(f"{REGION} {region!r} is not a region name (such as us-east-1, or auto)")
+        raise _problem(REGION, region, "is not a region name (such as us-east-1, or auto)")
 
     media_prefix = _media_prefix(ours.get(MEDIA_PREFIX, DEFAULT_MEDIA_PREFIX))
 
@@ -218,11 +296,20 @@ def _engine_accepts(values: dict[str, str]) -> bool:
     return True
 
 
+def _url_hint(endpoint: str) -> str:
+    """The scheme when there is one (never the rest: a URL can carry a token), else an example."""
+    scheme, sep, _ = endpoint.partition("://")
+    if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,15}", scheme):
+        return f"its scheme is {scheme!r}"
+    return "such as https://minio.example:9000"
+
+
 def _engine_settings(config: OffsiteConfig) -> S3Settings:
     try:
         return s3_settings(None, config.secret_data(config.writer))
     except ConfigError as exc:  # every field was checked above; this only guards the two from drifting
-        raise EnvFileError(f"the sync engine would refuse these settings: {exc}") from None
+        # the engine's message names its setting first and may quote the value after it: keep the name
+        raise EnvFileError(f"the sync engine would refuse {str(exc).split(':', 1)[0]}") from None
 
 
 def _media_prefix(raw: str) -> str:
@@ -230,14 +317,14 @@ def _media_prefix(raw: str) -> str:
     if prefix != raw or any(ch.isspace() or not ch.isprintable() for ch in prefix):
         raise EnvFileError(f"{MEDIA_PREFIX} contains whitespace or control characters")
     if prefix.startswith("/"):
-        raise EnvFileError(f"{MEDIA_PREFIX} {prefix!r} starts with '/': S3 keys have none (write immich/media/)")
+        raise _problem(MEDIA_PREFIX, prefix, "starts with '/': S3 keys have none (write immich/media/)")
     if "\\" in prefix:
-        raise EnvFileError(f"{MEDIA_PREFIX} {prefix!r} contains a backslash: S3 key prefixes use '/'")
+        raise _problem(MEDIA_PREFIX, prefix, "contains a backslash: S3 key prefixes use '/'")
     segments = prefix.rstrip("/").split("/")
     if any(s in (".", "..") for s in segments):
-        raise EnvFileError(f"{MEDIA_PREFIX} {prefix!r} contains a '.' or '..' segment")
+        raise _problem(MEDIA_PREFIX, prefix, "contains a '.' or '..' segment")
     if any(not s for s in segments):
-        raise EnvFileError(f"{MEDIA_PREFIX} {prefix!r} contains an empty segment ('//')")
+        raise _problem(MEDIA_PREFIX, prefix, "contains an empty segment ('//')")
     return normalize_prefix(prefix)
 
 
@@ -249,6 +336,11 @@ def _keys(values: Mapping[str, str], id_var: str, secret_var: str, *, aws: bool)
             raise EnvFileError(f"{var} contains whitespace or control characters (a stray space or line break?)")
         if value[0] in "\"'" or value[-1] in "\"'":
             raise EnvFileError(f"{var} begins or ends with a quote character (quoted twice?)")
+        if not value.isascii():  # no store hands one out; signing a request with it fails or is mangled
+            raise EnvFileError(
+                f"{var} contains a character that is not ASCII (a typographic quote or a look-alike letter "
+                "pasted from a document?)"
+            )
     if key_id == secret:
         raise EnvFileError(f"{id_var} and {secret_var} are identical")
     if aws:

@@ -1,6 +1,7 @@
 """Why setup stops: one family of errors, so `kubectl immich-backup setup` reports any of them the same way.
 
-Each message is one line that names what to fix and never holds a value from the `.env` (it may be a key).
+Each message is one line that names what to fix. A value from the `.env` appears in it only when it is a
+short word that cannot be a key (`'frankfurt'`); anything else is described, never quoted.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from immich_tui.services.errors import ServiceError
 
 
 class SetupError(ServiceError):
-    """Setup cannot go on; the one-line message names what to fix and never holds a value."""
+    """Setup cannot go on; the one-line message names what to fix and never a value that could be a key."""
 
 
 class EnvFileError(SetupError):

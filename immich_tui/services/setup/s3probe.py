@@ -8,6 +8,11 @@ versioning state on every run anyway, both reads change nothing, and so the rest
 exactly what a restore needs. A bucket whose versioning is not Enabled stops setup unless the operator
 accepted that (`allow_unversioned`). Only then does the writer write a marker under the run reports,
 which the restorer reads back. A refusal becomes one line naming the variable to fix, never the key.
+
+A dry run writes nothing anywhere and read-only mode refuses every write, the bucket's too
+(`skip_write`): then no marker is put, and the restorer's read is proven on a marker key that does not
+exist instead. S3 checks authorisation before it looks for the key, so NoSuchKey means s3:GetObject is
+allowed and AccessDenied that it is not. The writer's put stays unproven, which the result says.
 """
 
 from __future__ import annotations
@@ -76,16 +81,19 @@ class BucketProtection:
 class S3Check:
     """What the keys proved: the writer listed the media prefix and wrote `marker`; the archiver listed
     `archive_prefix`; the restorer (when given) listed the media prefix and read the marker back; and how
-    the bucket is protected. `warnings` are for the operator (versioning off but accepted, a state that
-    could not be read)."""
+    the bucket is protected. With `write_skipped` (why: `--dry-run`, `read-only mode`) `marker` is None:
+    nothing was written and the restorer read a key that does not exist under `report_prefix`.
+    `warnings` are for the operator (versioning off but accepted, a state that could not be read)."""
 
     bucket: str
     media_prefix: str
-    marker: str
+    marker: str | None
     restorer: bool
     archive_prefix: str = ""
     protection: BucketProtection | None = None
     warnings: tuple[str, ...] = field(default=(), repr=False)
+    write_skipped: str = ""
+    report_prefix: str = ""
 
 
 def marker_key(config: OffsiteConfig, now: dt.datetime) -> str:
@@ -112,8 +120,8 @@ def _reason(exc: StoreError, id_var: str, secret_var: str, region_var: str = REG
 def _store(config: OffsiteConfig, keys: StaticCredentials) -> ObjectStore:
     try:
         return ObjectStore(_settings(config), credentials=keys)
-    except ConfigError as exc:
-        raise S3CheckError(f"S3 check: {exc}") from None
+    except ConfigError as exc:  # the engine names its setting first; what follows may quote a value
+        raise S3CheckError(f"S3 check: the sync engine refuses {str(exc).split(':', 1)[0]}") from None
 
 
 def _settings(config: OffsiteConfig) -> S3Settings:
@@ -192,10 +200,18 @@ def read_protection(config: OffsiteConfig) -> BucketProtection:
     )
 
 
-def check_s3(config: OffsiteConfig, now: dt.datetime | None = None, *, allow_unversioned: bool = False) -> S3Check:
+def check_s3(
+    config: OffsiteConfig,
+    now: dt.datetime | None = None,
+    *,
+    allow_unversioned: bool = False,
+    skip_write: str = "",
+) -> S3Check:
     """Prove the keys and the bucket's versioning before anything is applied: the writer, the archiver and
     the restorer list; versioning must be Enabled (unless `allow_unversioned`); then the writer puts a
-    marker and the restorer reads it back. Nothing is written to the bucket when versioning stops setup."""
+    marker and the restorer reads it back. Nothing is written to the bucket when versioning stops setup,
+    nor at all with `skip_write` (why nothing may be written: `--dry-run`, `read-only mode`), when the
+    restorer's read is proven on a key that does not exist."""
     now = now or clock.now()
     where = f"s3://{config.bucket}/{config.media_prefix}"
     writer = _store(config, config.writer)
@@ -239,6 +255,20 @@ def check_s3(config: OffsiteConfig, now: dt.datetime | None = None, *, allow_unv
         warnings.append(f"Object Lock state of bucket {config.bucket} unknown: {protection.lock_note}")
 
     key = marker_key(config, now)
+    if skip_write:
+        if restorer is not None:
+            _prove_read(config, restorer, key)
+        return S3Check(
+            config.bucket,
+            config.media_prefix,
+            None,
+            restorer is not None,
+            config.archive_prefix,
+            protection,
+            tuple(warnings),
+            write_skipped=skip_write,
+            report_prefix=config.report_prefix,
+        )
     body = json.dumps(
         {
             "written_by": "kubectl immich-backup setup --check-s3",
@@ -256,7 +286,14 @@ def check_s3(config: OffsiteConfig, now: dt.datetime | None = None, *, allow_unv
         ) from None
     if restorer is None:
         return S3Check(
-            config.bucket, config.media_prefix, key, False, config.archive_prefix, protection, tuple(warnings)
+            config.bucket,
+            config.media_prefix,
+            key,
+            False,
+            config.archive_prefix,
+            protection,
+            tuple(warnings),
+            report_prefix=config.report_prefix,
         )
     try:
         read = restorer.get_bytes(key)
@@ -266,4 +303,28 @@ def check_s3(config: OffsiteConfig, now: dt.datetime | None = None, *, allow_unv
         ) from None
     if read != body:
         raise S3CheckError(f"S3 check: the restorer read back different bytes from s3://{config.bucket}/{key}")
-    return S3Check(config.bucket, config.media_prefix, key, True, config.archive_prefix, protection, tuple(warnings))
+    return S3Check(
+        config.bucket,
+        config.media_prefix,
+        key,
+        True,
+        config.archive_prefix,
+        protection,
+        tuple(warnings),
+        report_prefix=config.report_prefix,
+    )
+
+
+def _prove_read(config: OffsiteConfig, restorer: ObjectStore, key: str) -> None:
+    """The restorer's s3:GetObject without a marker to read: a key that does not exist answers NoSuchKey
+    when reading is allowed (the restorer may list, so S3 does not hide the key's absence behind a 403)
+    and AccessDenied when it is not."""
+    try:
+        restorer.get_bytes(key)
+    except StoreError as exc:
+        if exc.code in ("NoSuchKey", "404", "NotFound"):
+            return
+        raise S3CheckError(
+            f"S3 check: the restorer keys cannot read s3://{config.bucket}/{key}: "
+            f"{_reason(exc, RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY)}"
+        ) from None
