@@ -26,6 +26,7 @@ from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
@@ -176,7 +177,10 @@ class ImmichApp(App[None]):
         """Poll only what is visible: the verdict, and the active tab when its data is due."""
         if self._status_at is None or time.monotonic() - self._status_at >= STATUS_SECONDS:
             self.refresh_status()
-        pane = self.active_pane
+        try:
+            pane = self.active_pane
+        except NoMatches:  # a tick that lands while the app shuts down finds no tabs: nothing to poll
+            return
         if not isinstance(pane, OverviewPane) and pane.due():
             pane.load()
 
