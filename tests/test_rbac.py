@@ -1,9 +1,11 @@
 """deploy/rbac: the operator Role is the least the tools need (no exec, the CronJob by name, no Secret but
-the restorer's), exec is a separate opt-in, the admission policies come with the operator Role, and the
-tools' real code paths work with exactly these Roles against an emulated API server."""
+the restorer's and the viewer's), the viewer Role reads only the viewer's Secret (keys that cannot download
+a photo), exec is a separate opt-in, the admission policies come with the operator Role, and the tools'
+real code paths work with exactly these Roles against an emulated API server."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,15 @@ from immich_tui.services.cnpg import Database
 from immich_tui.services.kube import Forbidden
 from immich_tui.services.library import Library
 from immich_tui.services.media import DEFAULT_CRONJOB, RESTORER_SECRET, MediaBackup
-from immich_tui.services.offsite import ARCHIVER_SECRET, WRITER_SECRET, read_secret
+from immich_tui.services.offsite import (
+    ARCHIVER_SECRET,
+    RESTORE_SECRETS,
+    VIEWER_SECRET,
+    WRITER_SECRET,
+    OffsiteUnavailable,
+    read_secret,
+    resolve_reader,
+)
 from tests.rbac_eval import AuthorizedKube, Rbac, Subject
 from tests.test_deploy import DEPLOY, find, render
 
@@ -67,7 +77,7 @@ def test_the_operator_role_is_exactly_what_the_tools_use() -> None:
         ("", "pods", "list", ()),
         ("", "pods", "watch", ()),
         ("", "pods/log", "get", ()),
-        ("", "secrets", "get", (RESTORER_SECRET,)),
+        ("", "secrets", "get", (RESTORER_SECRET, VIEWER_SECRET)),  # restores and verify; status and totals
     }
     db = _grants(_rules("rbac/operator", DB_NS, "immich-backup-operator"))
     assert {verb for _, _, verb, _ in db} == {"get", "list", "watch", "create"}
@@ -137,14 +147,40 @@ def test_the_viewer_role_writes_nothing() -> None:
     assert not rbac.allows(VIEWER, "create", "pods", NS, subresource="exec", name="immich-server-0")
 
 
+def test_the_viewer_role_reads_only_the_viewer_secret() -> None:
+    """The viewer's keys (deploy/iam/viewer.json) read the run reports and cannot download a photo or the
+    database archive; the restorer's can, so the viewer Role never reads them."""
+    secrets = {g for g in _grants(_rules("rbac/read-only", NS, "immich-backup-viewer")) if g[1] == "secrets"}
+    assert secrets == {("", "secrets", "get", (VIEWER_SECRET,))}
+    assert not [g for g in _grants(_rules("rbac/read-only", DB_NS, "immich-backup-viewer")) if g[1] == "secrets"]
+    rbac = Rbac(render("rbac/read-only"))
+    assert rbac.allows(VIEWER, "get", "secrets", NS, name=VIEWER_SECRET)
+    for namespace, name in ((NS, RESTORER_SECRET), (NS, WRITER_SECRET), (DB_NS, ARCHIVER_SECRET)):
+        assert not rbac.allows(VIEWER, "get", "secrets", namespace, name=name), name
+    assert not rbac.allows(VIEWER, "list", "secrets", NS)
+
+
 # The tools, for real, with exactly these Roles -----------------------------------------------------
+READER_KEYS = {"AWS_SECRET_ACCESS_KEY": "r", "AWS_REGION": "us-east-1", "BUCKET_NAME": "immich-b", "MEDIA_PREFIX": "m/"}
+
+
 @pytest.fixture
 def seeded(tmp_path: Path) -> Iterator[str]:
     server = EmulatorServer().start()
     try:
         world = World()
-        world.restorer = {"AWS_ACCESS_KEY_ID": "AKIAREADER", "AWS_SECRET_ACCESS_KEY": "r", "BUCKET_NAME": "b"}
+        world.restorer = {"AWS_ACCESS_KEY_ID": "AKIAREADER", **READER_KEYS}
         seed(server, world)
+        viewer = {"AWS_ACCESS_KEY_ID": "AKIAVIEWER", **READER_KEYS}
+        server.put(
+            "v1/secrets",
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": VIEWER_SECRET, "namespace": NS},
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in viewer.items()},
+            },
+        )
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_text(yaml.safe_dump(server.kubeconfig()))
         yield str(kubeconfig)
@@ -165,6 +201,7 @@ def _operate(kube: AuthorizedKube) -> Library:
     media.set_suspended(False)
     media.start_restore("immich-library")
     read_secret(kube, NS, RESTORER_SECRET)
+    read_secret(kube, NS, VIEWER_SECRET)
     db = Database(kube, DB_NS, DB_CLUSTER)
     db.state()
     db.backup_now()
@@ -206,3 +243,25 @@ def test_the_viewer_reads_and_is_refused_every_write(seeded: str) -> None:
     for action in (media.trigger, lambda: media.set_suspended(True), lambda: media.start_restore("immich-library")):
         with pytest.raises(Forbidden):
             action()
+
+
+def test_the_viewer_reads_s3_with_the_viewer_secret_and_never_reaches_the_restorers(seeded: str) -> None:
+    """status, offsite and inventory resolve the viewer's keys; verify and the database catalog ask for the
+    restorer's, which the viewer Role may not read: a one-line refusal naming the Secret, not a fallback."""
+    kube = AuthorizedKube(seeded, Rbac(render("rbac/read-only")), VIEWER)
+    reader = resolve_reader(kube, NS, {})
+    assert reader.source == f"Secret {NS}/{VIEWER_SECRET}"
+    assert reader.credentials is not None and reader.credentials.access_key == "AKIAVIEWER"
+    with pytest.raises(OffsiteUnavailable) as refused:
+        resolve_reader(kube, NS, {}, secrets=RESTORE_SECRETS)
+    assert str(refused.value).endswith(f"or create the restorer Secret (RBAC denies get secrets in namespace {NS})")
+    assert [(a.verb, a.resource, a.name) for a in kube.denied] == [("get", "secrets", RESTORER_SECRET)]
+
+
+def test_the_operator_reads_s3_with_the_viewer_secret_and_restores_with_the_restorers(seeded: str) -> None:
+    kube = AuthorizedKube(seeded, Rbac(render("rbac/operator")), OPERATOR)
+    assert resolve_reader(kube, NS, {}).source == f"Secret {NS}/{VIEWER_SECRET}"
+    restorer = resolve_reader(kube, NS, {}, secrets=RESTORE_SECRETS)
+    assert restorer.source == f"Secret {NS}/{RESTORER_SECRET}"
+    assert restorer.credentials is not None and restorer.credentials.access_key == "AKIAREADER"
+    assert kube.denied == []

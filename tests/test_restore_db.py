@@ -20,6 +20,7 @@ from immich_tui.services.cnpg import _backup, _cluster, _object_store
 from immich_tui.services.recovery import RecoveryError, plan_recovery
 from tests.cluster import Cluster, MakeCluster
 from tests.crd_schema import validate
+from tests.test_deploy import SECRETS_DIR, credentials_in_env, mounted_secret
 
 
 def test_the_validator_rejects_what_the_api_server_would() -> None:
@@ -172,9 +173,21 @@ def test_media_restore_job_shape(make_cluster: MakeCluster) -> None:
     [container] = pod["containers"]
     assert container["image"] == "ghcr.io/immich-offsite-backup/immich-sync:0.1.0"  # the CronJob's image
     assert container["args"] == ["restore", "--to", "/target", "--log-format", "json", "--force"]
-    assert container["envFrom"] == [{"secretRef": {"name": "immich-offsite-restorer"}}]  # never the writer's
-    assert container["volumeMounts"] == [{"name": "target", "mountPath": "/target"}]  # read-write
-    assert pod["volumes"] == [{"name": "target", "persistentVolumeClaim": {"claimName": "immich-library-new"}}]
+    # the restorer's keys as files of a read-only volume, never the writer's and never in the environment;
+    # no ServiceAccount token: the pod never calls the Kubernetes API
+    assert mounted_secret(pod) == "immich-offsite-restorer"
+    assert "envFrom" not in container and credentials_in_env(pod) == []
+    assert pod["automountServiceAccountToken"] is False
+    assert container["volumeMounts"] == [
+        {"name": "target", "mountPath": "/target"},  # read-write
+        {"name": "credentials", "mountPath": SECRETS_DIR, "readOnly": True},
+    ]
+    assert pod["volumes"] == [
+        {"name": "target", "persistentVolumeClaim": {"claimName": "immich-library-new"}},
+        {"name": "credentials", "secret": {"secretName": "immich-offsite-restorer", "defaultMode": 0o400}},
+    ]
+    # the sandbox's CronJob sets no securityContext: the image's user (65532) still reads the 0400 files
+    assert pod["securityContext"] == {"fsGroup": 65532, "fsGroupChangePolicy": "OnRootMismatch"}
     assert pod["restartPolicy"] == "Never"
     jobs = cluster.run("jobs", "-o", "json").json()["jobs"]
     assert jobs[0]["name"] == result.json()["name"]  # restore Jobs show in the same history, logs and all
@@ -188,6 +201,12 @@ def test_media_restore_wait_runs_the_real_restore(make_cluster: MakeCluster, sam
     target = cluster.jobs.target.restore_root  # the volume the emulated Job mounts at /target
     result = cluster.run("media", "restore", "--wait")
     assert result.code == 0, result.out + result.err
+    # the engine ran with no key in its environment: only the restorer Secret, mounted as files
+    run = cluster.jobs.runs[-1]
+    assert run.args[:2] == ["restore", "--to"]
+    assert not [name for name in run.env if name.startswith("AWS_")], run.env
+    assert run.secrets == {SECRETS_DIR: "immich-offsite-restorer"}
+    assert run.env["IMMICH_SYNC_SECRETS_DIR"] != SECRETS_DIR  # the kubelet's mount, as a local directory
     assert "Generate Thumbnails" in result.out and "Transcode Videos" in result.out
     assert result.out.strip().splitlines()[-2].endswith("succeeded")
     for rel in sample.files:

@@ -4,7 +4,7 @@ Against kmock's Kubernetes emulator over HTTP with the official client, and moto
 server for `--check-s3` (versioning and Object Lock states, an answer injected by a proxy for a server
 without Object Lock), and one enforcing IAM with the policies shipped in deploy/iam (s3:prefix
 conditions included, tests/strict_iam.py), so the check is proven with exactly the permissions the
-writer, the archiver and the restorer get.
+writer, the archiver, the restorer and the viewer get.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from immich_tui.demo.emulator import CORE_RESOURCES, Denial, EmulatorServer
-from immich_tui.demo.s3 import LocalS3, free_port
+from immich_tui.demo.s3 import LocalS3, bucket_policy, free_port
 from immich_tui.flags import global_flags, with_defaults
 from immich_tui.plugin import PROG
 from immich_tui.plugin.setup_cmd import add_setup_parser, run_setup
@@ -39,6 +39,7 @@ from tests.strict_iam import StrictIamS3
 
 NS, DB_NS = "immich", "postgresql"
 WRITER, ARCHIVER, RESTORER = "immich-offsite-writer", "immich-offsite-cnpg", "immich-offsite-restorer"
+VIEWER = "immich-offsite-viewer"
 LABELS = {"app.kubernetes.io/managed-by": "immich-backup", "app.kubernetes.io/part-of": "immich-offsite-backup"}
 
 # Shaped like AWS keys (20-character IDs, 40-character secrets), so the strict AWS checks apply.
@@ -48,7 +49,9 @@ ARCHIVER_ID = "AKIAARCHIVER00EXAMPL"
 ARCHIVER_KEY = "Hq3MtGbClwBF/2Zp9Utk/h3yCo8nvbarchiverK3"
 RESTORER_ID = "AKIARESTORER00EXAMPL"
 RESTORER_KEY = "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbrestorerK2"
-SECRETS = (WRITER_ID, WRITER_KEY, ARCHIVER_ID, ARCHIVER_KEY, RESTORER_ID, RESTORER_KEY)
+VIEWER_ID = "AKIAVIEWER0000EXAMPL"
+VIEWER_KEY = "Vw4MtGbClwBF/2Zp9Utk/h3yCo8nvbviewer0K4x"
+SECRETS = (WRITER_ID, WRITER_KEY, ARCHIVER_ID, ARCHIVER_KEY, RESTORER_ID, RESTORER_KEY, VIEWER_ID, VIEWER_KEY)
 
 BASE = {
     "OFFSITE_BACKUP_AWS_ACCESS_KEY_ID": WRITER_ID,
@@ -60,6 +63,11 @@ BASE = {
     "OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY": ARCHIVER_KEY,
     "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID": RESTORER_ID,
     "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY": RESTORER_KEY,
+}
+# The viewer is optional: BASE leaves it out, as an .env written before it existed does.
+WITH_VIEWER: dict[str, str | None] = {
+    "OFFSITE_BACKUP_VIEWER_AWS_ACCESS_KEY_ID": VIEWER_ID,
+    "OFFSITE_BACKUP_VIEWER_AWS_SECRET_ACCESS_KEY": VIEWER_KEY,
 }
 
 
@@ -193,7 +201,7 @@ def _rows(out: str) -> dict[tuple[str, str], str]:
     rows = {}
     for line in out.splitlines():
         parts = line.lstrip("# ").split()
-        if len(parts) >= 3 and parts[0] in (WRITER, ARCHIVER, RESTORER):
+        if len(parts) >= 3 and parts[0] in (WRITER, ARCHIVER, RESTORER, VIEWER):
             rows[parts[0], parts[1]] = " ".join(parts[2:]).removesuffix(" -")
     return rows
 
@@ -232,6 +240,58 @@ def test_creates_the_three_secrets(setup: Setup) -> None:
         ("POST", f"/api/v1/namespaces/{DB_NS}/secrets"),
         ("POST", f"/api/v1/namespaces/{NS}/secrets"),
     ]
+
+
+def test_creates_the_viewer_secret_from_its_own_keys(setup: Setup) -> None:
+    """The viewer's Secret beside the restorer's, in the Immich namespace, with only the viewer's keys (and
+    the media prefix the tools find the run reports from); a dry run shows it redacted, a rerun leaves it."""
+    env = setup.env_file(WITH_VIEWER)
+    dry = setup.run("--env-file", str(env), "--dry-run")
+    assert dry.code == 0, dry.err
+    assert _rows(dry.out)[VIEWER, NS] == "would be created"
+    [doc] = [d for d in yaml.safe_load_all(dry.out) if d and d["metadata"]["name"] == VIEWER]
+    assert doc["metadata"] == {"name": VIEWER, "namespace": NS, "labels": LABELS}
+    assert doc["data"]["AWS_SECRET_ACCESS_KEY"] == "<redacted: 40 chars>"
+    assert setup.writes() == []
+    result = setup.run("--env-file", str(env))
+    assert result.code == 0, result.err
+    assert result.err == ""
+    assert _rows(result.out) == {
+        (WRITER, NS): "created",
+        (ARCHIVER, DB_NS): "created",
+        (RESTORER, NS): "created",
+        (VIEWER, NS): "created",
+    }
+    assert setup.data(NS, VIEWER) == _expected(VIEWER_ID, VIEWER_KEY)
+    assert setup.data(NS, RESTORER) == _expected(RESTORER_ID, RESTORER_KEY)
+    assert setup.secret(DB_NS, VIEWER) is None
+    for ns, name in ((NS, WRITER), (DB_NS, ARCHIVER), (NS, RESTORER)):
+        assert VIEWER_ID not in json.dumps(setup.data(ns, name)) and VIEWER_KEY not in json.dumps(setup.data(ns, name))
+    viewer = setup.secret(NS, VIEWER)
+    assert viewer is not None and viewer["metadata"]["labels"] == LABELS and viewer["type"] == "Opaque"
+    before = len(setup.emulator.requests)
+    again = setup.run("--env-file", str(env))
+    assert again.code == 0 and set(_rows(again.out).values()) == {"unchanged"} and len(_rows(again.out)) == 4
+    assert setup.writes(before) == []
+
+
+def test_viewer_keys_alone_leave_the_restorer_secret_alone(setup: Setup) -> None:
+    """Without restorer keys the viewer's Secret is still made; the warning says what still needs the
+    restorer's (restores, verify, the database catalog)."""
+    no_restorer = {
+        **WITH_VIEWER,
+        "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID": None,
+        "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY": None,
+    }
+    result = setup.run("--env-file", str(setup.env_file(no_restorer)))
+    assert result.code == 0, result.err
+    assert _rows(result.out) == {(WRITER, NS): "created", (ARCHIVER, DB_NS): "created", (VIEWER, NS): "created"}
+    assert setup.secret(NS, RESTORER) is None
+    assert result.err == (
+        "warning: no restorer keys (OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID, "
+        f"OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY): Secret {RESTORER} is neither created nor changed; media "
+        "restore, verify and db catalog need it\n"
+    )
 
 
 def test_second_run_changes_nothing(setup: Setup) -> None:
@@ -483,6 +543,49 @@ BAD_ENV: list[tuple[dict[str, str | None], tuple[str, ...], str]] = [
         (),
         "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY is the same as OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY",
     ),
+    # the viewer's keys are its own too: never the restorer's (which download every photo) nor another's
+    (
+        {
+            "OFFSITE_BACKUP_VIEWER_AWS_ACCESS_KEY_ID": RESTORER_ID,
+            "OFFSITE_BACKUP_VIEWER_AWS_SECRET_ACCESS_KEY": RESTORER_KEY,
+        },
+        (),
+        "OFFSITE_BACKUP_VIEWER_AWS_ACCESS_KEY_ID is the same as OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID: the viewer "
+        "needs keys of its own, not the restorer's (one IAM user per identity: media writer, archiver, restorer, "
+        "viewer)",
+    ),
+    (
+        {**WITH_VIEWER, "OFFSITE_BACKUP_VIEWER_AWS_SECRET_ACCESS_KEY": WRITER_KEY},
+        (),
+        "OFFSITE_BACKUP_VIEWER_AWS_SECRET_ACCESS_KEY is the same as OFFSITE_BACKUP_AWS_SECRET_ACCESS_KEY: the viewer "
+        "needs keys of its own, not the media writer's",
+    ),
+    (
+        {**WITH_VIEWER, "OFFSITE_BACKUP_VIEWER_AWS_ACCESS_KEY_ID": ARCHIVER_ID},
+        (),
+        "OFFSITE_BACKUP_VIEWER_AWS_ACCESS_KEY_ID is the same as OFFSITE_BACKUP_CNPG_AWS_ACCESS_KEY_ID: the viewer",
+    ),
+    (
+        {**WITH_VIEWER, "OFFSITE_BACKUP_VIEWER_AWS_SECRET_ACCESS_KEY": RESTORER_KEY},
+        (),
+        "OFFSITE_BACKUP_VIEWER_AWS_SECRET_ACCESS_KEY is the same as OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY",
+    ),
+    (
+        {"OFFSITE_BACKUP_VIEWER_AWS_ACCESS_KEY_ID": VIEWER_ID},
+        (),
+        "OFFSITE_BACKUP_VIEWER_AWS_SECRET_ACCESS_KEY is not set but OFFSITE_BACKUP_VIEWER_AWS_ACCESS_KEY_ID is: give "
+        "both viewer keys, or neither",
+    ),
+    (
+        {"OFFSITE_BACKUP_VIEWER_AWS_SECRET_ACCESS_KEY": VIEWER_KEY},
+        (),
+        "OFFSITE_BACKUP_VIEWER_AWS_ACCESS_KEY_ID is not set but OFFSITE_BACKUP_VIEWER_AWS_SECRET_ACCESS_KEY is",
+    ),
+    (
+        {**WITH_VIEWER, "OFFSITE_BACKUP_VIEWER_AWS_ACCESS_KEY_ID": "ASIAVIEWER0000EXAMPL"},
+        (),
+        "OFFSITE_BACKUP_VIEWER_AWS_ACCESS_KEY_ID is a temporary key",
+    ),
     # the archiver's keys are required: an .env from before they existed says what to add
     (
         {"OFFSITE_BACKUP_CNPG_AWS_ACCESS_KEY_ID": None, "OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY": None},
@@ -585,9 +688,10 @@ def test_env_syntax() -> None:
 def test_env_example_is_valid_and_documents_every_variable() -> None:
     example = Path(__file__).resolve().parent.parent / ".env.example"
     config = load_config(read_env_file(example), str(example))
-    assert config.restorer is not None and config.media_prefix == "immich/media/"
-    keys = [config.writer, config.archiver, config.restorer]
-    assert len({k.access_key for k in keys}) == len({k.secret_key for k in keys}) == 3
+    assert config.restorer is not None and config.viewer is not None and config.media_prefix == "immich/media/"
+    assert config.warnings == ()
+    keys = [config.writer, config.archiver, config.restorer, config.viewer]
+    assert len({k.access_key for k in keys}) == len({k.secret_key for k in keys}) == 4
     assert all("EXAMPLE" in k.access_key and "EXAMPLE" in k.secret_key for k in keys)  # plainly not real keys
     text = example.read_text()
     for name in VARIABLES:
@@ -728,7 +832,10 @@ def test_check_s3_writes_nothing_in_a_dry_run_or_read_only(
     assert proxy.counts["PutObject"] == 0 and list_keys(s3, bucket) == {}
 
 
-def test_the_help_says_what_check_s3_proves_without_writing(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_help_says_what_check_s3_proves_without_writing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # argparse wraps at hyphens too (`--dry- run`): one wide line instead
     common = global_flags()
     parser = argparse.ArgumentParser(prog=PROG, parents=[common])
     add_setup_parser(parser.add_subparsers(dest="command", required=True), common)
@@ -737,9 +844,10 @@ def test_the_help_says_what_check_s3_proves_without_writing(capsys: pytest.Captu
     text = " ".join(capsys.readouterr().out.split())
     assert (
         "With --dry-run or --read-only nothing is written, to the bucket either: the keys list, the protection "
-        "is read, the restorer reads a key that does not exist (NoSuchKey proves s3:GetObject), and the writer's "
-        "put is skipped and reported as not proven" in text
+        "is read, the restorer and the viewer read a key that does not exist (NoSuchKey proves s3:GetObject), and "
+        "the writer's put is skipped and reported as not proven" in text
     )
+    assert "the viewer lists the run reports and is refused a read under the media prefix" in text
 
 
 def _refusal(bucket: str, state: str) -> str:
@@ -899,7 +1007,11 @@ def iam_s3() -> Iterator[IamS3]:
                 ("writer", (deploy / "media-writer.json").read_text()),
                 ("archiver", (deploy / "cnpg-writer.json").read_text()),
                 ("restorer", (deploy / "restorer.json").read_text()),
+                ("viewer", (deploy / "viewer.json").read_text()),
                 ("writer-twin", (deploy / "media-writer.json").read_text()),
+                ("restorer-twin", (deploy / "restorer.json").read_text()),
+                ("archiver-twin", (deploy / "cnpg-writer.json").read_text()),
+                ("admin", json.dumps(bucket_policy(IAM_BUCKET, ["s3:*"]))),
                 ("lister", json.dumps(_list_only())),
                 ("blind", json.dumps(_list_only(protection=False))),
             )
@@ -923,6 +1035,7 @@ def _iam_env(
     writer: tuple[str, str],
     restorer: tuple[str, str] | None,
     archiver: tuple[str, str],
+    viewer: tuple[str, str] | None = None,
 ) -> Path:
     return setup.env_file(
         _s3_changes(
@@ -934,6 +1047,8 @@ def _iam_env(
             OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY=archiver[1],
             OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID=restorer[0] if restorer else None,
             OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY=restorer[1] if restorer else None,
+            OFFSITE_BACKUP_VIEWER_AWS_ACCESS_KEY_ID=viewer[0] if viewer else None,
+            OFFSITE_BACKUP_VIEWER_AWS_SECRET_ACCESS_KEY=viewer[1] if viewer else None,
         )
     )
 
@@ -1031,6 +1146,72 @@ def test_check_s3_in_a_dry_run_still_catches_a_restorer_that_may_not_read(setup:
     assert passed.code == 0, passed.err
     assert "# S3 check passed, writing nothing (--dry-run)" in passed.out
     assert setup.writes() == []
+
+
+def test_check_s3_proves_the_viewer_with_exactly_the_shipped_policy(setup: Setup, iam_s3: IamS3) -> None:
+    """viewer.json lists the run reports, reads the marker back and is refused a GET under the media prefix;
+    in a dry run the read is proven on a key that does not exist, and nothing is written anywhere."""
+    server, keys = iam_s3
+    env = _iam_env(setup, server, keys["writer"], keys["restorer"], keys["archiver"], keys["viewer"])
+    media = f"s3://{IAM_BUCKET}/immich/media/"
+    dry = setup.run("--env-file", str(env), "--check-s3", "--dry-run", secrets=())
+    assert dry.code == 0, dry.err
+    assert (
+        "; the viewer keys listed the run reports and may read them (NoSuchKey), and were refused a read under "
+        f"{media} (AccessDenied)"
+    ) in dry.out
+    assert setup.writes() == []
+    result = setup.run("--env-file", str(env), "--check-s3", secrets=())
+    assert result.code == 0, result.err
+    first = result.out.splitlines()[0]
+    assert first.startswith("S3 check passed: ")
+    assert first.endswith(
+        f"; the viewer keys listed the run reports and read the marker back, and were refused a read under {media} "
+        "(AccessDenied)"
+    )
+    assert not any(k in result.out + result.err for pair in keys.values() for k in pair)
+    assert setup.data(NS, VIEWER)["AWS_ACCESS_KEY_ID"] == keys["viewer"][0]
+    as_json = setup.run("--env-file", str(env), "--check-s3", "-o", "json", secrets=()).json()
+    assert as_json["s3_check"]["viewer"] is True and as_json["s3_check"]["restorer"] is True
+
+
+@pytest.mark.parametrize(
+    ("who", "message"),
+    [
+        (
+            "restorer-twin",  # a user of its own, but given the restorer's policy
+            f"S3 check: the viewer keys may read under s3://{IAM_BUCKET}/immich/media/ (a key that does not exist "
+            "there answered NoSuchKey, not AccessDenied), so they could download every photo: give the viewer's IAM "
+            "user deploy/iam/viewer.json only",
+        ),
+        (
+            "archiver-twin",
+            f"S3 check: the viewer keys cannot list s3://{IAM_BUCKET}/immich/sync-reports/: access denied "
+            "(AccessDenied)",
+        ),
+        ("lister", f"S3 check: the viewer keys cannot read s3://{IAM_BUCKET}/immich/sync-reports/setup-check/"),
+    ],
+)
+def test_check_s3_refuses_a_viewer_that_could_download_photos_or_cannot_read_reports(
+    setup: Setup, iam_s3: IamS3, who: str, message: str
+) -> None:
+    """One line naming what is wrong, nothing applied; a viewer that could read the media is refused before
+    the writer puts anything into the bucket."""
+    server, keys = iam_s3
+    admin = server.client(key_id=keys["admin"][0], secret=keys["admin"][1])
+    before = {o["Key"] for o in admin.list_objects_v2(Bucket=IAM_BUCKET).get("Contents", [])}
+    env = _iam_env(setup, server, keys["writer"], keys["restorer"], keys["archiver"], keys[who])
+    for dry in ((), ("--dry-run",)):
+        result = setup.run("--env-file", str(env), "--check-s3", *dry, secrets=())
+        assert result.code == 2
+        [line] = result.err.splitlines()
+        assert line.startswith(f"{PROG}: error: {message}"), line
+        if who == "lister":
+            assert line.endswith("access denied (AccessDenied)")
+        assert not any(k in result.out + result.err for pair in keys.values() for k in pair)
+    assert setup.writes() == [] and setup.secret(NS, VIEWER) is None
+    if who != "lister":  # refused before the writer's marker
+        assert {o["Key"] for o in admin.list_objects_v2(Bucket=IAM_BUCKET).get("Contents", [])} == before
 
 
 # Through the plugin ------------------------------------------------------------------------------------

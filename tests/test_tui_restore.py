@@ -19,6 +19,7 @@ from immich_tui.services.cnpg import DbState
 from immich_tui.services.pointintime import SyncPoint
 from immich_tui.widgets.logview import LogView
 from immich_tui.widgets.restore_dialogs import MediaRestoreScreen, RecoveryRequest, RecoveryWizard
+from tests.test_deploy import mounted_secret
 from tests.test_restore_db import _source
 from tests.test_tui_actions import press, requests, run, settle, text, until
 from tests.tui import PinnedClock, make_app, start_sandbox
@@ -100,9 +101,7 @@ def test_media_restore_job_restores_the_library_and_streams_its_log(box: Sandbox
         app.screen.query_one("#yes", Button).press()
         await until(pilot, lambda: any("restore" in r.data["metadata"]["name"] for r in requests(box, "POST", "/jobs")))
         job = requests(box, "POST", "/jobs")[-1].data
-        assert job["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [
-            {"secretRef": {"name": "immich-offsite-restorer"}}
-        ]
+        assert mounted_secret(job["spec"]["template"]["spec"]) == "immich-offsite-restorer"
         # the request is seen before its answer reaches the app, which then switches to the Jobs tab
         await until(pilot, lambda: app.query_one("#tabs", TabbedContent).active == "tab-jobs")
         log = app.query_one(LogView)

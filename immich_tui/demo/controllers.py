@@ -2,13 +2,22 @@
 
 A new Job of the CronJob gets a pod that really runs `immich-sync` on the sample library into the local
 S3 (its output is the pod log); a new CNPG Backup runs through its phases to `completed`.
+
+A Job whose pod mounts a Secret as a volume (the media restore Job reads the restorer's keys that way) gets
+that Secret from the emulated API server, laid out as the kubelet lays it out (a file per key behind a
+`..data` link, the volume's defaultMode) in a scratch directory that stands in for the mount path; the
+engine then runs with no key in its environment, exactly as in the cluster. A Job that mounts none (the
+sandbox's own CronJob) runs with the sandbox's keys in its environment, as before.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -34,22 +43,72 @@ class SyncTarget:
     extra_env: dict[str, str] = field(default_factory=dict)
     restore_root: Path | None = None  # where a restore Job's `/target` volume lives
 
-    def env(self) -> dict[str, str]:
+    def env(self, *, secret: bool = True) -> dict[str, str]:
+        """The engine's environment; without `secret`, none of what the Secret provides (keys, region,
+        endpoint, bucket, prefix): a pod that mounts its Secret reads those from the files."""
         base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "IMMICH_SYNC_"))}
-        base.update(
-            {
-                "AWS_ACCESS_KEY_ID": self.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "AWS_REGION": "us-east-1",
-                "AWS_ENDPOINT_URL_S3": self.endpoint,
-                "BUCKET_NAME": self.bucket,
-                "MEDIA_PREFIX": self.media_prefix,
-                "LIBRARY_ROOT": str(self.library),
-                "IMMICH_SYNC_SETTLE_SECONDS": "0",
-            }
-        )
+        if secret:
+            base.update(
+                {
+                    "AWS_ACCESS_KEY_ID": self.access_key,
+                    "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                    "AWS_REGION": "us-east-1",
+                    "AWS_ENDPOINT_URL_S3": self.endpoint,
+                    "BUCKET_NAME": self.bucket,
+                    "MEDIA_PREFIX": self.media_prefix,
+                }
+            )
+        base.update({"LIBRARY_ROOT": str(self.library), "IMMICH_SYNC_SETTLE_SECONDS": "0"})
         base.update(self.extra_env)
         return base
+
+
+_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+@dataclass(frozen=True)
+class PodRun:
+    """What one emulated pod ran, for the tests: its arguments, its environment (any key's value redacted)
+    and the Secrets it mounted, by mount path."""
+
+    job: str
+    args: list[str]
+    env: dict[str, str]
+    secrets: dict[str, str]
+
+
+class SecretMissing(Exception):
+    """The pod mounts a Secret the API server does not hold: the kubelet would never start it."""
+
+
+def _secret_volumes(
+    server: EmulatorServer, spec: dict[str, Any], container: dict[str, Any], root: Path
+) -> dict[str, tuple[str, Path]]:
+    """Each Secret the container mounts, materialised under `root` as the kubelet would mount it:
+    mount path -> (the Secret's name, the directory standing in for it)."""
+    mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+    out: dict[str, tuple[str, Path]] = {}
+    for volume in spec.get("volumes", []):
+        source = volume.get("secret")
+        if source is None or volume["name"] not in mounts:
+            continue
+        name = source["secretName"]
+        secret = server.get("v1/secrets", NS, name)
+        if secret is None:
+            raise SecretMissing(f'MountVolume.SetUp failed for volume "{volume["name"]}": secret "{name}" not found')
+        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        data |= {k: v.encode() for k, v in (secret.get("stringData") or {}).items()}
+        items = {i["key"]: i["path"] for i in source.get("items", [])} or {k: k for k in data}
+        folder = root / volume["name"]
+        stamp = folder / "..2026_01_01_00_00_00.000000001"
+        stamp.mkdir(parents=True)
+        for key, path in items.items():
+            (stamp / path).write_bytes(data[key])
+            (stamp / path).chmod(source.get("defaultMode", 0o644))
+            (folder / path).symlink_to(f"..data/{path}")
+        (folder / "..data").symlink_to(stamp.name)
+        out[mounts[volume["name"]]] = (name, folder)
+    return out
 
 
 class JobController:
@@ -62,6 +121,7 @@ class JobController:
         self.server = server
         self.target = target
         self.threads: list[threading.Thread] = []
+        self.runs: list[PodRun] = []
         server.emulator.on_create.append(self._created)
 
     def _created(self, plural: str, obj: dict[str, Any]) -> None:
@@ -93,27 +153,43 @@ class JobController:
             self.server.patch("batch/v1/cronjobs", NS, CRONJOB, {"status": {"lastSuccessfulTime": iso(end)}})
 
     def _execute(self, log: PodLog, job_obj: dict[str, Any]) -> int:
-        """The Job's own container arguments, with its volumes mapped to sandbox directories."""
+        """The Job's own container arguments and environment, with its volumes mapped to sandbox directories
+        and its Secret volumes materialised as files."""
         if self.target is None:
             log.write('{"level": "error", "event": "config", "error": "no S3 endpoint in this sandbox"}')
             return 2
-        containers = job_obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or [{}]
-        args = list(containers[0].get("args") or ["backup", "--log-format", "json"])
+        spec = job_obj.get("spec", {}).get("template", {}).get("spec", {})
+        container = (spec.get("containers") or [{}])[0]
+        args = list(container.get("args") or ["backup", "--log-format", "json"])
         volumes = {"/library": str(self.target.library)}
         if self.target.restore_root is not None:
             volumes["/target"] = str(self.target.restore_root)
-        args = [volumes.get(arg, arg) for arg in args]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sync_engine", *args],
-            env=self.target.env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-        return proc.wait()
+        with tempfile.TemporaryDirectory(prefix="immich-sandbox-secrets-") as scratch:
+            try:
+                secrets = _secret_volumes(self.server, spec, container, Path(scratch))
+            except SecretMissing as exc:
+                log.write(json.dumps({"level": "error", "event": "mount", "error": str(exc)}))
+                return 2
+            volumes |= {path: str(folder) for path, (_, folder) in secrets.items()}
+            env = self.target.env(secret=not secrets)
+            for item in container.get("env", []):
+                if "value" in item:
+                    env[item["name"]] = volumes.get(item["value"], item["value"])
+            args = [volumes.get(arg, arg) for arg in args]
+            shown = {k: "<redacted>" if k in _CREDENTIALS else v for k, v in env.items()}
+            names = {path: name for path, (name, _) in secrets.items()}
+            self.runs.append(PodRun(job_obj["metadata"]["name"], args, shown, names))
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "sync_engine", *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+            return proc.wait()
 
     def join(self, timeout: float = 120.0) -> None:
         for thread in self.threads:

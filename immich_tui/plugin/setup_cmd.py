@@ -40,9 +40,10 @@ from immich_tui.services.status import Services
 DESCRIPTION = (
     "Create or update the Secrets the offsite backup reads, from the OFFSITE_BACKUP_* variables of a .env file, "
     "one per identity: immich-offsite-writer (the media writer) in the Immich namespace, immich-offsite-cnpg (the "
-    "archiver, CNPG's s3Credentials) in the database namespace, and immich-offsite-restorer (read-only keys) in "
-    "the Immich namespace. A Secret is written only when it differs from the file; nothing is deleted. See "
-    ".env.example."
+    "archiver, CNPG's s3Credentials) in the database namespace, immich-offsite-restorer (read-only keys for "
+    "restores) and, when its keys are given, immich-offsite-viewer (the run reports only, for status and the "
+    "offsite totals) in the Immich namespace. A Secret is written only when it differs from the file; nothing is "
+    "deleted. See .env.example."
 )
 
 
@@ -64,9 +65,10 @@ def add_setup_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], c
         "--check-s3",
         action="store_true",
         help="first prove the keys and the bucket: the writer, the archiver and the restorer list their prefixes, "
-        "versioning and Object Lock are read and reported (versioning must be Enabled), then the writer writes a "
-        "marker under the run reports and the restorer reads it back. With --dry-run or --read-only nothing is "
-        "written, to the bucket either: the keys list, the protection is read, the restorer reads a key that does "
+        "the viewer lists the run reports and is refused a read under the media prefix, versioning and Object Lock "
+        "are read and reported (versioning must be Enabled), then the writer writes a marker under the run reports "
+        "and the restorer and the viewer read it back. With --dry-run or --read-only nothing is written, to the "
+        "bucket either: the keys list, the protection is read, the restorer and the viewer read a key that does "
         "not exist (NoSuchKey proves s3:GetObject), and the writer's put is skipped and reported as not proven",
     )
     p.add_argument(
@@ -97,12 +99,16 @@ def _check_text(check: S3Check) -> str:
             f"S3 check passed, writing nothing ({check.write_skipped}): the writer keys listed "
             f"{where}/{check.media_prefix}{restorer}; the archiver keys listed {where}/{check.archive_prefix}"
         )
+        viewer = "listed the run reports and may read them (NoSuchKey)"
     else:
         restorer = "; the restorer keys listed the media prefix and read the marker back" if check.restorer else ""
         text = (
             f"S3 check passed: the writer keys listed {where}/{check.media_prefix} and wrote "
             f"{where}/{check.marker}{restorer}; the archiver keys listed {where}/{check.archive_prefix}"
         )
+        viewer = "listed the run reports and read the marker back"
+    if check.viewer:
+        text += f"; the viewer keys {viewer}, and were refused a read under {where}/{check.media_prefix} (AccessDenied)"
     if check.protection is not None:
         text += f"\nbucket {check.bucket}: {check.protection.describe()}"
     if check.write_skipped:

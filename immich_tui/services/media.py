@@ -26,6 +26,10 @@ from immich_tui.services.schema import View
 DEFAULT_CRONJOB = "immich-media-offsite-sync"
 RESTORER_SECRET = "immich-offsite-restorer"
 RESTORE_MOUNT = "/target"
+# Where a restore Job mounts the restorer's Secret, as deploy/base and deploy/overlays/restore do: the engine
+# reads its keys from these files (IMMICH_SYNC_SECRETS_DIR), so they never enter the pod's environment.
+SECRETS_MOUNT = "/var/run/secrets/immich-offsite"
+IMAGE_GROUP = 65532  # the image's user and group (deploy/image/Dockerfile, `USER 65532:65532`)
 RESTORE_NAME = "immich-media-restore"
 JOB_LIMIT = 20  # Jobs shown by default; the history is listed in full (paginated) to sort it
 
@@ -315,7 +319,11 @@ class MediaBackup:
     ) -> dict[str, Any]:
         """A Job that runs `immich-sync restore` into `pvc`, mounted read-write, with the restorer's
         read-only credentials. Image, pod security context and scheduling come from the sync CronJob,
-        so it runs where and as the nightly sync runs."""
+        so it runs where and as the nightly sync runs.
+
+        The credentials are the Secret's files on a read-only volume (mode 0400; fsGroup makes them
+        group-readable by the pod's non-root user, set here when the CronJob's pod has none), never
+        environment variables, and no ServiceAccount token is mounted: the pod never calls the API."""
         pod = self._raw_cronjob().map("spec").map("jobTemplate").map("spec").map("template").map("spec")
         containers = pod.maps("containers") or [View(pod.what)]
         image = containers[0].text("image")
@@ -332,20 +340,33 @@ class MediaBackup:
             "name": "restore",
             "image": image,
             "args": args,
-            "envFrom": [{"secretRef": {"name": secret}}],
-            "volumeMounts": [{"name": "target", "mountPath": RESTORE_MOUNT}],
+            "env": [{"name": "IMMICH_SYNC_SECRETS_DIR", "value": SECRETS_MOUNT}],
+            "volumeMounts": [
+                {"name": "target", "mountPath": RESTORE_MOUNT},
+                {"name": "credentials", "mountPath": SECRETS_MOUNT, "readOnly": True},
+            ],
         }
         for key in ("securityContext", "resources", "imagePullPolicy"):
             if containers[0].raw(key):
                 container[key] = copy.deepcopy(containers[0].raw(key))
         spec: dict[str, Any] = {
             "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
             "containers": [container],
-            "volumes": [{"name": "target", "persistentVolumeClaim": {"claimName": pvc}}],
+            "volumes": [
+                {"name": "target", "persistentVolumeClaim": {"claimName": pvc}},
+                {"name": "credentials", "secret": {"secretName": secret, "defaultMode": 0o400}},
+            ],
         }
         for key in ("securityContext", "nodeSelector", "tolerations", "imagePullSecrets", "serviceAccountName"):
             if pod.raw(key):
                 spec[key] = copy.deepcopy(pod.raw(key))
+        # Root owns the Secret's files; without an fsGroup a non-root user (the image's, or the CronJob's
+        # runAsUser) could not read them. A CronJob applied before the keys moved to files may have none.
+        security = spec.setdefault("securityContext", {})
+        if "fsGroup" not in security:
+            security["fsGroup"] = security.get("runAsGroup", IMAGE_GROUP)
+            security.setdefault("fsGroupChangePolicy", "OnRootMismatch")
         stamp = clock.now().strftime("%Y%m%d-%H%M%S")
         # a second restore within the same second (a retry after a quick failure) must not collide
         suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))

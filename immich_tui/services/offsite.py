@@ -1,7 +1,14 @@
 """What is offsite: objects per Immich folder in the bucket, and the sync engine's run reports.
 
-The operator reads S3 with *reader* credentials — an AWS profile, the environment, or the
-`immich-offsite-restorer` Secret read through the cluster — never with the CronJob's writer keys.
+The operator reads S3 with *reader* credentials — an AWS profile, the environment, or a Secret read
+through the cluster — never with the CronJob's writer keys. Two Secrets can hold reader keys, and each
+read uses the narrower one that suffices: status, offsite and inventory need only the run reports (and,
+for exact per-folder totals, a listing of the media prefix), so they use the viewer's keys
+(`immich-offsite-viewer`, deploy/iam/viewer.json: no photo and nothing of the database archive can be
+downloaded with them) and fall back to the restorer's (`immich-offsite-restorer`) where no viewer Secret
+exists or may be read (clusters set up before the viewer existed have only the restorer's). Verify
+(HEADs of media objects, version listings) and the database catalog (the archive under
+`immich/postgres/`) reach beyond the viewer's policy and always use the restorer's keys.
 
 Run reports are written with the writer's keys, which may leak, so they are not taken at their word: a
 report dated in the future (its name's start, or its content's `started_at`/`finished_at`, beyond
@@ -11,8 +18,9 @@ not an object, a field of the wrong type) is skipped for the next one, which `Re
 named in `Reports.unreadable`, which makes the status an error: the tools wrote no such report. A
 report's `mass_change` (the engine found many originals changed or gone) is kept for the verdict.
 
-The restorer Secret is cluster data like any other: a key that is not base64, or an access key id that
-cannot be sent in a request header, is `InvalidData` naming the Secret and the key.
+A reader Secret is cluster data like any other: a key that is not base64, or an access key id that
+cannot be sent in a request header, is `InvalidData` naming the Secret and the key. A viewer Secret that
+exists but is broken is reported as such, never passed over for the restorer's broader keys.
 """
 
 from __future__ import annotations
@@ -22,13 +30,13 @@ import binascii
 import datetime as dt
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from immich_tui.services import clock
 from immich_tui.services.errors import InvalidData, ServiceError
-from immich_tui.services.kube import Access, ClusterError, Kube, NotFound
+from immich_tui.services.kube import Access, ClusterError, Forbidden, Kube, NotFound
 from immich_tui.services.pointintime import SyncPoint, sync_points
 from immich_tui.services.schema import InvalidObject, View
 from sync_engine.asof import FUTURE_SKEW
@@ -47,7 +55,11 @@ from sync_engine.report import MAX_REPORT, ReportName, RunReport, parse_report_k
 from sync_engine.store import ObjectStore, StaticCredentials, StoreError, check_keys
 from sync_engine.verify import VerifyResult, verify
 
-READER_SECRET = "immich-offsite-restorer"
+VIEWER_SECRET = "immich-offsite-viewer"  # list and read the run reports, list the media: never download one
+RESTORER_SECRET = "immich-offsite-restorer"  # read every object and version: restores, verify, the DB catalog
+READ_SECRETS = (VIEWER_SECRET, RESTORER_SECRET)  # status, offsite, inventory: the first that exists is used
+RESTORE_SECRETS = (RESTORER_SECRET,)  # verify and the DB catalog need the restorer's reach
+_ROLES = {VIEWER_SECRET: "viewer", RESTORER_SECRET: "restorer"}
 WRITER_SECRET = "immich-offsite-writer"  # the media writer's keys, in the Immich namespace only
 ARCHIVER_SECRET = "immich-offsite-cnpg"  # CNPG's keys for the database archive, in the database namespace
 REPORT_DAYS = 62  # report history listed by default (keys start with the run's UTC time)
@@ -204,26 +216,39 @@ def _settings(values: Mapping[str, str], who: str) -> tuple[S3Settings, str, str
     )
 
 
+def _first_secret(kube: Kube, namespace: str, names: tuple[str, ...]) -> tuple[str, dict[str, str], list[str]]:
+    """The first of `names` that exists and may be read: (its name, its keys, why each Secret before it was
+    passed over). A missing or forbidden Secret moves on to the next; a cluster that cannot be asked at all
+    stops the search, as every other Secret would fail the same way. A Secret that exists but is malformed
+    raises: its keys are never swapped for another identity's without a word."""
+    problems: list[str] = []
+    for name in names:
+        try:
+            return name, read_secret(kube, namespace, name), problems
+        except NotFound:
+            problems.append(f"Secret {namespace}/{name} does not exist")
+        except Forbidden as exc:
+            problems.append(str(exc))
+        except ClusterError as exc:
+            problems.append(str(exc))
+            break
+    return "", {}, problems
+
+
 def resolve_reader(
     kube: Kube | None,
     namespace: str,
     env: Mapping[str, str] | None = None,
     *,
     profile: str | None = None,
+    secrets: tuple[str, ...] = READ_SECRETS,
 ) -> Reader:
     """An AWS profile or environment keys first (with BUCKET_NAME, MEDIA_PREFIX, AWS_REGION from the
-    environment or else from the restorer Secret), then the restorer Secret's own keys."""
+    environment or else from a reader Secret), then the keys of the first of `secrets` that exists: by
+    default the viewer's, else the restorer's; `RESTORE_SECRETS` for what needs the restorer's reach."""
     env = dict(os.environ if env is None else env)
     profile = profile or env.get("AWS_PROFILE") or None
-    secret: dict[str, str] = {}
-    secret_problem = ""
-    if kube is not None:
-        try:
-            secret = read_secret(kube, namespace, READER_SECRET)
-        except NotFound:
-            secret_problem = f"Secret {namespace}/{READER_SECRET} does not exist"
-        except ClusterError as exc:
-            secret_problem = str(exc)
+    name, secret, problems = _first_secret(kube, namespace, secrets) if kube is not None else ("", {}, [])
     config_keys = ("BUCKET_NAME", "MEDIA_PREFIX", "AWS_REGION", "AWS_ENDPOINT_URL_S3", "IMMICH_SYNC_REPORT_PREFIX")
     merged = {k: secret[k] for k in config_keys if secret.get(k)}
     merged.update({k: env[k] for k in (*config_keys, "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL") if env.get(k)})
@@ -236,19 +261,20 @@ def resolve_reader(
         return Reader("environment (AWS_ACCESS_KEY_ID)", settings, media, reports, credentials=creds)
     if secret.get("AWS_ACCESS_KEY_ID") and secret.get("AWS_SECRET_ACCESS_KEY"):
         creds = StaticCredentials(secret["AWS_ACCESS_KEY_ID"], secret["AWS_SECRET_ACCESS_KEY"])
-        who = f"Secret {namespace}/{READER_SECRET}"
+        who = f"Secret {namespace}/{name}"
         try:
             check_keys(creds.access_key, None)
         except ConfigError as exc:
             raise OffsiteInvalid(f"{who}: {exc}") from None
         settings, media, reports = _settings({**secret, **merged}, who)
         return Reader(who, settings, media, reports, credentials=creds)
-    if secret:
-        secret_problem = f"Secret {namespace}/{READER_SECRET} lacks AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+    if name:
+        problems.append(f"Secret {namespace}/{name} lacks AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+    roles = " or the ".join(_ROLES.get(n, n) for n in secrets)
     raise OffsiteUnavailable(
         "no S3 read credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY with "
-        "BUCKET_NAME, MEDIA_PREFIX and AWS_REGION, or create the restorer Secret"
-        + (f" ({secret_problem})" if secret_problem else "")
+        f"BUCKET_NAME, MEDIA_PREFIX and AWS_REGION, or create the {roles} Secret"
+        + (f" ({'; '.join(problems)})" if problems else "")
     )
 
 
@@ -309,11 +335,28 @@ def summarize(report: RunReport) -> RunSummary:
 
 
 class Offsite:
-    """The bucket as the operator sees it."""
+    """The bucket as the operator sees it: run reports and listings with `reader` (the viewer's keys where
+    there are some), verify and the database catalog with `restorer`. Either may be given as a function
+    called when first needed, so reading the reports never needs the restorer's Secret and verify or the
+    catalog never the viewer's; without a `restorer`, `reader` serves both."""
 
-    def __init__(self, reader: Reader) -> None:
-        self.reader = reader
+    def __init__(self, reader: Reader | Callable[[], Reader], restorer: Callable[[], Reader] | None = None) -> None:
+        self._reader = reader if isinstance(reader, Reader) else None
+        self._resolve = reader
+        self._restorer = restorer
         self._store: ObjectStore | None = None
+
+    @property
+    def reader(self) -> Reader:
+        if self._reader is None:
+            resolve = self._resolve
+            self._reader = resolve if isinstance(resolve, Reader) else resolve()
+        return self._reader
+
+    def restorer(self) -> Reader:
+        """The restorer's access: verify HEADs media objects and lists versions, the catalog reads the
+        database archive, neither of which the viewer's policy allows."""
+        return self._restorer() if self._restorer is not None else self.reader
 
     @property
     def store(self) -> ObjectStore:
@@ -325,21 +368,23 @@ class Offsite:
         return self._store
 
     def store_for(self, destination_path: str) -> ObjectStore:
-        """The reader's access to another location of the same endpoint (CNPG's barman destinationPath)."""
+        """The restorer's access to another location of the same endpoint (CNPG's barman destinationPath):
+        the database archive is beyond the viewer's policy."""
         from immich_tui.services.barman import parse_destination
 
         bucket, _ = parse_destination(destination_path)
+        reader = self.restorer()
         settings = S3Settings(
             bucket=bucket,
-            region=self.reader.settings.region,
-            endpoint_url=self.reader.settings.endpoint_url,
-            path_style=self.reader.settings.path_style,
-            checksum_mode=self.reader.settings.checksum_mode,
+            region=reader.settings.region,
+            endpoint_url=reader.settings.endpoint_url,
+            path_style=reader.settings.path_style,
+            checksum_mode=reader.settings.checksum_mode,
         )
         try:
-            return ObjectStore(settings, credentials=self.reader.credentials, profile=self.reader.profile)
+            return ObjectStore(settings, credentials=reader.credentials, profile=reader.profile)
         except ConfigError as exc:
-            raise OffsiteUnavailable(f"{self.reader.source}: {exc}") from None
+            raise OffsiteUnavailable(f"{reader.source}: {exc}") from None
 
     def reports(self, limit: int = 10, days: float = REPORT_DAYS) -> Reports:
         """The newest run reports; one bounded listing (keys since `days` ago) and `limit` GETs, plus one
@@ -476,15 +521,21 @@ class Offsite:
         return rows
 
     def verify(self) -> VerifyResult:
-        """The engine's own verify with the reader's credentials: manifests against a fresh listing."""
+        """The engine's own verify with the restorer's credentials: manifests against a fresh listing. The
+        viewer's keys would leave it half-blind (no HEAD of a media object, no version listing, so no
+        overwrite or delete could be seen), so they are never used for it."""
+        reader = self.restorer()
         settings = SyncSettings(
             library_root=Path("/"),
-            media_prefix=self.reader.media_prefix,
-            report_prefix=self.reader.report_prefix,
-            s3=self.reader.settings,
+            media_prefix=reader.media_prefix,
+            report_prefix=reader.report_prefix,
+            s3=reader.settings,
         )
         try:
-            return verify(settings, self.store)
+            store = self.store if self._restorer is None else reader.store()
+            return verify(settings, store)
+        except ConfigError as exc:
+            raise OffsiteUnavailable(f"{reader.source}: {exc}") from None
         except StoreError as exc:
             raise OffsiteUnavailable(str(exc)) from None
 

@@ -24,7 +24,7 @@ from immich_tui.services.errors import InvalidData, ServiceError
 from immich_tui.services.kube import ClusterError, Kube, Unreachable
 from immich_tui.services.library import Library
 from immich_tui.services.media import DEFAULT_CRONJOB, JobHistory, MediaBackup
-from immich_tui.services.offsite import Offsite, OffsiteState, Reader, resolve_reader
+from immich_tui.services.offsite import RESTORE_SECRETS, Offsite, OffsiteState, Reader, resolve_reader
 
 T = TypeVar("T")
 
@@ -85,6 +85,7 @@ class Services:
         self.env = dict(os.environ if env is None else env)
         self._kube: Kube | None = None
         self._reader: Reader | None = None
+        self._restorer: Reader | None = None
 
     @property
     def kube(self) -> Kube:
@@ -104,17 +105,35 @@ class Services:
     def library(self) -> Library:
         return Library(self.kube, self.target.namespace)
 
+    def _kube_or_none(self) -> Kube | None:
+        try:
+            return self.kube
+        except ClusterError:
+            return None  # environment or profile credentials still work without a cluster
+
     def reader(self) -> Reader:
+        """What status, offsite and inventory read with: the viewer's keys, else the restorer's."""
         if self._reader is None:
-            try:
-                kube: Kube | None = self.kube
-            except ClusterError:
-                kube = None  # environment or profile credentials still work without a cluster
-            self._reader = resolve_reader(kube, self.target.namespace, self.env, profile=self.target.s3_profile)
+            self._reader = resolve_reader(
+                self._kube_or_none(), self.target.namespace, self.env, profile=self.target.s3_profile
+            )
         return self._reader
 
+    def restorer_reader(self) -> Reader:
+        """What verify and the database catalog read with: the restorer's keys, whose policy reaches every
+        media object, its versions and the database archive."""
+        if self._restorer is None:
+            self._restorer = resolve_reader(
+                self._kube_or_none(),
+                self.target.namespace,
+                self.env,
+                profile=self.target.s3_profile,
+                secrets=RESTORE_SECRETS,
+            )
+        return self._restorer
+
     def offsite(self) -> Offsite:
-        return Offsite(self.reader())
+        return Offsite(self.reader, restorer=self.restorer_reader)
 
     def close(self) -> None:
         if self._kube is not None:

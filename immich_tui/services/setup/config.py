@@ -8,10 +8,11 @@ in the variables that are printed later (region, bucket, media prefix, endpoint)
 exactly what the sync engine will accept from the Secrets (its own `s3_settings` decides), plus the
 shape checks that catch the usual paste mistakes in keys before they reach a cluster.
 
-Three identities, three key pairs: the media writer (the nightly sync), the archiver (CNPG's WAL archive
-and base backups) and the restorer (read-only). No two may share an access key ID or a secret: the
-writer must not be able to touch the database archive, the archiver not the media, and the restorer
-nothing at all.
+Up to four identities, one key pair each: the media writer (the nightly sync), the archiver (CNPG's WAL
+archive and base backups), the restorer (reads everything, writes nothing) and, optionally, the viewer
+(the run reports only, for status and the offsite totals). No two may share an access key ID or a
+secret: the writer must not be able to touch the database archive, the archiver not the media, the
+restorer nothing at all, and the viewer not download a photo or the database archive.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from immich_tui.services.offsite import ARCHIVER_SECRET, READER_SECRET
+from immich_tui.services.offsite import ARCHIVER_SECRET, RESTORER_SECRET
 from immich_tui.services.setup.envfile import PREFIX
 from immich_tui.services.setup.errors import EnvFileError
 from sync_engine.config import ConfigError, S3Settings, default_report_prefix, normalize_prefix, s3_settings
@@ -38,6 +39,8 @@ ARCHIVER_ACCESS_KEY = "OFFSITE_BACKUP_CNPG_AWS_ACCESS_KEY_ID"
 ARCHIVER_SECRET_KEY = "OFFSITE_BACKUP_CNPG_AWS_SECRET_ACCESS_KEY"
 RESTORER_ACCESS_KEY = "OFFSITE_BACKUP_RESTORER_AWS_ACCESS_KEY_ID"
 RESTORER_SECRET_KEY = "OFFSITE_BACKUP_RESTORER_AWS_SECRET_ACCESS_KEY"
+VIEWER_ACCESS_KEY = "OFFSITE_BACKUP_VIEWER_AWS_ACCESS_KEY_ID"
+VIEWER_SECRET_KEY = "OFFSITE_BACKUP_VIEWER_AWS_SECRET_ACCESS_KEY"
 ENDPOINT = "OFFSITE_BACKUP_ENDPOINT_URL"
 
 # Every variable setup understands; any other OFFSITE_BACKUP_* name is a typo and refused.
@@ -51,6 +54,8 @@ VARIABLES: dict[str, str] = {
     ARCHIVER_SECRET_KEY: "CNPG archiver secret access key",
     RESTORER_ACCESS_KEY: "restorer access key ID, read-only (deploy/iam/restorer.json)",
     RESTORER_SECRET_KEY: "restorer secret access key",
+    VIEWER_ACCESS_KEY: "viewer access key ID, run reports only (deploy/iam/viewer.json)",
+    VIEWER_SECRET_KEY: "viewer secret access key",
     ENDPOINT: "S3-compatible endpoint (MinIO, Ceph, Garage, B2, …); unset for AWS",
 }
 REQUIRED = (ACCESS_KEY, SECRET_KEY, REGION, BUCKET)
@@ -61,6 +66,8 @@ CREDENTIALS = (
     ARCHIVER_SECRET_KEY,
     RESTORER_ACCESS_KEY,
     RESTORER_SECRET_KEY,
+    VIEWER_ACCESS_KEY,
+    VIEWER_SECRET_KEY,
 )
 ENDPOINT_KEY = "AWS_ENDPOINT_URL_S3"  # the Secret key an S3-compatible endpoint goes under (boto3's own variable)
 
@@ -90,6 +97,7 @@ class OffsiteConfig:
     archiver: StaticCredentials = field(repr=False)
     restorer: StaticCredentials | None = field(default=None, repr=False)
     warnings: tuple[str, ...] = ()
+    viewer: StaticCredentials | None = field(default=None, repr=False)
 
     @property
     def report_prefix(self) -> str:
@@ -104,7 +112,7 @@ class OffsiteConfig:
 
     def secret_values(self) -> list[str]:
         """Every key and secret, so output can be checked and scrubbed against them."""
-        keys = [self.writer, self.archiver] + ([self.restorer] if self.restorer else [])
+        keys = [self.writer, self.archiver, *(k for k in (self.restorer, self.viewer) if k is not None)]
         return [v for k in keys for v in (k.access_key, k.secret_key)]
 
     def secret_data(self, keys: StaticCredentials, *, media: bool = True) -> dict[str, str]:
@@ -245,34 +253,45 @@ def load_config(values: Mapping[str, str], source: str = ".env") -> OffsiteConfi
         missing = ARCHIVER_SECRET_KEY if archiver_given[0] == ARCHIVER_ACCESS_KEY else ARCHIVER_ACCESS_KEY
         raise EnvFileError(f"{missing} is not set but {archiver_given[0]} is: give both archiver keys")
     archiver = _keys(ours, ARCHIVER_ACCESS_KEY, ARCHIVER_SECRET_KEY, aws=aws)
-    restorer: StaticCredentials | None = None
     warnings: list[str] = []
-    given = [n for n in (RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY) if n in ours]
-    if len(given) == 1:
-        missing = RESTORER_SECRET_KEY if given[0] == RESTORER_ACCESS_KEY else RESTORER_ACCESS_KEY
-        raise EnvFileError(f"{missing} is not set but {given[0]} is: give both restorer keys, or neither")
-    if given:
-        restorer = _keys(ours, RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY, aws=aws)
-    else:
+    restorer = _optional_keys(ours, RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY, "restorer", aws=aws)
+    if restorer is None:
         warnings.append(
-            f"no restorer keys ({RESTORER_ACCESS_KEY}, {RESTORER_SECRET_KEY}): Secret {READER_SECRET} is "
-            "neither created nor changed; status, offsite and media restore need it"
+            f"no restorer keys ({RESTORER_ACCESS_KEY}, {RESTORER_SECRET_KEY}): Secret {RESTORER_SECRET} is "
+            "neither created nor changed; media restore, verify and db catalog need it"
+            + ("" if VIEWER_ACCESS_KEY in ours else ", and status and offsite without a viewer Secret")
         )
+    viewer = _optional_keys(ours, VIEWER_ACCESS_KEY, VIEWER_SECRET_KEY, "viewer", aws=aws)
     identities = [
         ("the media writer", ACCESS_KEY, SECRET_KEY, writer),
         ("the archiver", ARCHIVER_ACCESS_KEY, ARCHIVER_SECRET_KEY, archiver),
     ]
     if restorer is not None:
         identities.append(("the restorer", RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY, restorer))
+    if viewer is not None:
+        identities.append(("the viewer", VIEWER_ACCESS_KEY, VIEWER_SECRET_KEY, viewer))
     _distinct(identities)
-    config = OffsiteConfig(bucket, region, media_prefix, endpoint, writer, archiver, restorer, tuple(warnings))
+    config = OffsiteConfig(
+        bucket, region, media_prefix, endpoint, writer, archiver, restorer, tuple(warnings), viewer=viewer
+    )
     _engine_settings(config)
     return config
 
 
+def _optional_keys(
+    values: Mapping[str, str], id_var: str, secret_var: str, who: str, *, aws: bool
+) -> StaticCredentials | None:
+    """An optional identity's key pair: both variables or neither (half a pair is a paste gone wrong)."""
+    given = [n for n in (id_var, secret_var) if n in values]
+    if len(given) == 1:
+        missing = secret_var if given[0] == id_var else id_var
+        raise EnvFileError(f"{missing} is not set but {given[0]} is: give both {who} keys, or neither")
+    return _keys(values, id_var, secret_var, aws=aws) if given else None
+
+
 def _distinct(identities: list[tuple[str, str, str, StaticCredentials]]) -> None:
-    """Three identities, three key pairs: no access key ID and no secret shared by two of them. Only the
-    variables are named, never a value."""
+    """One key pair per identity: no access key ID and no secret shared by two of them (the viewer's keys
+    would otherwise carry the restorer's reach, or worse). Only the variables are named, never a value."""
     for i, (who, id_var, secret_var, keys) in enumerate(identities):
         for earlier, earlier_id, earlier_secret, other in identities[:i]:
             if keys.access_key == other.access_key:
@@ -283,7 +302,7 @@ def _distinct(identities: list[tuple[str, str, str, StaticCredentials]]) -> None
                 continue
             raise EnvFileError(
                 f"{same[0]} is the same as {same[1]}: {who} needs keys of its own, not {earlier}'s "
-                "(one IAM user per identity: media writer, archiver, restorer)"
+                "(one IAM user per identity: media writer, archiver, restorer, viewer)"
             )
 
 

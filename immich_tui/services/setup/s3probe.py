@@ -2,17 +2,22 @@
 cluster (`setup --check-s3`).
 
 The writer lists the media prefix; the archiver lists the database archive's prefix; the restorer, when
-given, lists the media prefix. Then the writer's keys read the bucket's protection — versioning
-(`s3:GetBucketVersioning`) and Object Lock (`s3:GetBucketObjectLockConfiguration`): the writer reads the
-versioning state on every run anyway, both reads change nothing, and so the restorer's policy stays
-exactly what a restore needs. A bucket whose versioning is not Enabled stops setup unless the operator
-accepted that (`allow_unversioned`). Only then does the writer write a marker under the run reports,
-which the restorer reads back. A refusal becomes one line naming the variable to fix, never the key.
+given, lists the media prefix; the viewer, when given, lists the run reports and is refused a GET under
+the media prefix (of a key that does not exist: S3 answers AccessDenied before it looks for the key when
+reading is not allowed, and NoSuchKey when the keys may both list and read there, as the restorer's
+policy does; a viewer that could download photos would defeat its purpose, so that stops setup). Then
+the writer's keys read the bucket's protection — versioning (`s3:GetBucketVersioning`) and Object Lock
+(`s3:GetBucketObjectLockConfiguration`): the writer reads the versioning state on every run anyway, both
+reads change nothing, and so the restorer's policy stays exactly what a restore needs. A bucket whose
+versioning is not Enabled stops setup unless the operator accepted that (`allow_unversioned`). Only then
+does the writer write a marker under the run reports, which the restorer and the viewer read back. A
+refusal becomes one line naming the variable to fix, never the key.
 
 A dry run writes nothing anywhere and read-only mode refuses every write, the bucket's too
-(`skip_write`): then no marker is put, and the restorer's read is proven on a marker key that does not
-exist instead. S3 checks authorisation before it looks for the key, so NoSuchKey means s3:GetObject is
-allowed and AccessDenied that it is not. The writer's put stays unproven, which the result says.
+(`skip_write`): then no marker is put, and the restorer's and the viewer's reads are proven on a marker
+key that does not exist instead. S3 checks authorisation before it looks for the key, so NoSuchKey means
+s3:GetObject is allowed and AccessDenied that it is not. The writer's put stays unproven, which the
+result says.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from immich_tui.services.setup.config import (
     RESTORER_ACCESS_KEY,
     RESTORER_SECRET_KEY,
     SECRET_KEY,
+    VIEWER_ACCESS_KEY,
+    VIEWER_SECRET_KEY,
     OffsiteConfig,
 )
 from immich_tui.services.setup.errors import S3CheckError
@@ -80,9 +87,11 @@ class BucketProtection:
 @dataclass(frozen=True)
 class S3Check:
     """What the keys proved: the writer listed the media prefix and wrote `marker`; the archiver listed
-    `archive_prefix`; the restorer (when given) listed the media prefix and read the marker back; and how
-    the bucket is protected. With `write_skipped` (why: `--dry-run`, `read-only mode`) `marker` is None:
-    nothing was written and the restorer read a key that does not exist under `report_prefix`.
+    `archive_prefix`; the restorer (when given) listed the media prefix and read the marker back; the viewer
+    (when given, `viewer`) listed `report_prefix`, read the marker back and was refused a read under the
+    media prefix; and how the bucket is protected. With `write_skipped` (why: `--dry-run`, `read-only
+    mode`) `marker` is None: nothing was written and the readers read a key that does not exist under
+    `report_prefix`.
     `warnings` are for the operator (versioning off but accepted, a state that could not be read)."""
 
     bucket: str
@@ -94,6 +103,7 @@ class S3Check:
     warnings: tuple[str, ...] = field(default=(), repr=False)
     write_skipped: str = ""
     report_prefix: str = ""
+    viewer: bool = False  # listed the run reports, read the marker (or the missing key), refused a media GET
 
 
 def marker_key(config: OffsiteConfig, now: dt.datetime) -> str:
@@ -208,10 +218,11 @@ def check_s3(
     skip_write: str = "",
 ) -> S3Check:
     """Prove the keys and the bucket's versioning before anything is applied: the writer, the archiver and
-    the restorer list; versioning must be Enabled (unless `allow_unversioned`); then the writer puts a
-    marker and the restorer reads it back. Nothing is written to the bucket when versioning stops setup,
-    nor at all with `skip_write` (why nothing may be written: `--dry-run`, `read-only mode`), when the
-    restorer's read is proven on a key that does not exist."""
+    the restorer list, the viewer lists the run reports and is refused a media read; versioning must be
+    Enabled (unless `allow_unversioned`); then the writer puts a marker and the restorer and the viewer
+    read it back. Nothing is written to the bucket when versioning stops setup, nor at all with
+    `skip_write` (why nothing may be written: `--dry-run`, `read-only mode`), when the readers' reads are
+    proven on a key that does not exist."""
     now = now or clock.now()
     where = f"s3://{config.bucket}/{config.media_prefix}"
     writer = _store(config, config.writer)
@@ -237,6 +248,11 @@ def check_s3(
         except StoreError as exc:
             raise S3CheckError(f"S3 check: the restorer keys cannot list {where}: {_reason(exc, *ids)}") from None
 
+    key = marker_key(config, now)
+    viewer = _store(config, config.viewer) if config.viewer is not None else None
+    if viewer is not None:
+        _check_viewer(config, viewer, key)
+
     protection = read_protection(config)
     warnings: list[str] = []
     if not protection.versioned:
@@ -254,10 +270,11 @@ def check_s3(
     if protection.object_lock is None:
         warnings.append(f"Object Lock state of bucket {config.bucket} unknown: {protection.lock_note}")
 
-    key = marker_key(config, now)
     if skip_write:
         if restorer is not None:
             _prove_read(config, restorer, key)
+        if viewer is not None:
+            _prove_read(config, viewer, key, "viewer", (VIEWER_ACCESS_KEY, VIEWER_SECRET_KEY))
         return S3Check(
             config.bucket,
             config.media_prefix,
@@ -268,6 +285,7 @@ def check_s3(
             tuple(warnings),
             write_skipped=skip_write,
             report_prefix=config.report_prefix,
+            viewer=viewer is not None,
         )
     body = json.dumps(
         {
@@ -284,47 +302,85 @@ def check_s3(
         raise S3CheckError(
             f"S3 check: the writer keys cannot write s3://{config.bucket}/{key}: {_reason(exc, ACCESS_KEY, SECRET_KEY)}"
         ) from None
-    if restorer is None:
-        return S3Check(
-            config.bucket,
-            config.media_prefix,
-            key,
-            False,
-            config.archive_prefix,
-            protection,
-            tuple(warnings),
-            report_prefix=config.report_prefix,
-        )
-    try:
-        read = restorer.get_bytes(key)
-    except StoreError as exc:
-        raise S3CheckError(
-            f"S3 check: the restorer keys cannot read s3://{config.bucket}/{key}: {_reason(exc, *ids)}"
-        ) from None
-    if read != body:
-        raise S3CheckError(f"S3 check: the restorer read back different bytes from s3://{config.bucket}/{key}")
+    readers = [("restorer", restorer, ids), ("viewer", viewer, (VIEWER_ACCESS_KEY, VIEWER_SECRET_KEY))]
+    for who, store, who_ids in readers:
+        if store is None:
+            continue
+        try:
+            read = store.get_bytes(key)
+        except StoreError as exc:
+            raise S3CheckError(
+                f"S3 check: the {who} keys cannot read s3://{config.bucket}/{key}: {_reason(exc, *who_ids)}"
+            ) from None
+        if read != body:
+            raise S3CheckError(f"S3 check: the {who} read back different bytes from s3://{config.bucket}/{key}")
     return S3Check(
         config.bucket,
         config.media_prefix,
         key,
-        True,
+        restorer is not None,
         config.archive_prefix,
         protection,
         tuple(warnings),
         report_prefix=config.report_prefix,
+        viewer=viewer is not None,
     )
 
 
-def _prove_read(config: OffsiteConfig, restorer: ObjectStore, key: str) -> None:
-    """The restorer's s3:GetObject without a marker to read: a key that does not exist answers NoSuchKey
-    when reading is allowed (the restorer may list, so S3 does not hide the key's absence behind a 403)
-    and AccessDenied when it is not."""
+_MISSING = ("NoSuchKey", "404", "NotFound")
+
+
+def _prove_read(
+    config: OffsiteConfig,
+    reader: ObjectStore,
+    key: str,
+    who: str = "restorer",
+    ids: tuple[str, str] = (RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY),
+) -> None:
+    """A reader's s3:GetObject without a marker to read: a key that does not exist answers NoSuchKey
+    when reading is allowed (the reader may list the run reports, so S3 does not hide the key's absence
+    behind a 403) and AccessDenied when it is not."""
     try:
-        restorer.get_bytes(key)
+        reader.get_bytes(key)
     except StoreError as exc:
-        if exc.code in ("NoSuchKey", "404", "NotFound"):
+        if exc.code in _MISSING:
             return
         raise S3CheckError(
-            f"S3 check: the restorer keys cannot read s3://{config.bucket}/{key}: "
-            f"{_reason(exc, RESTORER_ACCESS_KEY, RESTORER_SECRET_KEY)}"
+            f"S3 check: the {who} keys cannot read s3://{config.bucket}/{key}: {_reason(exc, *ids)}"
         ) from None
+
+
+def media_probe_key(config: OffsiteConfig, marker: str) -> str:
+    """A key under the media prefix that nothing writes: the marker's name moved there."""
+    return f"{config.media_prefix}{marker[len(config.report_prefix) :]}"
+
+
+def _check_viewer(config: OffsiteConfig, viewer: ObjectStore, marker: str) -> None:
+    """The viewer lists the run reports (all that status and the offsite totals need), and may not read a
+    photo. The second is asked with a GET of a media key that does not exist, which costs one request and
+    writes nothing: AccessDenied means reading there is not allowed. NoSuchKey means the keys may list
+    and read the media, as keys with the restorer's policy may; S3 answers AccessDenied for a missing key
+    whenever the keys may not list it, so a policy that reads the media but lists nothing there is not
+    caught by this."""
+    ids = (VIEWER_ACCESS_KEY, VIEWER_SECRET_KEY)
+    reports = f"s3://{config.bucket}/{config.report_prefix}"
+    try:
+        viewer.check_access(config.report_prefix)
+    except StoreError as exc:
+        raise S3CheckError(f"S3 check: the viewer keys cannot list {reports}: {_reason(exc, *ids)}") from None
+    probe = media_probe_key(config, marker)
+    try:
+        viewer.get_bytes(probe)
+    except StoreError as exc:
+        if exc.code in ("AccessDenied", "403"):
+            return
+        if exc.code not in _MISSING:
+            raise S3CheckError(
+                f"S3 check: the viewer keys could not be checked against s3://{config.bucket}/{probe}: "
+                f"{_reason(exc, *ids)}"
+            ) from None
+    raise S3CheckError(
+        f"S3 check: the viewer keys may read under s3://{config.bucket}/{config.media_prefix} (a key that does "
+        "not exist there answered NoSuchKey, not AccessDenied), so they could download every photo: give the "
+        "viewer's IAM user deploy/iam/viewer.json only"
+    )

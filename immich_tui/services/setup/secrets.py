@@ -3,7 +3,9 @@
 One Secret per identity, each only where its reader runs: `immich-offsite-writer` (the media writer's
 keys) in the Immich namespace for the nightly sync; `immich-offsite-cnpg` (the archiver's keys) in the
 database namespace, where CNPG's `s3Credentials` reference it; `immich-offsite-restorer` (read-only keys
-for the operator tools and the media restore Job) in the Immich namespace. A Secret is written only when
+for the media restore Job, verify and the database catalog) and, when its keys are given,
+`immich-offsite-viewer` (the run reports only, for status and the offsite totals: what the read-only RBAC
+Role hands out) in the Immich namespace. A Secret is written only when
 what it holds differs, nothing is ever deleted, and every write goes through `Kube.write` (read-only mode,
 then RBAC) after a preflight has cleared all of them.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from immich_tui.services.kube import Access, ClusterError, Forbidden, Kube, NotFound, ReadOnly
-from immich_tui.services.offsite import ARCHIVER_SECRET, READER_SECRET, WRITER_SECRET
+from immich_tui.services.offsite import ARCHIVER_SECRET, RESTORER_SECRET, VIEWER_SECRET, WRITER_SECRET
 from immich_tui.services.setup.config import ENDPOINT_KEY, OffsiteConfig
 from immich_tui.services.setup.errors import SetupError
 
@@ -34,14 +36,17 @@ def _b64(text: str) -> str:
 
 def build_secrets(config: OffsiteConfig, namespace: str, db_namespace: str) -> list[dict[str, Any]]:
     """The writer in the Immich namespace, the archiver in the database namespace (without a media
-    prefix: CNPG reads only keys and region), the restorer in the Immich namespace when its keys were
-    given. The writer's keys never go to the database namespace."""
+    prefix: CNPG reads only keys and region), the restorer and the viewer in the Immich namespace when
+    their keys were given (the viewer with the media prefix, from which the tools find the run reports).
+    The writer's keys never go to the database namespace."""
     wanted = [
         (WRITER_SECRET, namespace, config.secret_data(config.writer)),
         (ARCHIVER_SECRET, db_namespace, config.secret_data(config.archiver, media=False)),
     ]
     if config.restorer is not None:
-        wanted.append((READER_SECRET, namespace, config.secret_data(config.restorer)))
+        wanted.append((RESTORER_SECRET, namespace, config.secret_data(config.restorer)))
+    if config.viewer is not None:
+        wanted.append((VIEWER_SECRET, namespace, config.secret_data(config.viewer)))
     return [
         {
             "apiVersion": "v1",
@@ -182,7 +187,7 @@ class SecretSetup:
         return SecretPlan(manifest, SecretChange(name, namespace, "updated", keys), patch)
 
     def preflight(self, plans: list[SecretPlan]) -> None:
-        """Every planned write is allowed, or none is made: three Secrets are never left half set up."""
+        """Every planned write is allowed, or none is made: the Secrets are never left half set up."""
         writes = [p for p in plans if p.change.action != "unchanged"]
         if writes and self.kube.read_only:
             raise ReadOnly(f"read-only mode: refusing to {writes[0].access}")
