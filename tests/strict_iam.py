@@ -32,11 +32,15 @@ from __future__ import annotations
 import re
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from immich_tui.demo.s3 import LocalS3
+
+_ROOT = Path(__file__).resolve().parent.parent
 
 _PREFIX_ACTIONS = ("s3:ListBucket", "s3:ListBucketVersions")  # where AWS sets the s3:prefix context key
 
@@ -151,6 +155,22 @@ class StrictIamS3(LocalS3):
     """`LocalS3` whose server is this module: moto plus S3 conditions and the Object Lock actions."""
 
     server_args = (str(Path(__file__).resolve()),)
+
+
+ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+
+
+@contextmanager
+def writer_and_admin(bucket: str) -> Iterator[tuple[StrictIamS3, tuple[str, str], tuple[str, str]]]:
+    """A server with `bucket`, a user holding exactly deploy/iam/media-writer.json and an admin, enforcing:
+    what the CronJob's keys can do, next to keys that can look at everything it did."""
+    with StrictIamS3() as server:
+        server.client().create_bucket(Bucket=bucket)
+        policy = (_ROOT / "deploy/iam/media-writer.json").read_text().replace("BUCKET_NAME", bucket)
+        writer = server.iam_user("media-writer", policy)
+        admin = server.iam_user("admin", ADMIN_POLICY)
+        server.enforce_iam()
+        yield server, writer, admin
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from immich_tui.demo.s3 import LocalS3
 from immich_tui.services.cnpg import schedule_warning
 from immich_tui.services.offsite import ARCHIVER_SECRET, WRITER_SECRET
 from tests.crd_schema import CNPG_GROUPS, validate
-from tests.strict_iam import StrictIamS3
+from tests.strict_iam import writer_and_admin
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -468,15 +468,8 @@ BUCKET = "immich-offsite-deploy"
 
 @pytest.fixture(scope="module")
 def iam_s3() -> Any:
-    with StrictIamS3() as server:  # the writer policy's s3:prefix conditions enforced too
-        server.client().create_bucket(Bucket=BUCKET)
-        policy = (DEPLOY / "iam/media-writer.json").read_text().replace("BUCKET_NAME", BUCKET)
-        writer = server.iam_user("media-writer", policy)
-        admin = server.iam_user(
-            "admin", {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-        )
-        server.enforce_iam()
-        yield server, writer, admin
+    with writer_and_admin(BUCKET) as served:  # the writer policy's s3:prefix conditions enforced too
+        yield served
 
 
 def _writer_secret(server: Any, writer: tuple[str, str]) -> dict[str, str]:

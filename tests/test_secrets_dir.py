@@ -26,7 +26,7 @@ from sync_engine.cli import build_parser, main
 from sync_engine.config import restore_settings, secret_files, sync_settings
 from sync_engine.errors import ConfigError
 from sync_engine.settings import SETTING
-from tests.strict_iam import StrictIamS3
+from tests.strict_iam import StrictIamS3, writer_and_admin
 from tests.unprivileged import unprivileged
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,15 +76,8 @@ def engine(argv: list[str], env: dict[str, str], *, prefix: tuple[str, ...] = ()
 @pytest.fixture(scope="module")
 def iam_s3() -> Iterator[tuple[StrictIamS3, tuple[str, str], tuple[str, str]]]:
     """A moto server that checks every request's signature and the shipped writer policy."""
-    with StrictIamS3() as server:
-        server.client().create_bucket(Bucket=BUCKET)
-        policy = (ROOT / "deploy/iam/media-writer.json").read_text().replace("BUCKET_NAME", BUCKET)
-        writer = server.iam_user("media-writer", policy)
-        admin = server.iam_user(
-            "admin", {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-        )
-        server.enforce_iam()
-        yield server, writer, admin
+    with writer_and_admin(BUCKET) as served:
+        yield served
 
 
 def writer_files(server: StrictIamS3, writer: tuple[str, str]) -> dict[str, str]:
