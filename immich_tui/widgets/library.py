@@ -16,6 +16,8 @@ from immich_tui.services.status import Services
 from immich_tui.widgets.pane import Pane
 from sync_engine.text import size
 
+COLUMNS = ("Folder", "Files", "Size", "Newest file", "Pending", "Backed up", ".immich")
+
 
 def _newest(value: Any) -> str:
     return f"{value:%Y-%m-%d %H:%M}" if value else "-"
@@ -41,7 +43,7 @@ class LibraryPane(Pane):
         yield self.banner()
         yield Static("counting…", id="library-source")
         table: DataTable[str] = DataTable(id="library-table", cursor_type="row", zebra_stripes=True)
-        table.add_columns("Folder", "Files", "Size", "Newest file", "Pending", "Backed up", ".immich")
+        table.add_columns(*COLUMNS)
         yield table
         yield Static("", id="library-total")
 
@@ -62,7 +64,9 @@ class LibraryPane(Pane):
     def render_rows(self) -> None:
         inv = self.inventory
         table = self.query_one("#library-table", DataTable)
-        table.clear()
+        # columns anew: auto widths only ever grow, and a drill-down's longer names must widen the first one
+        table.clear(columns=True)
+        table.add_columns(*COLUMNS)
         source = self.query_one("#library-source", Static)
         if inv is None:
             return
