@@ -3,10 +3,13 @@
 The planner thread feeds the bounded pool of `pool.py`, so uploads begin while the listing is still
 paging and the number of queued items (hence memory) is capped. Results are folded into per-folder
 counters, the manifest (what was uploaded) and the files cache (what was confirmed, see filescache.py)
-as they complete. If S3 becomes unreachable mid-run, submission stops and the run ends as aborted
-rather than failing every remaining file one by one. Before any of that, every selected folder must be
-a real directory holding Immich's `.immich` marker: an unmounted volume is refused, not backed up as
-empty.
+as they complete. A plan (`dry_run`) is the same run with `Uploader.predict` in place of the upload:
+it reads and compares bytes with the listing's ETags exactly where a backup would, and decides the
+held overwrites the same way, so its "to upload" is what the next backup in the same state sends; it
+writes nothing (no upload, no report, no files cache). If S3 becomes unreachable mid-run, submission
+stops and the run ends as aborted rather than failing every remaining file one by one. Before any of
+that, every selected folder must be a real directory holding Immich's `.immich` marker: an unmounted
+volume is refused, not backed up as empty.
 """
 
 from __future__ import annotations
@@ -128,6 +131,8 @@ def run(
     state = _State(report, None if dry_run else ManifestWriter(), None if dry_run else CacheWriter())
     rule = Rule(settings.settle_seconds, started)
     uploader = Uploader(store, settings, clock)
+    # A plan runs the backup's own decisions, ETag comparisons included, and only leaves out the sending.
+    work = uploader.predict if dry_run else uploader.upload
 
     refused = unusable_folders(settings.library_root, tuple(settings.folders))
     if refused:
@@ -153,8 +158,13 @@ def run(
             for entry in _plan_unit(store, settings, report, rule, unit, listing, entries, history):
                 if pool.stopping:
                     break
-                if _record_planned(state, current, entry, observer, dry_run):
-                    pool.submit(entry)  # type: ignore[arg-type]
+                if not _record_planned(state, current, entry, observer):
+                    continue
+                assert isinstance(entry, PlanItem)
+                if dry_run and not entry.check_content:
+                    record(uploader.predict(entry))  # decided without reading: in walk order, no worker
+                else:
+                    pool.submit(entry)
             if pool.stopping:
                 break
         if current:
@@ -166,9 +176,7 @@ def run(
             raise SetupError(str(exc), code=exc.code, transport=exc.transport) from None
         return str(exc)
 
-    pool = WorkerPool(
-        uploader.upload, record, workers=settings.workers, name="upload", cancel=uploader.cancel, unit="uploads"
-    )
+    pool = WorkerPool(work, record, workers=settings.workers, name="upload", cancel=uploader.cancel, unit="uploads")
     try:
         reason = pool.run(
             produce, interrupted="interrupted (SIGINT/SIGTERM): in-flight uploads aborted", store_failed=store_failed
@@ -177,13 +185,12 @@ def run(
         raise
     except Exception as exc:  # an engine bug: still say what was done, and exit as aborted
         reason = f"internal error: {exc.__class__.__name__}: {exc}"
-    if not dry_run:
-        try:
-            reason = _decide_overwrites(state, settings, report, uploader, observer, reason)
-        except (SetupError, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            reason = reason or f"internal error: {exc.__class__.__name__}: {exc}"
+    try:
+        reason = _decide_overwrites(state, settings, report, work, uploader.cancel, observer, reason)
+    except (SetupError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        reason = reason or f"internal error: {exc.__class__.__name__}: {exc}"
     _finish(report, state, reason, store, settings, started, clock)
     return report
 
@@ -204,11 +211,13 @@ def _decide_overwrites(
     state: _State,
     settings: SyncSettings,
     report: RunReport,
-    uploader: Uploader,
+    work: Callable[[PlanItem], UploadResult],
+    cancel: threading.Event,
     observer: Observer,
     reason: str,
 ) -> str:
-    """Once every file has been compared: overwrite the held files, or keep the originals and say why."""
+    """Once every file has been compared: overwrite the held files, or keep the originals and say why.
+    A plan decides the same way, so it predicts the overwrites and the kept originals too."""
     policy = settings.overwrite
     held = state.held
     if reason:  # the run stopped: nothing is overwritten by a run that could not finish comparing
@@ -232,7 +241,7 @@ def _decide_overwrites(
         observer.finished(result)
 
     pool: WorkerPool[PlanItem, UploadResult] = WorkerPool(
-        uploader.upload, record, workers=settings.workers, name="overwrite", cancel=uploader.cancel, unit="uploads"
+        work, record, workers=settings.workers, name="overwrite", cancel=cancel, unit="uploads"
     )
 
     def produce(pool: WorkerPool[PlanItem, UploadResult]) -> None:
@@ -413,10 +422,8 @@ def _plan_unit(
     )
 
 
-def _record_planned(
-    state: _State, folder: str, entry: PlanItem | ScanProblem, observer: Observer, dry_run: bool
-) -> bool:
-    """Count one merge-join result; True when it must go to an upload worker."""
+def _record_planned(state: _State, folder: str, entry: PlanItem | ScanProblem, observer: Observer) -> bool:
+    """Count one merge-join result; True when it must go to an upload worker (or, in a plan, be predicted)."""
     if isinstance(entry, ScanProblem):
         _record_problem(state, folder, entry)
         observer.problem(entry)
@@ -428,9 +435,9 @@ def _record_planned(
         state.in_bucket += entry.remote is not None or entry.reason is Reason.TRUSTED
         stats.by_reason[entry.reason.value] = stats.by_reason.get(entry.reason.value, 0) + 1
     observer.planned(entry)
-    if entry.uploads and not dry_run:
+    if entry.uploads:
         return True
-    _record_plan_only(state, entry, dry_run)
+    _record_plan_only(state, entry)
     return False
 
 
@@ -459,15 +466,13 @@ def _remember(
         state.cache.add(key, Cached(look.size, look.mtime_ns, look.ctime_ns, look.ino, etag, part_size, how))
 
 
-def _record_plan_only(state: _State, item: PlanItem, dry_run: bool) -> None:
+def _record_plan_only(state: _State, item: PlanItem) -> None:
     with state.lock:
         stats = state.stats(item.local.folder)
         size = item.local.size
         if item.reason is Reason.SETTLING:
             _bump(stats, "deferred", size)
             _remember(state, item.key, item.local, "", None, CacheState.SEEN)
-        elif item.uploads and dry_run:
-            _bump(stats, "uploaded", size)  # "would upload" in a plan
         else:
             _bump(stats, "unchanged", size)
             if item.cached is not None and state.cache is not None:  # unchanged, trusted: exactly as confirmed
@@ -485,21 +490,16 @@ def _record_result(state: _State, pool: WorkerPool[PlanItem, UploadResult], resu
         elif outcome is Outcome.UPLOADED:
             _bump(stats, "uploaded", result.size)
             pool.s3_worked()
-            if item.overwrite and item.remote is not None:
-                state.report.overwrites.append(
-                    {
-                        "key": item.key,
-                        "old_size": item.remote.size,
-                        "old_etag": item.remote.etag,
-                        "new_size": result.size,
-                        "new_etag": result.s3_etag or result.etag,
-                    }
-                )
+            _record_overwrite(state.report, result)
             if state.manifest is not None:
                 state.manifest.add(result)
             _remember(state, item.key, result, result.s3_etag or result.etag, result.part_size, how)
+        elif outcome is Outcome.WOULD_UPLOAD:
+            _bump(stats, "uploaded", result.size)  # "to upload" in a plan
+            _record_overwrite(state.report, result)
         elif outcome is Outcome.SAME_CONTENT:
             _bump(stats, "unchanged", item.local.size)
+            _bump(stats, "same_content", item.local.size)
             _remember(state, item.key, result, result.etag, result.part_size, how)
         elif outcome is Outcome.DEFERRED:
             _bump(stats, "deferred", item.local.size)
@@ -523,6 +523,20 @@ def _record_result(state: _State, pool: WorkerPool[PlanItem, UploadResult], resu
                 pool.s3_failed(result.error, outage=result.s3_outage)
 
 
+def _record_overwrite(report: RunReport, result: UploadResult) -> None:
+    item = result.item
+    if item.overwrite and item.remote is not None:
+        report.overwrites.append(
+            {
+                "key": item.key,
+                "old_size": item.remote.size,
+                "old_etag": item.remote.etag,
+                "new_size": result.size,
+                "new_etag": result.s3_etag or result.etag,  # empty in a plan: nothing was sent
+            }
+        )
+
+
 def _finish(
     report: RunReport,
     state: _State,
@@ -538,7 +552,7 @@ def _finish(
     report.totals = totals
     if abort_reason:
         report.status, report.exit_code, report.error = "aborted", EXIT_ABORTED, abort_reason
-    elif totals.failed or state.blocking or totals.kept:
+    elif totals.failed or state.blocking or (totals.kept and not report.dry_run):  # a plan keeps nothing itself
         report.status, report.exit_code = "partial", EXIT_PARTIAL
     else:
         report.status, report.exit_code = "ok", EXIT_OK

@@ -16,6 +16,7 @@ where every child process and any later environment dump would carry them.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -36,7 +37,7 @@ from sync_engine.config import (
 )
 from sync_engine.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_PENDING, EngineError
 from sync_engine.inventory import inventory
-from sync_engine.models import FolderStats, PlanItem
+from sync_engine.models import FolderStats, Outcome, UploadResult
 from sync_engine.output import LineLog, ProgressDisplay, RestoreLog, RestoreProgress, live_or_lines
 from sync_engine.report import RunReport, utc_iso
 from sync_engine.scan import printable
@@ -182,21 +183,25 @@ def _fail(message: str, code: int, log_format: str = "text") -> int:
 
 
 class _PlanFiles(LineLog):
-    """Lists what a plan would upload: streamed as text lines, or kept for the JSON document."""
+    """Lists what a plan would upload, once its outcome is known (a file whose bytes turn out to be the
+    stored object's is not listed): streamed as text lines, or kept for the JSON document."""
 
     def __init__(self, log: LineLog, as_json: bool) -> None:
         super().__init__(log.fmt, log.stream, quiet=log.quiet)
         self.as_json = as_json
         self.files: list[dict[str, Any]] = []
 
-    def planned(self, item: PlanItem) -> None:
-        if not item.uploads:
+    def finished(self, result: UploadResult) -> None:
+        if result.outcome is not Outcome.WOULD_UPLOAD:
+            super().finished(result)
             return
+        item = result.item
         rel = printable(item.local.rel)
-        if self.as_json:
-            self.files.append({"path": rel, "key": item.key, "size": item.local.size, "reason": item.reason.value})
-        else:
-            print(f"{item.reason.value:<13} {size(item.local.size):>10}  {rel}", flush=True)
+        with self._lock:
+            if self.as_json:
+                self.files.append({"path": rel, "key": item.key, "size": result.size, "reason": item.reason.value})
+            else:
+                print(f"{item.reason.value:<13} {size(result.size):>10}  {rel}", flush=True)
 
 
 def _interactive(args: argparse.Namespace) -> bool:
@@ -208,7 +213,8 @@ def _backup(args: argparse.Namespace, settings: SyncSettings, store: ObjectStore
     log = LineLog(args.log_format, quiet=args.quiet)
     lister = _PlanFiles(log, args.output == "json") if dry_run and args.files else None
     interactive = _interactive(args) and not lister
-    with live_or_lines(ProgressDisplay.open, log, lister or log, interactive=interactive) as observer:
+    display = functools.partial(ProgressDisplay.open, dry_run=dry_run)
+    with live_or_lines(display, log, lister or log, interactive=interactive) as observer:
         report = run(settings, store, dry_run=dry_run, observer=observer)
     if args.output == "json":
         document = report.to_json()
@@ -258,8 +264,10 @@ def _report_text(report: RunReport, settings: SyncSettings) -> str:
     verb = "plan" if report.dry_run else "backup"
     lines = [
         f"{verb} {report.status} in {report.duration_seconds:.1f}s — "
-        f"{t.uploaded:,} files {upload_word} ({size(t.uploaded_bytes)}), {t.unchanged:,} unchanged, "
-        f"{t.deferred:,} deferred, {t.failed:,} failed" + (f", {t.kept:,} kept (not overwritten)" if t.kept else ""),
+        f"{t.uploaded:,} files {upload_word} ({size(t.uploaded_bytes)}), {t.unchanged:,} unchanged"
+        + (f" ({t.same_content:,} checked by ETag: same content, not uploaded)" if t.same_content else "")
+        + f", {t.deferred:,} deferred, {t.failed:,} failed"
+        + (f", {t.kept:,} kept (not overwritten)" if t.kept else ""),
         "",
         table(head + rows, gap=2, numbers_right=True),
     ]
@@ -267,7 +275,8 @@ def _report_text(report: RunReport, settings: SyncSettings) -> str:
     if mass.get("tripped"):
         lines += ["", f"SUSPICIOUS MASS CHANGE: {report.error}"]
     if report.overwrites:
-        lines += ["", f"overwrote {len(report.overwrites):,} changed files (bucket versioning {report.versioning})"]
+        did = "would overwrite" if report.dry_run else "overwrote"
+        lines += ["", f"{did} {len(report.overwrites):,} changed files (bucket versioning {report.versioning})"]
     if report.versioning_note:
         lines += [f"note: versioning: {report.versioning_note}"]
     if report.dry_run and t.by_reason:

@@ -159,6 +159,7 @@ class Outcome(StrEnum):
     VANISHED = "vanished"
     FAILED = "failed"
     HELD = "held"  # its changed content would replace an object: decided once the whole run is compared
+    WOULD_UPLOAD = "would-upload"  # a plan's prediction: `backup` would send this file (see Uploader.predict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +193,8 @@ class FolderStats:
     uploaded_bytes: int = 0
     unchanged: int = 0
     unchanged_bytes: int = 0
+    same_content: int = 0  # of the unchanged: read and proven equal to the object by its ETag this run
+    same_content_bytes: int = 0
     deferred: int = 0
     deferred_bytes: int = 0
     unstable: int = 0

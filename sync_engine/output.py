@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self, TextIO, TypeVar
 
@@ -72,6 +73,16 @@ class LineLog:
         elif result.outcome is Outcome.SAME_CONTENT:
             if not self.quiet:
                 self.emit("info", "same-content", f"unchanged {rel} (content matches the stored ETag)", path=rel)
+        elif result.outcome is Outcome.WOULD_UPLOAD:
+            pass  # a plan's upload: its summary counts them, `--files` lists them
+        elif result.outcome is Outcome.HELD:
+            if not self.quiet:
+                self.emit(
+                    "info",
+                    "held",
+                    f"held {rel}: changed content over a stored object, decided once every file is compared",
+                    path=rel,
+                )
         elif result.outcome is Outcome.DEFERRED:
             self.emit("info", "deferred", f"deferred {rel}: modified within the settle window", path=rel)
         elif result.outcome is Outcome.FAILED:
@@ -115,8 +126,9 @@ class RestoreLog:
 # -- live displays on a terminal -----------------------------------------------------------------------
 
 
-def _live_bar(label: str, *, speed: bool) -> tuple[Any, Any] | None:
-    """A console on stderr and a progress bar on it: label, bar, file count, bytes (speed), elapsed time.
+def _live_bar(label: str, *, speed: bool, console: Any = None) -> tuple[Any, Any] | None:
+    """A console (on stderr unless given) and a progress bar on it: label, bar, file count, bytes
+    (speed), elapsed time.
 
     None when rich is not installed (the CronJob image carries only what the CronJob runs)."""
     try:
@@ -131,7 +143,7 @@ def _live_bar(label: str, *, speed: bool) -> tuple[Any, Any] | None:
         )
     except ImportError:
         return None
-    console = Console(stderr=True)
+    console = console or Console(stderr=True)
     columns: list[Any] = [TextColumn(label), BarColumn(), TextColumn("{task.fields[files]}")]
     columns += [DownloadColumn(binary_units=True), *([TransferSpeedColumn()] if speed else []), TimeElapsedColumn()]
     return console, Progress(*columns, console=console, transient=False)
@@ -155,21 +167,69 @@ class _Live:
         self.progress.stop()
 
 
+@dataclass
+class SendCounts:
+    """The backup display's figures, kept apart: what was sent, what a read proved already stored, and
+    what was queued but not sent. A file counts once, when its worker is done: at the end `sent` and
+    `sent_bytes` are the summary's uploaded files and bytes."""
+
+    sent: int = 0
+    sent_bytes: int = 0
+    same: int = 0  # read, and proven equal to the object by its ETag: nothing sent
+    held: int = 0  # changed content over an object, waiting for the end-of-run overwrite decision
+    not_sent: int = 0  # deferred, vanished, unstable or failed
+    pending: int = 0  # queued, not done yet
+    pending_bytes: int = 0
+
+    def queued(self, item: PlanItem) -> None:
+        self.pending += 1
+        self.pending_bytes += item.local.size
+
+    def done(self, result: UploadResult) -> None:
+        item = result.item
+        if item.overwrite:  # the second pass over a held file: it leaves `held` for what happens now
+            self.held -= 1
+        else:
+            self.pending -= 1
+            self.pending_bytes -= item.local.size
+        outcome = result.outcome
+        if outcome in (Outcome.UPLOADED, Outcome.WOULD_UPLOAD):
+            self.sent += 1
+            self.sent_bytes += result.size
+        elif outcome is Outcome.SAME_CONTENT:
+            self.same += 1
+        elif outcome is Outcome.HELD:
+            self.held += 1
+        else:
+            self.not_sent += 1
+
+    def text(self, verb: str) -> str:
+        line = f"{self.sent:,}/{self.sent + self.pending:,} files {verb}, {self.same:,} same content"
+        if self.held:
+            line += f", {self.held:,} held"
+        if self.not_sent:
+            line += f", {self.not_sent:,} not sent"
+        return line
+
+
 class ProgressDisplay(_Live):
-    """A live display of a backup: what was scanned, and what was uploaded of what is queued."""
+    """A live display of a backup (or plan): what was scanned, and, apart, what was sent (or would
+    be) of what is queued and what turned out to be stored already."""
 
     @classmethod
-    def open(cls, log: LineLog) -> ProgressDisplay | None:
-        bar = _live_bar("[bold]{task.description}", speed=True)
-        return cls(log, *bar) if bar else None
+    def open(cls, log: LineLog, *, dry_run: bool = False, console: Any = None) -> ProgressDisplay | None:
+        bar = _live_bar("[bold]{task.description}", speed=not dry_run, console=console)
+        return cls(log, *bar, dry_run=dry_run) if bar else None
 
-    def __init__(self, log: LineLog, console: Any, progress: Any) -> None:
+    def __init__(self, log: LineLog, console: Any, progress: Any, *, dry_run: bool = False) -> None:
         super().__init__(log, console, progress)
+        self.verb = "to upload" if dry_run else "uploaded"
+        self.counts = SendCounts()
         self.scan = self.progress.add_task("scan", total=None, files="0 files", completed=0)
-        self.upload = self.progress.add_task("upload", total=0, files="0 files", completed=0)
+        self.upload = self.progress.add_task(
+            "to upload" if dry_run else "upload", total=0, files=self.counts.text(self.verb), completed=0
+        )
         self._scanned = 0
-        self._queued = 0
-        self._done = 0
 
     def folder_started(self, folder: str) -> None:
         self.progress.update(self.scan, description=f"scan {folder}/")
@@ -178,8 +238,8 @@ class ProgressDisplay(_Live):
         with self._lock:
             self._scanned += 1
             if item.uploads:
-                self._queued += 1
-                self.progress.update(self.upload, total=(self.progress.tasks[1].total or 0) + item.local.size)
+                self.counts.queued(item)
+                self._show()
             self.progress.update(self.scan, files=f"{self._scanned:,} files", advance=item.local.size)
 
     def problem(self, problem: ScanProblem) -> None:
@@ -187,12 +247,20 @@ class ProgressDisplay(_Live):
 
     def finished(self, result: UploadResult) -> None:
         with self._lock:
-            self._done += 1
-            self.progress.update(
-                self.upload, advance=result.item.local.size, files=f"{self._done:,}/{self._queued:,} files"
-            )
-        if result.outcome not in (Outcome.UPLOADED, Outcome.SAME_CONTENT):
+            self.counts.done(result)
+            self._show()
+        if result.outcome not in (Outcome.UPLOADED, Outcome.SAME_CONTENT, Outcome.WOULD_UPLOAD, Outcome.HELD):
             self.log.finished(result)
+
+    def _show(self) -> None:
+        """Bytes: sent so far of what may still be sent; a file found stored already leaves the total."""
+        counts = self.counts
+        self.progress.update(
+            self.upload,
+            completed=counts.sent_bytes,
+            total=counts.sent_bytes + counts.pending_bytes,
+            files=counts.text(self.verb),
+        )
 
 
 class RestoreProgress(_Live):

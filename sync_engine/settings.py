@@ -351,7 +351,7 @@ SETTINGS: tuple[Setting, ...] = (
         ("IMMICH_SYNC_ALLOW_OVERWRITE",),
         "replace an object whose file changed content even when bucket versioning is not Enabled (the old "
         "bytes are then gone); without it such files are reported as changed-original-kept",
-        commands=frozenset({BACKUP}),
+        commands=frozenset({BACKUP, PLAN}),
         parse=boolean,
         switch=True,
     ),
@@ -361,7 +361,7 @@ SETTINGS: tuple[Setting, ...] = (
         (),
         "overwrite this run's changed files even if they trip the mass-change breaker (a deliberate "
         "mass edit); a flag only, so it is given once rather than left on",
-        commands=frozenset({BACKUP}),
+        commands=frozenset({BACKUP, PLAN}),
         parse=boolean,
         switch=True,
     ),
@@ -371,7 +371,7 @@ SETTINGS: tuple[Setting, ...] = (
         ("IMMICH_SYNC_MASS_CHANGE_PERCENT",),
         "a run whose changed files exceed this share of the files already in the bucket (and the minimum "
         "below) overwrites none of them: suspicious-mass-change, exit 1",
-        commands=frozenset({BACKUP}),
+        commands=frozenset({BACKUP, PLAN}),
         parse=number(0, 100),
         default="2",
         metavar="PERCENT",
@@ -381,7 +381,7 @@ SETTINGS: tuple[Setting, ...] = (
         "--mass-change-min-files",
         ("IMMICH_SYNC_MASS_CHANGE_MIN_FILES",),
         "fewer changed files than this never trip the breaker, whatever their share",
-        commands=frozenset({BACKUP}),
+        commands=frozenset({BACKUP, PLAN}),
         parse=integer(1),
         default="10",
         metavar="N",

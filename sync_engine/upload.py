@@ -6,6 +6,7 @@ the single PUT is not sent or the multipart upload is aborted, and the file is r
 A change noticed only after the object was committed means the object holds an older but consistent
 version whose LastModified would hide the newer one from later runs, so it is uploaded again too.
 Every request carries Content-MD5, and every commit's ETag is compared with the locally computed one.
+`predict` runs the same decisions for a plan and stops where the sending would start.
 """
 
 from __future__ import annotations
@@ -121,17 +122,30 @@ class Uploader:
     def upload(self, item: PlanItem) -> UploadResult:
         """Never raises: whatever goes wrong becomes this file's result, so no file goes uncounted."""
         try:
-            return self._upload(item)
+            return self._upload(item, dry_run=False)
         except Exception as exc:  # an engine bug must still fail the file visibly
             return UploadResult(item, Outcome.FAILED, error=f"internal error: {exc.__class__.__name__}: {exc}")
 
-    def _upload(self, item: PlanItem) -> UploadResult:
+    def predict(self, item: PlanItem) -> UploadResult:
+        """What `upload` would do, without sending anything: a plan runs the very same decision, so it
+        compares bytes with the listing's ETag where a backup would, and its "to upload" is the
+        backup's. The outcome is `WOULD_UPLOAD` where `upload` would send the file."""
+        try:
+            if not item.check_content:  # nothing to read before deciding: no I/O for a plan
+                local = item.local
+                look = {"size": local.size, "mtime_ns": local.mtime_ns, "ctime_ns": local.ctime_ns, "ino": local.ino}
+                return _predicted(item, look)
+            return self._upload(item, dry_run=True)
+        except Exception as exc:
+            return UploadResult(item, Outcome.FAILED, error=f"internal error: {exc.__class__.__name__}: {exc}")
+
+    def _upload(self, item: PlanItem, *, dry_run: bool) -> UploadResult:
         path = self.settings.library_root / item.local.rel
         attempts = self.settings.max_change_retries + 1
         committed_old = False
         for attempt in range(1, attempts + 1):
             try:
-                return self._attempt(item, path, attempt)
+                return self._attempt(item, path, attempt, dry_run=dry_run)
             except _Changed as changed:
                 committed_old = committed_old or changed.committed
             except EtagMismatch as exc:
@@ -158,10 +172,14 @@ class Uploader:
                 return UploadResult(item, Outcome.FAILED, attempts=attempt, error="interrupted; nothing committed")
             except OSError as exc:
                 return UploadResult(item, Outcome.FAILED, attempts=attempt, error=f"cannot read: {exc.strerror or exc}")
-        note = " (an older consistent version is stored)" if committed_old else " (nothing committed)"
+        note = (
+            " (a copy read while the file stood still is stored; compared again next run)"
+            if committed_old
+            else " (nothing committed)"
+        )
         return UploadResult(item, Outcome.UNSTABLE, attempts=attempts, error="kept changing while read" + note)
 
-    def _attempt(self, item: PlanItem, path: Path, attempt: int) -> UploadResult:
+    def _attempt(self, item: PlanItem, path: Path, attempt: int, *, dry_run: bool = False) -> UploadResult:
         if self.cancel.is_set():
             raise Cancelled
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -188,6 +206,8 @@ class Uploader:
                         part_size=part_size,
                         racy=racy,
                     )
+            if dry_run:
+                return _predicted(item, before.fields())
             if remote is not None and not item.overwrite and item.reason is not Reason.RETRY:
                 # Changed content over an existing object: the run decides at its end (overwrite.py).
                 return UploadResult(item, Outcome.HELD, **before.fields(), racy=racy)
@@ -301,6 +321,14 @@ class Uploader:
         # AbortIncompleteMultipartUpload lifecycle rule is the backstop (see README).
         with contextlib.suppress(StoreError):
             self.store.abort_multipart(key, upload_id)
+
+
+def _predicted(item: PlanItem, look: dict[str, int]) -> UploadResult:
+    """A plan's outcome for a file whose bytes are not those of its object (or that has none): held
+    for the end-of-run overwrite decision like `upload` holds it, or sent."""
+    if item.remote is not None and not item.overwrite and item.reason is not Reason.RETRY:
+        return UploadResult(item, Outcome.HELD, **look)
+    return UploadResult(item, Outcome.WOULD_UPLOAD, **look)
 
 
 def _settled_snapshot(fd: int) -> _Snapshot:
