@@ -21,10 +21,12 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "deploy" / "monitoring"
 PROMTOOL = Path(sys.executable).parent / "promtool"
+SUSPEND = 'kube_cronjob_spec_suspend{namespace="immich", cronjob="immich-media-offsite-sync"}'
 LAST_SYNC_SUCCESS = 'kube_cronjob_status_last_successful_time{namespace="immich", cronjob="immich-media-offsite-sync"}'
 ALERTS = (
     "ImmichMediaSyncStale",
     "ImmichMediaSyncFailed",
+    "ImmichMediaSyncSuspended",
     "ImmichDatabaseBackupStale",
     "ImmichDatabaseWalArchivingStale",
 )
@@ -134,8 +136,20 @@ def _mutated(old: str, new: str) -> dict[str, Any]:
             "",
             {"media sync stale - the CronJob never succeeded (kube-state-metrics has no last success for it)"},
         ),
+        # any CronJob's suspension: another CronJob left suspended would page
+        (
+            SUSPEND,
+            'kube_cronjob_spec_suspend{namespace="immich"}',
+            {"media sync not suspended - a short maintenance, and another CronJob left suspended"},
+        ),
+        # the sync's suspension not read at all: a CronJob left suspended would never page
+        (
+            SUSPEND,
+            'kube_cronjob_spec_suspend{namespace="immich", cronjob="immich-media-offsite-sync-typo"}',
+            {"media sync suspended - left suspended for more than 12 hours"},
+        ),
     ],
-    ids=["threshold", "failed-pods", "plugin-metric", "never-succeeded"],
+    ids=["threshold", "failed-pods", "plugin-metric", "never-succeeded", "suspend-any-cronjob", "suspend-unread"],
 )
 def test_the_unit_tests_catch_a_broken_rule(
     promtool: Path, tmp_path: Path, old: str, new: str, failing: set[str]
@@ -144,3 +158,18 @@ def test_the_unit_tests_catch_a_broken_rule(
     done = _run(promtool, "test", "rules", "alerts.yaml", cwd=tmp_path)
     assert done.returncode == 1
     assert set(re.findall(r"^\s*name: (.+),$", done.stdout + done.stderr, re.MULTILINE)) == failing
+
+
+def test_a_short_suspension_does_not_page(promtool: Path, tmp_path: Path) -> None:
+    """The suspension alert waits: a maintenance of a few hours is deliberate, one left overnight is not."""
+    spec = _rule()["spec"]
+    [suspended] = [r for g in spec["groups"] for r in g["rules"] if r["alert"] == "ImmichMediaSyncSuspended"]
+    assert suspended["for"] == "12h"
+    suspended["for"] = "5m"
+    _workdir(tmp_path, spec)
+    done = _run(promtool, "test", "rules", "alerts.yaml", cwd=tmp_path)
+    assert done.returncode == 1
+    assert set(re.findall(r"^\s*name: (.+),$", done.stdout + done.stderr, re.MULTILINE)) == {
+        "media sync suspended - left suspended for more than 12 hours",
+        "media sync not suspended - a short maintenance, and another CronJob left suspended",
+    }

@@ -149,8 +149,22 @@ class JobController:
         log.finish()
         done = job(name, "", start, state, seconds=max(1, int((end - start).total_seconds())))
         self.server.patch("batch/v1/jobs", NS, name, {"status": {**done["status"], "active": 0}})
-        if state == "succeeded":
+        if state == "succeeded" and self._owner_cronjob(job_obj) is not None:
             self.server.patch("batch/v1/cronjobs", NS, CRONJOB, {"status": {"lastSuccessfulTime": iso(end)}})
+
+    def _owner_cronjob(self, job_obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The CronJob that controls this Job, as the CronJob controller tells its own Jobs: an owner
+        reference to it, by uid, as controller. Only such a Job's success is the CronJob's `lastSuccessfulTime`;
+        a media restore Job, or one someone created by hand without the reference, is none of its business."""
+        cronjob = self.server.get("batch/v1/cronjobs", NS, CRONJOB)
+        if cronjob is None:
+            return None
+        uid = cronjob.get("metadata", {}).get("uid")
+        refs = job_obj.get("metadata", {}).get("ownerReferences") or []
+        owned = any(
+            ref.get("kind") == "CronJob" and ref.get("uid") == uid and ref.get("controller") is True for ref in refs
+        )
+        return cronjob if owned else None
 
     def _execute(self, log: PodLog, job_obj: dict[str, Any]) -> int:
         """The Job's own container arguments and environment, with its volumes mapped to sandbox directories

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import json
 import random
 import re
@@ -170,6 +171,52 @@ def _field_ok(obj: dict[str, Any], selector: str) -> bool:
     return True
 
 
+def _changed_fields(patch: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a merge patch whose value it changed, as FieldsV1 (`{"f:spec": {"f:suspend": {}}}`)."""
+    out: dict[str, Any] = {}
+    for name, value in patch.items():
+        if name == "managedFields":  # the server's own bookkeeping, never a field someone manages
+            continue
+        old = before.get(name) if isinstance(before, dict) else None
+        new = after.get(name) if isinstance(after, dict) else None
+        if isinstance(value, dict) and value:
+            inner = _changed_fields(value, old if isinstance(old, dict) else {}, new if isinstance(new, dict) else {})
+            if inner:
+                out[f"f:{name}"] = inner
+        elif old != new:
+            out[f"f:{name}"] = {}
+    return out
+
+
+def _merge_fields(into: dict[str, Any], fields: dict[str, Any]) -> None:
+    for name, inner in fields.items():
+        _merge_fields(into.setdefault(name, {}), inner)
+
+
+def _prune_fields(owned: dict[str, Any], obj: Any) -> None:
+    for name in list(owned):
+        value = obj.get(name[2:]) if isinstance(obj, dict) and name.startswith("f:") else None
+        if value is None:
+            del owned[name]
+        elif isinstance(owned[name], dict) and owned[name]:
+            _prune_fields(owned[name], value)
+            if not owned[name]:
+                del owned[name]
+
+
+def _drop_fields(owned: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Take the changed leaf fields away from another manager, and the branches they leave empty."""
+    for name, inner in fields.items():
+        if name not in owned or not isinstance(owned[name], dict):
+            continue
+        if inner:
+            _drop_fields(owned[name], inner)
+            if not owned[name]:
+                del owned[name]
+        else:
+            del owned[name]
+
+
 def _status(code: int, reason: str, message: str) -> aiohttp.web.Response:
     body = {
         "kind": "Status",
@@ -239,7 +286,10 @@ class ClusterEmulator(KubernetesEmulator):
                 return await self._log(request)
             if verb == "create" and isinstance(request.data, dict):
                 self._complete_metadata(request)
+        before = await self._before_update(request)
         response = await super()._handle(request)
+        if before is not None and response.status < 300:
+            await self._record_manager(request, before)
         if (
             res is not None
             and request.action is not None
@@ -249,6 +299,47 @@ class ClusterEmulator(KubernetesEmulator):
             for hook in self.on_create:
                 hook(res.plural or "", request.data)
         return response
+
+    async def _before_update(self, request: Any) -> dict[str, Any] | None:
+        """The object a patch is about to change, to tell afterwards which fields it changed."""
+        if request.resource is None or request.action is None or request.action.value.lower() != "update":
+            return None
+        if request.name is None or not isinstance(request.data, dict):
+            return None
+        async with self._lock:
+            try:
+                obj = self._objects[request.resource, request.namespace, request.name]
+            except KeyError:
+                return None
+            return None if obj.deleted else copy.deepcopy(obj.raw)
+
+    async def _record_manager(self, request: Any, before: dict[str, Any]) -> None:
+        """`metadata.managedFields` as the API server keeps it for an Update: the fields this request changed
+        now belong to its manager (the `fieldManager` parameter, else the client's User-Agent product), with
+        the time of the update, and to no other manager. Enough for a reader to date a change of a field."""
+        manager = request.params.get("fieldManager") or request.headers.get("User-Agent", "unknown").split("/")[0]
+        key = (request.resource, request.namespace, request.name)
+        async with self._lock:
+            obj = self._objects[key]
+            changed = _changed_fields(request.data, before, obj.raw)
+            if not changed:
+                return
+            entries = [e for e in copy.deepcopy(before.get("metadata", {}).get("managedFields") or []) if e]
+            mine = next((e for e in entries if e.get("manager") == manager and e.get("operation") == "Update"), None)
+            for entry in entries:
+                if entry is not mine:
+                    _drop_fields(entry.get("fieldsV1") or {}, changed)
+            entries = [e for e in entries if e is mine or e.get("fieldsV1")]
+            if mine is None:
+                mine = {"manager": manager, "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {}}
+                entries.append(mine)
+            mine["apiVersion"] = before.get("apiVersion", "")
+            mine["time"] = now_iso()
+            _merge_fields(mine["fieldsV1"], changed)
+            for entry in entries:  # a field the patch removed belongs to nobody
+                _prune_fields(entry["fieldsV1"], obj.raw)
+            entries = [e for e in entries if e["fieldsV1"]]
+            obj.patch({"metadata": {"managedFields": entries}})
 
     def _namespace(self, name: str) -> aiohttp.web.Response:
         """`GET /api/v1/namespaces/NAME`: kmock reads that path as a namespace without a resource."""

@@ -1,8 +1,8 @@
 """The one health verdict the plugin, the TUI and monitoring share.
 
 Three checks — media last success age, database last backup age, WAL archiving — each `ok`,
-`stale`, `failing` or `unknown`. The verdict is `healthy` when all are ok, `error` when the
-state could not be read at all, otherwise `degraded`. Exit codes follow: 0, 2, 1.
+`stale`, `failing` or `unknown`, and the media check also `suspended`. The verdict is `healthy` when all
+are ok, `error` when the state could not be read at all, otherwise `degraded`. Exit codes follow: 0, 2, 1.
 
 The media check is also `error` when the latest run report says the run found a suspicious mass change
 (many originals changed or gone at once), whatever the Job's result: a stale backup can wait, a bucket
@@ -10,6 +10,11 @@ being overwritten cannot. It is `error` too when a run report it read is not one
 holds keys that cannot be keys): the tools wrote no such thing, and the report it hides may be the one
 that raised the alarm. A run report that vouches for nothing (dated in the future) is named in the
 check's detail, so a green check is never silently the work of a forged report.
+
+A suspended CronJob makes the media check `suspended` (degraded) however fresh the last success is: the
+copy is current today, but nothing will keep it so, and a suspension forgotten after maintenance is the
+quiet way a backup stops. It rests only on the sync's own runs: a media restore says nothing about
+whether the offsite copy is current.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ STALE_AFTER_HOURS = 36.0
 @dataclass
 class Check:
     name: str  # media | database | wal
-    state: str  # ok | stale | failing | unknown | error
+    state: str  # ok | stale | failing | suspended | unknown | error
     age_seconds: float | None
     detail: str
     hint: str = ""
@@ -61,6 +66,8 @@ def media_check(
     mass_change: str = "",
     ignored: str = "",
     invalid: str = "",
+    suspended: bool = False,
+    suspended_since: dt.datetime | None = None,
 ) -> Check:
     """`mass_change`: what the latest run report says of a suspicious mass change; `ignored`: the run
     reports that were not believed, said after the detail; `invalid`: what in the offsite data is not what
@@ -79,6 +86,8 @@ def media_check(
             "a time before it",
         )
     check = _media_age_check(last_success, latest_state, latest_reason, threshold, now, age)
+    if suspended:
+        check = _suspended(check, suspended_since, now)
     if invalid:
         return Check(
             "media",
@@ -92,6 +101,16 @@ def media_check(
         check.detail += f"; {ignored}"
         check.hint = check.hint or "a run report that vouches for nothing was found: run `immich-sync verify`"
     return check
+
+
+def _suspended(check: Check, since: dt.datetime | None, now: dt.datetime) -> Check:
+    """A suspended CronJob is at least degraded; a failing or stale check stays what it is, and says why."""
+    note = f"suspended since {clock.ago(since, now)} ({clock.iso(since)})" if since else "suspended"
+    resume = "the nightly sync is suspended: `kubectl immich-backup resume` once the maintenance is over"
+    if check.state == "ok":
+        return Check("media", "suspended", check.age_seconds, f"{note}; {check.detail}", resume)
+    hint = check.hint if check.state == "failing" else resume  # a failed run is fixed before it is resumed
+    return Check(check.name, check.state, check.age_seconds, f"{check.detail}; {note}", hint)
 
 
 def _media_age_check(

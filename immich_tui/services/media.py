@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 from immich_tui.services import clock
+from immich_tui.services.errors import InvalidData
 from immich_tui.services.kube import Access, Kube, NotFound
 from immich_tui.services.schema import View
 
@@ -31,6 +32,11 @@ RESTORE_MOUNT = "/target"
 SECRETS_MOUNT = "/var/run/secrets/immich-offsite"
 IMAGE_GROUP = 65532  # the image's user and group (deploy/image/Dockerfile, `USER 65532:65532`)
 RESTORE_NAME = "immich-media-restore"
+# When `suspend` suspended the CronJob (RFC 3339, UTC); `resume` removes it. Anyone who can patch the
+# CronJob can write it, so it is a claim to check, not a fact (see `_suspended_since`).
+SUSPENDED_AT = "immich-offsite-backup/suspended-at"
+# How far the annotation (this machine's clock) may trail the API server's record of the same update.
+_SUSPEND_SKEW = dt.timedelta(minutes=5)
 JOB_LIMIT = 20  # Jobs shown by default; the history is listed in full (paginated) to sort it
 
 
@@ -48,6 +54,8 @@ class CronJobInfo:
     image: str
     uid: str
     schedule_error: str = ""
+    # when the CronJob was suspended, when that is knowable; None when it runs or the time is unknown
+    suspended_since: dt.datetime | None = None
 
 
 @dataclass
@@ -62,6 +70,9 @@ class JobInfo:
     exit_code: int | None
     manual: bool
     created: dt.datetime | None = None
+    # "sync" for the CronJob's own runs, "restore" for a media restore: a restore shows in the history
+    # but says nothing about whether the offsite copy is current.
+    kind: str = "sync"
 
 
 @dataclass
@@ -70,6 +81,11 @@ class JobHistory:
     jobs: list[JobInfo]
     total: int
     counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def latest_sync(self) -> JobInfo | None:
+        """The newest run of the sync itself: the one a verdict about the offsite copy may rest on."""
+        return next((job for job in self.jobs if job.kind == "sync"), None)
 
 
 def next_run(schedule: str, timezone: str, after: dt.datetime) -> tuple[dt.datetime | None, str]:
@@ -97,7 +113,8 @@ def _cronjob_info(obj: object) -> CronJobInfo:
     containers = spec.map("jobTemplate").map("spec").map("template").map("spec").maps("containers")
     schedule, zone = spec.text("schedule"), spec.text("timeZone")
     suspended = spec.flag("suspend")
-    upcoming, problem = next_run(schedule, zone, clock.now())
+    now = clock.now()
+    upcoming, problem = next_run(schedule, zone, now)
     return CronJobInfo(
         name=meta.text("name"),
         namespace=meta.text("namespace"),
@@ -111,7 +128,42 @@ def _cronjob_info(obj: object) -> CronJobInfo:
         image=containers[0].text("image") if containers else "",
         uid=meta.text("uid"),
         schedule_error=problem,
+        suspended_since=_suspended_since(meta, now) if suspended else None,
     )
+
+
+def _suspend_update_time(meta: View) -> dt.datetime | None:
+    """The API server's time of the last update that set `spec.suspend`: the managedFields entry owning it."""
+    times = []
+    for entry in meta.maps("managedFields"):
+        fields = entry.map("fieldsV1")
+        if fields.map("f:spec").has("f:suspend"):
+            times.append(entry.time("time"))
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
+def _suspended_since(meta: View, now: dt.datetime) -> dt.datetime | None:
+    """When a suspended CronJob was suspended, or None when that cannot be told.
+
+    Our `suspend` records the time in an annotation; anyone who can patch the CronJob can write it, and a
+    suspension made some other way leaves an old one behind. So it is believed only when it is a time, not
+    in the future, not before the CronJob existed, and not older than the API server's own record of the
+    update that last set `spec.suspend`; otherwise that record (managedFields) is the answer, if present."""
+    try:
+        updated = _suspend_update_time(meta)
+    except InvalidData:  # managedFields that are not what the API server writes vouch for nothing
+        updated = None
+    if updated is not None and updated > now + _SUSPEND_SKEW:
+        updated = None
+    raw = meta.raw("annotations")
+    claimed = clock.parse(raw.get(SUSPENDED_AT)) if isinstance(raw, dict) else None
+    created = meta.time("creationTimestamp")
+    if claimed is not None and (claimed > now or (created is not None and claimed < created)):
+        claimed = None
+    if claimed is not None and updated is not None and claimed + _SUSPEND_SKEW < updated:
+        claimed = None  # suspended again since, by something that did not write the annotation
+    return claimed or updated
 
 
 def _job_info(obj: object, pod: object | None) -> JobInfo:
@@ -150,6 +202,7 @@ def _job_info(obj: object, pod: object | None) -> JobInfo:
         exit_code=code,
         manual=meta.text_map("annotations").get("cronjob.kubernetes.io/instantiate") == "manual",
         created=meta.time("creationTimestamp"),
+        kind=_kind(job),
     )
 
 
@@ -174,6 +227,13 @@ def _pod_exit(pod: View | None) -> tuple[str, int | None]:
             if cond.text("type") == "PodScheduled" and cond.text("status") == "False":
                 return f"Unschedulable: {cond.text('message')}".rstrip(": "), None
     return "", None
+
+
+def _kind(job: View) -> str:
+    """A media restore Job is told apart by the label `restore_job` gives it: listed with the syncs, it is
+    never judged as one."""
+    labels = job.map("metadata").text_map("labels")
+    return "restore" if labels.get("app.kubernetes.io/name") == RESTORE_NAME else "sync"
 
 
 def _name(obj: View) -> str:
@@ -259,6 +319,10 @@ class MediaBackup:
         raw = self._raw_cronjob()
         jobs = _newest(self._owned_jobs(raw) + self._restore_jobs())
         shown = jobs[:limit]
+        syncs = [job for job in jobs if _kind(job) == "sync"]
+        if limit > 0 and syncs and all(_kind(job) == "restore" for job in shown):
+            # restores run after the last sync must not push it, and whether it failed, out of the verdict
+            shown = [*jobs[: limit - 1], syncs[0]]
         pods = self._pods_of([_name(j) for j in shown])
         infos = [_job_info(job, pods.get(_name(job))) for job in shown]
         counts: dict[str, int] = {}
@@ -410,13 +474,16 @@ class MediaBackup:
         return _job_info(created, None)
 
     def set_suspended(self, suspended: bool) -> CronJobInfo:
+        """Suspend or resume, recording when it was suspended so `status` can say for how long (the API
+        keeps no such time); resuming removes the record, so an old one never dates a later suspension."""
         access = Access("patch", "cronjobs", self.namespace, "batch", name=self.name)
+        stamp = clock.iso(clock.now()) if suspended else None
         patched = self.kube.write(
             access,
             self.kube.batch.patch_namespaced_cron_job,
             self.name,
             self.namespace,
-            {"spec": {"suspend": suspended}},
+            {"metadata": {"annotations": {SUSPENDED_AT: stamp}}, "spec": {"suspend": suspended}},
             # the client would label a dict body as a JSON Patch, which the API server rejects
             _content_type="application/merge-patch+json",
         )

@@ -23,7 +23,7 @@ from immich_tui.services.cnpg import Database, DbState
 from immich_tui.services.errors import InvalidData, ServiceError
 from immich_tui.services.kube import ClusterError, Kube, Unreachable
 from immich_tui.services.library import Library
-from immich_tui.services.media import DEFAULT_CRONJOB, JobHistory, MediaBackup
+from immich_tui.services.media import DEFAULT_CRONJOB, JobHistory, JobInfo, MediaBackup
 from immich_tui.services.offsite import RESTORE_SECRETS, Offsite, OffsiteState, Reader, resolve_reader
 
 T = TypeVar("T")
@@ -68,6 +68,11 @@ def _section(fn: Callable[[], T]) -> Section:
         return Section(fn())
     except ServiceError as exc:
         return Section(None, str(exc), isinstance(exc, Unreachable), isinstance(exc, InvalidData))
+
+
+def _syncs(history: JobHistory) -> list[JobInfo]:
+    """The runs of the sync itself, newest first: only they say how current the offsite copy is."""
+    return [job for job in history.jobs if job.kind == "sync"]
 
 
 def _offsite_problem(offsite: Section) -> str:
@@ -160,11 +165,13 @@ class Services:
         history: JobHistory | None = media.value
         last_success = None
         latest_state, latest_reason = None, ""
+        suspended, suspended_since = False, None
         if history is not None:
             last_success = self.media_last_success(history, offsite.value)
-            finished = [j for j in history.jobs if j.status in ("succeeded", "failed")]
+            finished = [j for j in _syncs(history) if j.status in ("succeeded", "failed")]
             if finished:
                 latest_state, latest_reason = finished[0].status, finished[0].exit_reason
+            suspended, suspended_since = history.cronjob.suspended, history.cronjob.suspended_since
         mass_change, ignored = self.report_warnings(offsite.value)
         media_check = health.media_check(
             last_success,
@@ -176,6 +183,8 @@ class Services:
             mass_change=mass_change,
             ignored=ignored,
             invalid=_offsite_problem(offsite),
+            suspended=suspended,
+            suspended_since=suspended_since,
         )
         db: DbState | None = database.value
         if database.invalid:  # an error whatever its text says (it quotes the object, which may say anything)
@@ -217,9 +226,10 @@ class Services:
 
     @staticmethod
     def media_last_success(history: JobHistory, offsite: OffsiteState | None) -> Any:
-        """The newest of the CronJob's lastSuccessfulTime, a succeeded Job, and an `ok` run report."""
+        """The newest of the CronJob's lastSuccessfulTime, a succeeded sync Job, and an `ok` run report: a
+        media restore that succeeded copied the bucket back, it did not bring the bucket up to date."""
         candidates = [history.cronjob.last_success]
-        candidates += [j.finished for j in history.jobs if j.status == "succeeded"]
+        candidates += [j.finished for j in _syncs(history) if j.status == "succeeded"]
         if offsite is not None and offsite.reports.latest_ok is not None:
             candidates.append(offsite.reports.latest_ok.finished)
         known = [c for c in candidates if c]
