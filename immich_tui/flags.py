@@ -22,6 +22,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
     "db_cluster": "immich-db",
     "cronjob": DEFAULT_CRONJOB,
     "output": "table",
+    "no_headers": False,
     "read_only": False,
     "stale_after": STALE_AFTER_HOURS,
     "s3_profile": None,
@@ -45,21 +46,38 @@ def hours(text: str) -> float:
     return value
 
 
-def global_flags(*, output: bool = True) -> argparse.ArgumentParser:
-    """Parsed both before and after the subcommand; SUPPRESS keeps a later default from erasing an earlier value."""
+OUTPUT_FORMATS = ("table", "wide", "name", "json", "yaml")
+
+
+def global_flags(*, output: bool = True, hidden: bool = False) -> argparse.ArgumentParser:
+    """Parsed both before and after the subcommand; SUPPRESS keeps a later default from erasing an earlier value.
+
+    `hidden` gives the same flags with their help suppressed: a subcommand still accepts every one of them,
+    but its help stays short and points at `kubectl immich-backup options`, as kubectl's does."""
     p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     g = p.add_argument_group("cluster and output")
-    g.add_argument("--kubeconfig", help="path to the kubeconfig (default: $KUBECONFIG or ~/.kube/config)")
-    g.add_argument("--context", help="kubeconfig context to use")
-    g.add_argument("-n", "--namespace", help="Immich namespace (default: immich)")
-    g.add_argument("--db-namespace", help="namespace of the CNPG cluster (default: postgresql)")
-    g.add_argument("--db-cluster", help="name of the CNPG cluster (default: immich-db)")
-    g.add_argument("--cronjob", help=f"media sync CronJob (default: {DEFAULT_CRONJOB})")
+
+    def add(*names: str, help: str, **kwargs: Any) -> None:
+        g.add_argument(*names, help=argparse.SUPPRESS if hidden else help, **kwargs)
+
+    add("--kubeconfig", help="path to the kubeconfig (default: $KUBECONFIG or ~/.kube/config)")
+    add("--context", help="kubeconfig context to use")
+    add("-n", "--namespace", help="Immich namespace (default: immich)")
+    add("--db-namespace", help="namespace of the CNPG cluster (default: postgresql)")
+    add("--db-cluster", help="name of the CNPG cluster (default: immich-db)")
+    add("--cronjob", help=f"media sync CronJob (default: {DEFAULT_CRONJOB})")
     if output:  # the TUI has no output format
-        g.add_argument("-o", "--output", choices=("table", "json", "yaml"), help="output format (default: table)")
-    g.add_argument("--read-only", action="store_true", help="refuse every change to the cluster")
-    g.add_argument("--stale-after", type=hours, metavar="HOURS", help="a backup older than this is stale (36)")
-    g.add_argument("--s3-profile", help="AWS profile with read access to the bucket (default: $AWS_PROFILE)")
+        add(
+            "-o",
+            "--output",
+            choices=OUTPUT_FORMATS,
+            metavar="FORMAT",
+            help="table (default), wide (full timestamps, more columns), name (kind/name per line), json or yaml",
+        )
+        add("--no-headers", action="store_true", help="tables: print the rows only, without headers or summaries")
+    add("--read-only", action="store_true", help="refuse every change to the cluster")
+    add("--stale-after", type=hours, metavar="HOURS", help="a backup older than this is stale (36)")
+    add("--s3-profile", help="AWS profile with read access to the bucket (default: $AWS_PROFILE)")
     return p
 
 

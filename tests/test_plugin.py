@@ -292,7 +292,10 @@ def test_suspend_and_resume(make_cluster: MakeCluster) -> None:
     assert resumed.code == 0 and resumed.json()["suspended"] is False
     assert cluster.get("batch/v1/cronjobs", NS, CRONJOB)["spec"]["suspend"] is False  # type: ignore[index]
     patches = cluster.requests("PATCH", f"/cronjobs/{CRONJOB}")
-    assert [p.data for p in patches] == [{"spec": {"suspend": True}}, {"spec": {"suspend": False}}]
+    assert [p.data["spec"] for p in patches] == [{"suspend": True}, {"suspend": False}]
+    # suspend records when (status says "suspended since …"); resume removes the record
+    marks = [p.data["metadata"]["annotations"]["immich-offsite-backup/suspended-at"] for p in patches]
+    assert marks[0].endswith("Z") and marks[1] is None
     assert {p.headers.get("Content-Type") for p in patches} == {"application/merge-patch+json"}
 
 
@@ -342,12 +345,15 @@ def test_read_only_refuses_every_write_without_asking_the_cluster(make_cluster: 
     for argv, verb in (
         (["sync"], "create jobs.batch"),
         (["suspend"], "patch cronjobs.batch"),
-        (["resume"], "patch cronjobs.batch"),
         (["db", "backup"], "create backups.postgresql.cnpg.io"),
     ):
         result = cluster.run(*argv, "--read-only")
         assert result.code == 2
         assert f"read-only mode: refusing to {verb}" in result.err
+    suspended = make_cluster(World(suspended=True))  # `resume` of a running CronJob has nothing to patch
+    resume = suspended.run("resume", "--read-only")
+    assert resume.code == 2 and "read-only mode: refusing to patch cronjobs.batch" in resume.err
+    assert not suspended.requests("PATCH")
     assert not cluster.requests("POST") and not cluster.requests("PATCH")
 
 

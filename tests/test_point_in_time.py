@@ -136,7 +136,7 @@ def test_db_and_media_restore_as_of_one_point_through_the_plugin(
     assert f"point in time   {point}, for the database and the media" in plan.out
     assert f"target          {started}" in plan.out  # the database where the media as of the point meet it
     assert f"media           as of {point}: the library as the sync started {started} copied it" in plan.out
-    assert f"kubectl immich-backup media restore --as-of {point} --wait" in plan.out
+    assert f"kubectl immich-backup media restore --as-of {point} --apply --wait" in plan.out
     as_json = cluster.run("db", "restore", "--as-of", point, "-o", "json").json()
     assert as_json["as_of"] == point and as_json["media"]["db_target"] == started
 
@@ -147,7 +147,7 @@ def test_db_and_media_restore_as_of_one_point_through_the_plugin(
     )
     assert len(refused.err.splitlines()) == 1
 
-    restored = cluster.run("media", "restore", "--as-of", point, "--wait")
+    restored = cluster.run("media", "restore", "--as-of", point, "--apply", "--allow-running-server", "--wait")
     assert restored.code == 0, restored.out + restored.err
     job = cluster.requests("POST", "/jobs")[-1].data
     assert job["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == ["--as-of", point]

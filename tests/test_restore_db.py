@@ -165,7 +165,9 @@ def test_plugin_db_restore_preview_yaml_and_apply(make_cluster: MakeCluster) -> 
 def test_media_restore_job_shape(make_cluster: MakeCluster) -> None:
     cluster: Cluster = make_cluster()
     cluster.jobs.target = None  # only the Job object matters here
-    result = cluster.run("media", "restore", "--pvc", "immich-library-new", "--force", "-o", "json")
+    result = cluster.run(
+        "media", "restore", "--pvc", "immich-library-new", "--force", "--apply", "--allow-running-server", "-o", "json"
+    )
     assert result.code == 0, result.err
     job = cluster.requests("POST", "/jobs")[-1].data
     assert job["metadata"]["labels"]["app.kubernetes.io/name"] == "immich-media-restore"
@@ -191,7 +193,7 @@ def test_media_restore_job_shape(make_cluster: MakeCluster) -> None:
     assert pod["restartPolicy"] == "Never"
     jobs = cluster.run("jobs", "-o", "json").json()["jobs"]
     assert jobs[0]["name"] == result.json()["name"]  # restore Jobs show in the same history, logs and all
-    denied = cluster.run("media", "restore", "--read-only")
+    denied = cluster.run("media", "restore", "--apply", "--read-only")
     assert denied.code == 2 and "read-only mode: refusing to create jobs.batch" in denied.err
 
 
@@ -199,7 +201,7 @@ def test_media_restore_wait_runs_the_real_restore(make_cluster: MakeCluster, sam
     cluster: Cluster = make_cluster()
     assert cluster.run("sync", "--wait").code == 0
     target = cluster.jobs.target.restore_root  # the volume the emulated Job mounts at /target
-    result = cluster.run("media", "restore", "--wait")
+    result = cluster.run("media", "restore", "--apply", "--allow-running-server", "--wait")
     assert result.code == 0, result.out + result.err
     # the engine ran with no key in its environment: only the restorer Secret, mounted as files
     run = cluster.jobs.runs[-1]
@@ -213,6 +215,7 @@ def test_media_restore_wait_runs_the_real_restore(make_cluster: MakeCluster, sam
         if rel.split("/")[0] in ("upload", "library", "profile"):
             assert (target / rel).read_bytes() == (sample.root / rel).read_bytes(), rel
     assert all((target / f / ".immich").is_file() for f in ("thumbs", "encoded-video", "backups"))
-    again = cluster.run("media", "restore", "--wait")  # a volume that already holds files needs --force
+    # a volume that already holds files needs --force
+    again = cluster.run("media", "restore", "--apply", "--allow-running-server", "--wait")
     assert again.code == 2
     assert "--force" in again.out

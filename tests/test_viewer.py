@@ -204,7 +204,7 @@ def test_the_viewer_keys_would_leave_verify_half_blind(cluster: Cluster) -> None
 
 def test_media_restore_starts_its_job_with_the_restorer_secret(cluster: Cluster, backed_up: Bucket) -> None:
     put_secret(cluster, RESTORER, backed_up.secret_data("restorer"))
-    result = cluster.run("media", "restore", "-o", "json")
+    result = cluster.run("media", "restore", "--apply", "--allow-running-server", "-o", "json")
     assert result.code == 0, result.err
     job = cluster.get("batch/v1/jobs", NS, result.json()["name"])
     assert job is not None

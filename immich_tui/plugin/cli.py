@@ -14,7 +14,9 @@ import argparse
 import datetime as dt
 import logging
 import sys
+import time
 from collections.abc import Sequence
+from importlib import metadata
 from typing import Any, NoReturn, TextIO
 
 import yaml
@@ -37,12 +39,44 @@ from immich_tui.services.barman import CatalogError, parse_destination, read_cat
 from immich_tui.services.cnpg import CnpgMissing
 from immich_tui.services.errors import InvalidData, ServiceError
 from immich_tui.services.kube import ClusterError
+from immich_tui.services.media import JobInfo
 from immich_tui.services.pointintime import SyncPoint
 from immich_tui.services.recovery import parse_target_time, plan_recovery, rfc3339
 from immich_tui.services.status import Services
+from immich_tui.services.workload import (
+    DEFAULT_SERVER_DEPLOYMENT,
+    DEFAULT_SERVER_SELECTOR,
+    ServerWorkload,
+    running_server,
+)
 
 FAILED = 1
 ERROR = 2
+JOB_LOOKUP = 200  # Jobs searched for a name suffix (`logs 29934870`); the TTL keeps far fewer
+BACKUP_DONE = ("completed", "failed", "walArchivingFailing")
+BACKUP_POLL = 1.0  # seconds between reads of a Backup while `db backup --wait` waits
+
+
+class Progress:
+    """`--wait`'s account on stderr: a line whenever the phase changes, and a last one with the result,
+    each with the time waited so far, so a terminal or a CI log shows the wait is alive and where it is."""
+
+    def __init__(self, stream: TextIO, what: str) -> None:
+        self.stream = stream
+        self.what = what
+        self.started = time.monotonic()
+        self.last: str | None = None
+
+    def _elapsed(self) -> str:
+        return out.human_duration(time.monotonic() - self.started)
+
+    def phase(self, phase: str) -> None:
+        if phase != self.last:
+            self.last = phase
+            print(f"waiting for {self.what}: {phase}, {self._elapsed()}", file=self.stream, flush=True)
+
+    def done(self, phase: str) -> None:
+        print(f"{self.what}: {phase} after {self._elapsed()}", file=self.stream, flush=True)
 
 
 class UsageError(Exception):
@@ -56,47 +90,151 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class _ExamplesFormatter(argparse.HelpFormatter):
+    """Descriptions wrap as usual; the examples epilog (the only text with line breaks) keeps its lines."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+OPTIONS_HINT = f"Use `{PROG} options` for a list of global command-line options (applies to all commands)."
+
+
+def package_version() -> str:
+    """The installed distribution's version: what `--version` says and bug reports quote."""
+    try:
+        return metadata.version("immich-offsite-backup")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _examples(*lines: str) -> str:
+    return "Examples:\n" + "\n".join(f"  {line}" for line in lines) + f"\n\n{OPTIONS_HINT}"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = global_flags()
+    hidden = global_flags(hidden=True)  # accepted everywhere, listed only by `options`
+    raw = _ExamplesFormatter
     parser = _Parser(
         prog=PROG,
-        parents=[common],
+        parents=[hidden],
+        formatter_class=raw,
         description="Is Immich backed up offsite, and since when? Inspect and act on the media sync and the "
         "CloudNativePG database backups.",
+        epilog=_examples(
+            f"{PROG} status                   # health verdict; exit 0 healthy, 1 degraded, 2 error",
+            f"{PROG} jobs                     # the media sync CronJob and its Jobs",
+            f"{PROG} sync --wait              # run the media sync now and follow it",
+            f"{PROG} db restore               # preview a point-in-time recovery (--apply creates it)",
+        ),
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(name: str, help_: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=help_, description=help_)
+    def add(name: str, help_: str, *examples: str, description: str = "") -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            parents=[hidden],
+            help=help_,
+            description=description or help_,
+            epilog=_examples(*(f"{PROG} {e}" for e in examples)),
+            formatter_class=raw,
+        )
 
-    add("status", "health verdict: media sync age, DB backup age, WAL archiving (exit 0 healthy, 1 degraded, 2 error)")
-    jobs = add("jobs", "the media sync CronJob and its Jobs, newest first")
+    def add_sub(
+        group: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        help_: str,
+        *examples: str,
+        description: str = "",
+    ) -> argparse.ArgumentParser:
+        return group.add_parser(
+            name,
+            parents=[hidden],
+            help=help_,
+            description=description or help_,
+            epilog=_examples(*(f"{PROG} {e}" for e in examples)),
+            formatter_class=raw,
+        )
+
+    add(
+        "status",
+        "health verdict: media sync age, DB backup age, WAL archiving (exit 0 healthy, 1 degraded, 2 error)",
+        "status",
+        "status -o json | jq .verdict.state",
+    )
+    jobs = add(
+        "jobs", "the media sync CronJob and its Jobs, newest first", "jobs", "jobs -o wide --limit 50", "jobs -o name"
+    )
     jobs.add_argument("--limit", type=int, default=20, help="Jobs shown (default 20)")
-    logs = add("logs", "log of a sync Job's pod (default: the newest Job)")
-    logs.add_argument("job", nargs="?", help="Job name")
+    logs = add(
+        "logs",
+        "log of a sync Job's pod (default: the newest Job)",
+        "logs",
+        "logs 29934870            # the Job whose name ends in -29934870",
+        "logs -f --tail 20",
+    )
+    logs.add_argument("job", nargs="?", help="Job name, or the unique end of one (the number after the last dash)")
     logs.add_argument("-f", "--follow", action="store_true", help="stream new lines until the pod ends")
     logs.add_argument("--tail", type=int, default=None, help="only the last N lines")
-    sync = add("sync", "start the media sync now (a Job from the CronJob, as `kubectl create job --from`)")
-    sync.add_argument("--wait", action="store_true", help="follow its log and exit with the Job's result")
-    add("suspend", "suspend the media sync CronJob")
-    add("resume", "resume the media sync CronJob")
-    inv = add("inventory", "the library on the PVC per folder (live through the Immich server pod, else last report)")
+    sync = add(
+        "sync",
+        "start the media sync now (a Job from the CronJob, as `kubectl create job --from`)",
+        "sync",
+        "sync --wait",
+        "sync -o name",
+    )
+    sync.add_argument(
+        "--wait", action="store_true", help="follow its log, report its phase on stderr, exit with the Job's result"
+    )
+    add("suspend", "suspend the media sync CronJob (nothing to do when it is suspended already)", "suspend")
+    add("resume", "resume the media sync CronJob (nothing to do when it already runs)", "resume", "resume -o json")
+    inv = add(
+        "inventory",
+        "the library on the PVC per folder (live through the Immich server pod, else last report)",
+        "inventory",
+        "inventory --from-report",
+    )
     inv.add_argument("--from-report", action="store_true", help="do not exec; use the last successful run report")
-    off = add("offsite", "what is in the bucket per folder, and the recent sync runs")
+    off = add(
+        "offsite",
+        "what is in the bucket per folder, and the recent sync runs",
+        "offsite",
+        "offsite --from-report --runs 30",
+        "offsite -o wide",
+    )
     off.add_argument("--from-report", action="store_true", help="totals from the last run report, without listing")
     off.add_argument("--runs", type=int, default=10, help="run reports shown (default 10)")
-    tui = add("tui", "open the terminal UI on the same cluster (as `immich-tui`)")
+    tui = add("tui", "open the terminal UI on the same cluster (as `immich-tui`)", "tui", "tui --read-only")
     tui.add_argument("--demo", action="store_true", help="run on the embedded sandbox instead of a cluster")
-    db = add("db", "the CloudNativePG database backups")
+    add(
+        "options",
+        "the global command-line options, accepted by every command (before or after it)",
+        "options",
+        "jobs -n photos --context homelab",
+    )
+    db = add("db", "the CloudNativePG database backups", "db status", "db backups", "db backup --wait", "db restore")
     dbsub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
-    dbsub.add_parser("status", parents=[common], help="cluster, archiving and recovery window")
-    dbsub.add_parser("backups", parents=[common], help="Backups newest first, and ScheduledBackups")
-    dbb = dbsub.add_parser("backup", parents=[common], help="take a base backup now, with the cluster's method")
-    dbb.add_argument("--wait", action="store_true", help="wait until the Backup completes or fails")
-    recovery = dbsub.add_parser(
+    add_sub(dbsub, "status", "cluster, archiving and recovery window", "db status", "db status -o yaml")
+    add_sub(dbsub, "backups", "Backups newest first, and ScheduledBackups", "db backups", "db backups -o name")
+    dbb = add_sub(
+        dbsub,
+        "backup",
+        "take a base backup now, with the cluster's method",
+        "db backup",
+        "db backup --wait",
+    )
+    dbb.add_argument("--wait", action="store_true", help="wait until the Backup completes or fails (phase on stderr)")
+    recovery = add_sub(
+        dbsub,
         "restore",
-        parents=[common],
-        help="plan a point-in-time recovery into a NEW cluster (preview; --apply creates it)",
+        "plan a point-in-time recovery into a NEW cluster (preview; --apply creates it)",
+        "db restore",
+        "db restore --as-of 2026-11-27T12:00:00Z",
+        "db restore --backup immich-db-daily-20261127020000 -o yaml > cluster.yaml",
+        "db restore --name immich-db-r1 --apply",
         description="Generate a new CNPG Cluster that recovers from the object store. The existing cluster is "
         "never modified. Default target: the start of the latest successful media sync.",
     )
@@ -111,26 +249,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recovery.add_argument("--name", help="name of the new cluster (default: <cluster>-restore-<time>)")
     recovery.add_argument("--apply", action="store_true", help="create the new Cluster now")
-    dbc = dbsub.add_parser(
+    dbc = add_sub(
+        dbsub,
         "catalog",
-        parents=[common],
-        help="base backups and WAL range read straight from the object store (works without the cluster)",
+        "base backups and WAL range read straight from the object store (works without the cluster)",
+        "db catalog",
+        "db catalog --destination-path s3://immich-offsite/immich/postgres --server-name immich-db-2026",
     )
     dbc.add_argument("--destination-path", metavar="S3URL", help="barman destinationPath (default: the cluster's)")
     dbc.add_argument("--server-name", help="barman serverName (default: the cluster's)")
-    media = add("media", "restore the media library from the bucket")
+    media = add("media", "restore the media library from the bucket", "media restore", "media restore --apply --wait")
     msub = media.add_subparsers(dest="media_command", metavar="MEDIA_COMMAND", required=True)
-    media_restore = msub.add_parser(
+    media_restore = add_sub(
+        msub,
         "restore",
-        parents=[common],
-        help="run `immich-sync restore` in a Job that mounts the library PVC read-write",
-        description="Create a Job that restores the media into a PVC with the restorer's read-only credentials. "
-        "Stop Immich first (scale the server to 0) so nothing writes to the volume meanwhile.",
+        "preview, then with --apply run `immich-sync restore` in a Job that mounts the library PVC read-write",
+        "media restore                                  # preview: nothing is created",
+        "media restore --apply --wait",
+        "media restore --as-of 2026-11-27T12:00:00Z --apply --wait",
+        "media restore --pvc immich-library-new --force --apply",
+        description="Preview the Job that restores the media into a PVC with the restorer's read-only credentials; "
+        "--apply creates it. Stop Immich first: --apply refuses while the Immich server runs "
+        f"(kubectl -n immich scale deployment/{DEFAULT_SERVER_DEPLOYMENT} --replicas=0).",
     )
     media_restore.add_argument(
         "--pvc", default="immich-library", help="target PersistentVolumeClaim (default immich-library)"
     )
-    media_restore.add_argument("--force", action="store_true", help="restore into a volume that already holds files")
+    media_restore.add_argument(
+        "--force",
+        action="store_true",
+        help="restore into a volume that already holds files (an unfinished restore of the same bucket resumes "
+        "without it); does not override the running-server check",
+    )
     media_restore.add_argument(
         "--only", metavar="F[,F]", help="only these folders (default: every folder in the bucket)"
     )
@@ -140,9 +290,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="restore every file as it was at this time (explicit zone required): the newest version written by "
         "then, checked against the manifests of then (after tampering: a time before it)",
     )
-    media_restore.add_argument("--wait", action="store_true", help="follow the Job's log and exit with its result")
-    add_setup_parser(sub, common)
+    media_restore.add_argument("--apply", action="store_true", help="create the restore Job (default: preview only)")
+    media_restore.add_argument(
+        "--wait", action="store_true", help="with --apply: follow the Job's log and exit with its result"
+    )
+    media_restore.add_argument(
+        "--allow-running-server",
+        action="store_true",
+        help="create the Job even though the Immich server runs (it may write to the volume meanwhile)",
+    )
+    media_restore.add_argument(
+        "--server-selector",
+        metavar="LABELS",
+        default=DEFAULT_SERVER_SELECTOR,
+        help=f"labels of the Immich server pods (default {DEFAULT_SERVER_SELECTOR})",
+    )
+    add_setup_parser(sub, hidden)
     return parser
+
+
+def options_help() -> str:
+    """`options`: the global flags, listed once here instead of in every command's help (as `kubectl options`)."""
+    listing = _Parser(prog=PROG, parents=[global_flags()], add_help=False, usage=argparse.SUPPRESS)
+    listing.description = "The following options can be passed to any command, before or after it:"
+    return listing.format_help().rstrip("\n")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -159,28 +330,60 @@ class Cli:
         self.stdout = stdout
         self.stderr = stderr
 
-    def emit(self, data: Any, text: str) -> None:
-        print(text if self.args.output == "table" else out.dump(data, self.args.output), file=self.stdout)
+    @property
+    def view(self) -> out.View:
+        return out.View(wide=self.args.output == "wide", headers=not self.args.no_headers)
+
+    @property
+    def for_people(self) -> bool:
+        return self.args.output in out.TABLE_FORMATS
+
+    def emit(self, data: Any, text: str, names: list[str] | None = None) -> None:
+        """One result in the chosen format; `names` are its `kind.group/name` lines for `-o name`."""
+        if self.args.output == "name":
+            if names is None:
+                raise ServiceError(f"-o name does not apply to `{self._command()}`: use -o json, yaml, table or wide")
+            text = "\n".join(names)
+        elif not self.for_people:
+            text = out.dump(data, self.args.output)
+        if text:
+            print(text, file=self.stdout)
+
+    def _command(self) -> str:
+        parts = [self.args.command, getattr(self.args, "db_command", None), getattr(self.args, "media_command", None)]
+        return " ".join(p for p in parts if p)
 
     def say(self, text: str) -> None:
-        """Progress for people; kept off stdout when it carries JSON/YAML."""
-        print(text, file=self.stdout if self.args.output == "table" else self.stderr, flush=True)
+        """Progress for people; kept off stdout when it carries JSON/YAML or names."""
+        print(text, file=self.stdout if self.for_people else self.stderr, flush=True)
 
     # status --------------------------------------------------------------------------------------
     def status(self) -> int:
         report = self.services.status()
-        self.emit(report, render_status(report, self.services.target))
+        self.emit(report, render_status(report, self.services.target, self.view))
         return report.verdict.exit_code
 
     # media ---------------------------------------------------------------------------------------
     def jobs(self) -> int:
         history = self.services.media.history(limit=self.args.limit)
-        self.emit(history, render_jobs(history))
+        self.emit(history, render_jobs(history, self.view), [f"job.batch/{j.name}" for j in history.jobs])
         return 0
+
+    def _job_named(self, given: str) -> str:
+        """`logs 29934870`: a Job's full name, or the unique end of one after a dash, as the numbered
+        suffix of a scheduled Job reads in `jobs`. A Job outside the history is still found by its full name."""
+        names = [j.name for j in self.services.media.history(limit=JOB_LOOKUP).jobs]
+        if given in names:
+            return given
+        matches = [n for n in names if n.endswith(f"-{given}")]
+        if len(matches) > 1:
+            shown = ", ".join(matches[:5]) + (f" and {len(matches) - 5} more" if len(matches) > 5 else "")
+            raise ServiceError(f"job {given!r} is ambiguous: it ends {len(matches)} Job names ({shown})")
+        return matches[0] if matches else given
 
     def logs(self) -> int:
         media = self.services.media
-        job, pod = media.newest_job_pod(self.args.job)
+        job, pod = media.newest_job_pod(self._job_named(self.args.job) if self.args.job else None)
         self.stderr.write(f"# job/{job} pod/{pod}\n")
         stream = media.logs(pod, follow=self.args.follow, tail=self.args.tail)
         for line in stream:
@@ -191,18 +394,12 @@ class Cli:
         media = self.services.media
         job = media.trigger()
         if not self.args.wait:
-            self.emit(job, f"job/{job.name} created")
+            self.emit(job, f"job/{job.name} created", [f"job.batch/{job.name}"])
             return 0
         self.say(f"job/{job.name} created; waiting for its pod")
-        pod = media.wait_for_pod(job.name)
-        if pod is not None:
-            name = pod["metadata"]["name"]
-            self.say(f"# pod/{name}")
-            for line in media.logs(name, follow=True, tail=None):
-                self.say(line)
-        final = media.wait_for_job(job.name)
-        if self.args.output != "table":
-            print(out.dump(final, self.args.output), file=self.stdout)
+        final = self._follow_job(job.name, pod_line=True)
+        if not self.for_people:
+            self.emit(final, "", [f"job.batch/{final.name}"])
         else:
             extra = f": {final.exit_reason}" if final.exit_reason else ""
             self.say(f"job/{final.name} {final.status}{extra}")
@@ -210,14 +407,48 @@ class Cli:
             return 0
         return final.exit_code if final.exit_code and final.exit_code < 126 else FAILED
 
+    def _follow_job(self, name: str, *, pod_line: bool = False) -> JobInfo:
+        """Wait for a Job: its phase on stderr as it changes, its pod's log as it runs, its final state."""
+        media = self.services.media
+        progress = Progress(self.stderr, f"job/{name}")
+        progress.phase("Pending")
+        pod = media.wait_for_pod(name)
+        if pod is not None:
+            pod_name = pod["metadata"]["name"]
+            progress.phase(str((pod.get("status") or {}).get("phase") or "Running"))
+            if pod_line:
+                self.say(f"# pod/{pod_name}")
+            for line in media.logs(pod_name, follow=True, tail=None):
+                self.say(line)
+        final = media.wait_for_job(name)
+        progress.done(final.status.capitalize())
+        return final
+
     def suspend(self) -> int:
-        info = self.services.media.set_suspended(True)
-        self.emit(info, f"cronjob/{info.name} suspended")
-        return 0
+        return self._set_suspended(True)
 
     def resume(self) -> int:
-        info = self.services.media.set_suspended(False)
-        self.emit(info, f"cronjob/{info.name} resumed; next run {out.when(info.next_run)}")
+        return self._set_suspended(False)
+
+    def _set_suspended(self, suspended: bool) -> int:
+        """Suspend or resume; a CronJob already in that state is said to be so and left unpatched, so a
+        script may run either at any time and the CronJob's resourceVersion only moves on a real change."""
+        media = self.services.media
+        info = media.cronjob()
+        if info.suspended == suspended:
+            text = (
+                f"cronjob/{info.name} is already suspended; nothing to do"
+                if suspended
+                else f"cronjob/{info.name} already runs (not suspended); next run {out.when(info.next_run)}"
+            )
+        else:
+            info = media.set_suspended(suspended)
+            text = (
+                f"cronjob/{info.name} suspended"
+                if suspended
+                else f"cronjob/{info.name} resumed; next run {out.when(info.next_run)}"
+            )
+        self.emit(info, text, [f"cronjob.batch/{info.name}"])
         return 0
 
     # library and bucket --------------------------------------------------------------------------
@@ -235,12 +466,12 @@ class Cli:
         except ServiceError as exc:
             self.stderr.write(f"note: no run reports ({exc}); pending cannot be computed\n")
         inventory = self.services.library.inventory(last_ok, live=not self.args.from_report)
-        self.emit(inventory, render_inventory(inventory))
+        self.emit(inventory, render_inventory(inventory, self.view))
         return 0 if inventory.source != "none" else FAILED
 
     def offsite(self) -> int:
         state = self.services.offsite().state(listing=not self.args.from_report, report_limit=self.args.runs)
-        self.emit(state, render_offsite(state))
+        self.emit(state, render_offsite(state, self.view))
         problem = state.reports.problem()
         if problem:  # shown above as far as it could be read; the runs table lacks it
             print(f"{PROG}: error: {problem}", file=self.stderr)
@@ -291,6 +522,11 @@ class Cli:
         for warning in plan.warnings:
             self.stderr.write(f"warning: {warning}\n")
         manifest_yaml = yaml.safe_dump(plan.manifest, sort_keys=False)
+        if self.args.output == "name":
+            if self.args.apply:
+                self.services.database.create_cluster(plan.manifest)
+            print(f"cluster.postgresql.cnpg.io/{plan.name}", file=self.stdout)
+            return 0
         if self.args.output == "yaml" and not self.args.apply:
             self.stdout.write(manifest_yaml)
             return 0
@@ -302,7 +538,8 @@ class Cli:
             if plan.media is not None:
                 media = f"  media           {plan.media.media_line()}\n"
             if plan.as_of is not None:
-                media += f"  then            kubectl immich-backup media restore --as-of {rfc3339(plan.as_of)} --wait\n"
+                then = f"{PROG} media restore --as-of {rfc3339(plan.as_of)} --apply --wait"
+                media += f"  then            {then}\n"
             print(
                 f"Recovery of cluster/{plan.source} into a NEW cluster/{plan.name} in {plan.namespace}\n"
                 + (f"  point in time   {rfc3339(plan.as_of)}, for the database and the media\n" if plan.as_of else "")
@@ -354,31 +591,99 @@ class Cli:
                 _check_destination(destination, source)
         store = self.services.offsite().store_for(destination)
         catalog = read_catalog(store, destination, server)
-        self.emit(catalog, render_catalog(catalog))
+        self.emit(catalog, render_catalog(catalog, self.view))
         return 0
 
     def media(self) -> int:
-        """`media restore`: a Job in the cluster that runs the engine's `immich-sync restore` into the PVC."""
+        """`media restore`: preview the Job that runs the engine's `immich-sync restore` into the PVC; with
+        --apply create it, once the Immich server is down (or --allow-running-server says to anyway)."""
         media = self.services.media
         as_of = parse_target_time(self.args.as_of, "--as-of") if self.args.as_of else None
+        if self.args.wait and not self.args.apply:
+            raise ServiceError("--wait needs --apply: without it `media restore` only previews and creates nothing")
+        if not self.args.apply:
+            return self._media_preview(as_of)
+        if not self.services.target.read_only:  # read-only refuses the create itself, before any check
+            self._check_server_stopped()
         job = media.start_restore(self.args.pvc, force=self.args.force, only=self.args.only, as_of=as_of)
+        names = [f"job.batch/{job.name}"]
         if not self.args.wait:
             self.emit(
-                job, f"job/{job.name} created: restoring the media into pvc/{self.args.pvc}\n" + AFTER_MEDIA_RESTORE
+                job,
+                f"job/{job.name} created: restoring the media into pvc/{self.args.pvc}\n" + AFTER_MEDIA_RESTORE,
+                names,
             )
             return 0
         self.say(f"job/{job.name} created; waiting for its pod")
-        pod = media.wait_for_pod(job.name)
-        if pod is not None:
-            for line in media.logs(pod["metadata"]["name"], follow=True, tail=None):
-                self.say(line)
-        final = media.wait_for_job(job.name)
+        final = self._follow_job(job.name)
         extra = f": {final.exit_reason}" if final.exit_reason else ""
         self.say(f"job/{final.name} {final.status}{extra}")
         if final.status == "succeeded":
             self.say(AFTER_MEDIA_RESTORE)
             return 0
         return final.exit_code if final.exit_code and final.exit_code < 126 else FAILED
+
+    def _server(self) -> ServerWorkload:
+        return ServerWorkload(namespace=self.services.target.namespace, selector=self.args.server_selector)
+
+    def _check_server_stopped(self) -> None:
+        """Immich writes to the library while it runs (uploads, thumbnails): a restore beneath it mixes the
+        two, and Immich would serve a half-restored library. Refused unless --allow-running-server."""
+        running = running_server(self.services.kube, self._server())
+        if running is None:
+            return
+        if self.args.allow_running_server:
+            self.stderr.write(f"warning: the Immich server is running ({running.describe()}); restoring anyway\n")
+            return
+        raise ServiceError(
+            f"the Immich server is running in {running.namespace} ({running.describe()}): stop it first with "
+            f"`{running.scale_down}`, or pass --allow-running-server"
+        )
+
+    def _media_preview(self, as_of: dt.datetime | None) -> int:
+        """What `media restore --apply` would do, read-only: the Job it would create, where from, into what."""
+        media = self.services.media
+        body = media.restore_job(self.args.pvc, force=self.args.force, only=self.args.only, as_of=as_of)
+        name = body["metadata"]["name"]
+        if self.args.output in ("json", "yaml"):
+            print(out.dump(body, self.args.output), file=self.stdout)
+            return 0
+        if self.args.output == "name":
+            print(f"job.batch/{name}", file=self.stdout)
+            return 0
+        try:
+            reader = self.services.restorer_reader()
+            source = f"s3://{reader.settings.bucket}/{reader.media_prefix} (restorer credentials: {reader.source})"
+        except ServiceError as exc:
+            source = f"unknown: {exc}"
+        try:
+            running = running_server(self.services.kube, self._server())
+            server = (
+                "stopped"
+                if running is None
+                else f"RUNNING: {running.describe()}\n{'':18}stop it first: {running.scale_down}"
+            )
+        except ServiceError as exc:
+            server = f"unknown: {exc}"
+        image = body["spec"]["template"]["spec"]["containers"][0]["image"]
+        existing = (
+            "allowed (--force): the restore writes into a volume that already holds files"
+            if self.args.force
+            else "the restore stops if the volume already holds files (--force to restore into it anyway)"
+        )
+        namespace = self.services.target.namespace
+        lines = [
+            f"Media restore into pvc/{self.args.pvc} in {namespace}",
+            f"  from            {source}",
+            f"  as of           {rfc3339(as_of) if as_of else 'now: the newest version of every file'}",
+            f"  folders         {self.args.only or 'every folder in the bucket'}",
+            f"  existing files  {existing}",
+            f"  immich server   {server}",
+            f"  job             job/{name} (image {image})",
+            "# preview — rerun with --apply to create the Job (--apply --wait to follow it); nothing was created",
+        ]
+        print("\n".join(lines), file=self.stdout)
+        return 0
 
     def setup(self) -> int:
         return run_setup(self.args, self.services, self.stdout, self.stderr)
@@ -402,19 +707,30 @@ class Cli:
             state = database.state()
             self.emit(
                 {"backups": state.backups, "total": state.total_backups, "scheduled": state.schedules},
-                render_db_backups(state),
+                render_db_backups(state, self.view),
+                [f"backup.postgresql.cnpg.io/{b.name}" for b in state.backups]
+                + [f"scheduledbackup.postgresql.cnpg.io/{s.name}" for s in state.schedules],
             )
             return 0
         if command == "restore":
             return self.db_recovery()
         backup = database.backup_now()
+        names = [f"backup.postgresql.cnpg.io/{backup.name}"]
         if not self.args.wait:
-            self.emit(backup, f"backup/{backup.name} created (method {backup.method})")
+            self.emit(backup, f"backup/{backup.name} created (method {backup.method})", names)
             return 0
         self.say(f"backup/{backup.name} created (method {backup.method}); waiting")
-        final = database.wait_backup(backup.name)
+        progress = Progress(self.stderr, f"backup/{backup.name}")
+        final = backup
+        while True:
+            progress.phase(final.phase or "pending")
+            if final.phase in BACKUP_DONE:
+                break
+            time.sleep(BACKUP_POLL)
+            final = database.wait_backup(backup.name, timeout=0)  # one read: the phases are reported here
+        progress.done(final.phase)
         extra = f": {final.error}" if final.error else ""
-        self.emit(final, f"backup/{final.name} {final.phase}{extra}")
+        self.emit(final, f"backup/{final.name} {final.phase}{extra}", names)
         return 0 if final.phase == "completed" else FAILED
 
 
@@ -445,8 +761,14 @@ def main(
     except UsageError as exc:
         print(f"{PROG}: error: {exc} (see {PROG} --help)", file=stderr)
         return ERROR
-    except SystemExit as exc:  # --help
+    except SystemExit as exc:  # --help, --version
         return int(exc.code or 0) if isinstance(exc.code, int) else ERROR
+    if args.command is None:  # a bare `kubectl immich-backup`: what it can do, as kubectl's plugins answer
+        print(build_parser().format_help().rstrip("\n"), file=stdout)
+        return 0
+    if args.command == "options":
+        print(options_help(), file=stdout)
+        return 0
     services = Services(target_from_args(args), env)
     cli = Cli(args, services, stdout, stderr)
     command = args.command

@@ -12,7 +12,7 @@ from immich_tui.services import clock
 from immich_tui.services.barman import Catalog
 from immich_tui.services.cnpg import DbState
 from immich_tui.services.library import LibraryInventory
-from immich_tui.services.media import JobHistory
+from immich_tui.services.media import JobHistory, JobInfo
 from immich_tui.services.offsite import OffsiteState
 from immich_tui.services.status import StatusReport, Target
 from sync_engine.text import size
@@ -29,7 +29,8 @@ def _mark(state: str) -> str:
     return state.upper()
 
 
-def render_status(report: StatusReport, target: Target) -> str:
+def render_status(report: StatusReport, target: Target, view: out.View | None = None) -> str:
+    view = view or out.View()
     v = report.verdict
     lines = [
         f"Context {report.context or '-'}   namespace {report.namespace}   "
@@ -39,6 +40,7 @@ def render_status(report: StatusReport, target: Target) -> str:
         out.table(
             ["CHECK", "STATE", "AGE", "DETAIL"],
             [[c.name, c.state, out.duration(c.age_seconds), c.detail] for c in v.checks],
+            out.View(wide=True, headers=view.headers),  # a check's detail is the error itself: never cut
         ),
     ]
     hints = [f"  {c.name}: {c.hint}" for c in v.checks if c.hint and c.state != "ok"]
@@ -46,10 +48,13 @@ def render_status(report: StatusReport, target: Target) -> str:
     history: JobHistory | None = report.media.value
     if history is not None:
         cj = history.cronjob
-        state = "SUSPENDED" if cj.suspended else f"next run {out.when(cj.next_run)}"
+        if cj.suspended:
+            state = f"SUSPENDED since {out.when(cj.suspended_since)}" if cj.suspended_since else "SUSPENDED"
+        else:
+            state = f"next run {out.when(cj.next_run)}"
         lines.append(f'Media sync  cronjob/{cj.name} "{cj.schedule}" ({cj.timezone}), {state}')
-        if history.jobs:
-            j = history.jobs[0]
+        j = history.latest_sync  # a media restore Job is not the sync's latest run
+        if j is not None:
             reason = f" — {j.exit_reason}" if j.exit_reason else ""
             lines.append(f"            latest job/{j.name} {j.status}, started {out.when(j.started)}{reason}")
         if cj.schedule_error:
@@ -62,8 +67,9 @@ def render_status(report: StatusReport, target: Target) -> str:
         if last is not None:
             lines.append(
                 f"Offsite     {offsite.total_objects} objects, {size(offsite.total_bytes)} in s3://{offsite.bucket}/"
-                f"{offsite.media_prefix} as of run {out.when(last.finished)} (read via {offsite.source})"
+                f"{offsite.media_prefix} as of run {out.when(last.finished)}"
             )
+            lines.append(f"            (read via {offsite.source})")
         else:
             lines.append(f"Offsite     no successful run report yet in s3://{offsite.bucket} (via {offsite.source})")
         if report.offsite.error:  # shown with what an older report still says
@@ -76,8 +82,9 @@ def render_status(report: StatusReport, target: Target) -> str:
         window = c.window.first_point
         lines.append(
             f"Database    cluster/{c.name} {c.phase}, {c.ready_instances}/{c.instances} ready, archiving via "
-            f"{_method(c.method)}; recoverable from {out.when(window)} to now"
+            f"{_method(c.method)}"
         )
+        lines.append(f"            recoverable from {out.when(window)} to now")
         lines += [f"            warning: scheduledbackup/{s.name}: {s.warning}" for s in db.schedules if s.warning]
     else:
         lines.append(f"Database    {report.database.error}")
@@ -90,34 +97,48 @@ def _method(method: str) -> str:
     return {"plugin": "Barman Cloud Plugin", "barmanObjectStore": "in-tree barmanObjectStore"}.get(method, method)
 
 
-def render_jobs(history: JobHistory) -> str:
+def _trigger(job: JobInfo) -> str:
+    """Who started a Job: its CronJob's schedule, an operator (`sync`, `kubectl create job --from`), or a restore."""
+    if job.kind == "restore":
+        return "restore"
+    return "manual" if job.manual else "schedule"
+
+
+def render_jobs(history: JobHistory, view: out.View | None = None) -> str:
+    view = view or out.View()
     cj = history.cronjob
     head = [
         f'cronjob/{cj.name}  schedule "{cj.schedule}" ({cj.timezone})  suspended: {"yes" if cj.suspended else "no"}',
-        f"last schedule {out.when(cj.last_schedule)}   last success {out.when(cj.last_success)}   "
-        f"next run {out.when(cj.next_run)}",
+        f"last schedule {out.ago(cj.last_schedule) if cj.last_schedule else '-'}   "
+        f"last success {out.ago(cj.last_success) if cj.last_success else '-'}   next run {out.when(cj.next_run)}",
     ]
     if cj.schedule_error:
         head.append(f"warning: {cj.schedule_error}")
     rows = [
         [
-            j.name + (" (manual)" if j.manual else ""),
+            j.name,
+            _trigger(j),
             j.status,
-            out.when(j.started),
+            out.stamp(j.started or j.created, view),
             out.duration(j.duration_seconds),
-            j.pod,
+            *([j.pod] if view.wide else []),
             j.exit_reason,
         ]
         for j in history.jobs
     ]
+    started = "STARTED" if view.wide else "AGE"
+    headers = ["NAME", "TRIGGER", "STATUS", started, "DURATION", *(["POD"] if view.wide else []), "REASON"]
+    if not view.headers:
+        return out.table(headers, rows, view)
     shown = f"{len(history.jobs)} of {history.total} jobs" + (
         f" ({', '.join(f'{n} {s}' for s, n in sorted(history.counts.items()))})" if history.counts else ""
     )
-    body = out.table(["JOB", "STATUS", "STARTED", "DURATION", "POD", "REASON"], rows) if rows else "no jobs yet"
+    body = out.table(headers, rows, view) if rows else "no jobs yet"
     return "\n".join([*head, "", body, "", shown])
 
 
-def render_inventory(inv: LibraryInventory) -> str:
+def render_inventory(inv: LibraryInventory, view: out.View | None = None) -> str:
+    view = view or out.View()
     if inv.source == "none":
         return f"library inventory unavailable: {inv.detail}"
     source = (
@@ -132,38 +153,50 @@ def render_inventory(inv: LibraryInventory) -> str:
             f.name,
             f.files if f.exists else "missing",
             size(f.bytes),
-            out.when(f.newest) if f.newest else "-",
+            out.stamp(f.newest, view),
             "-" if not f.backed_up else f"{f.pending} ({size(f.pending_bytes)})" if f.pending else "0",
             "yes" if f.backed_up else "skipped",
             "yes" if f.marker else "MISSING",
         ]
         for f in inv.folders
     ]
+    headers = [
+        "FOLDER",
+        "FILES",
+        "SIZE",
+        "NEWEST" if view.wide else "LAST CHANGE",
+        pending_label,
+        "BACKED UP",
+        ".immich",
+    ]
+    if not view.headers:
+        return out.table(headers, rows, view)
     return "\n".join(
         [
             f"Source: {source}",
             "",
-            out.table(["FOLDER", "FILES", "SIZE", "NEWEST", pending_label, "BACKED UP", ".immich"], rows),
+            out.table(headers, rows, view),
             "",
             f"{inv.total_files} files, {size(inv.total_bytes)}",
         ]
     )
 
 
-def render_offsite(state: OffsiteState) -> str:
+def render_offsite(state: OffsiteState, view: out.View | None = None) -> str:
+    view = view or out.View()
     rows = [
         [
             f.folder,
             f.objects,
             size(f.bytes),
             ", ".join(f"{k} {v}" for k, v in sorted(f.storage_classes.items())) or "-",
-            out.when(f.newest),
+            out.stamp(f.newest, view),
         ]
         for f in state.folders
     ]
     runs = [
         [
-            clock.iso(r.started),
+            out.stamp(r.started, view),
             r.status,
             r.listing,
             f"{r.uploaded} ({size(r.uploaded_bytes)})",
@@ -173,17 +206,28 @@ def render_offsite(state: OffsiteState) -> str:
         ]
         for r in state.reports.runs
     ]
+    folder_headers = ["FOLDER", "OBJECTS", "SIZE", "STORAGE", "NEWEST" if view.wide else "LAST WRITE"]
+    run_headers = [
+        "STARTED" if view.wide else "AGE",
+        "STATUS",
+        "LISTING",
+        "UPLOADED",
+        "FILES",
+        "NOT STORED",
+        "DURATION",
+    ]
+    if not view.headers:
+        return out.table(folder_headers, rows, view)
     lines = [
-        f"s3://{state.bucket}/{state.media_prefix}   read via {state.source}   totals from {state.basis}",
+        f"s3://{state.bucket}/{state.media_prefix}   read via {state.source}",
+        f"totals from {state.basis}",
         "",
-        out.table(["FOLDER", "OBJECTS", "SIZE", "STORAGE", "NEWEST"], rows) if rows else "no objects",
+        out.table(folder_headers, rows, view) if rows else "no objects",
         "",
         f"{state.total_objects} objects, {size(state.total_bytes)}",
         "",
         f"Recent runs ({len(state.reports.runs)} of {state.reports.total} reports):",
-        out.table(["STARTED", "STATUS", "LISTING", "UPLOADED", "FILES", "NOT STORED", "DURATION"], runs)
-        if runs
-        else "no run reports yet",
+        out.table(run_headers, runs, view) if runs else "no run reports yet",
     ]
     return "\n".join(lines)
 
@@ -217,21 +261,26 @@ def render_db_status(state: DbState) -> str:
             + (f" ({os_.endpoint_url})" if os_.endpoint_url else "")
         )
         for server, w in sorted(os_.windows.items()):
-            lines.append(
-                f"  serverRecoveryWindow[{server}]  first {out.when(w.first_point)}, "
-                f"last success {out.when(w.last_success)}"
-            )
+            lines.append(f"  serverRecoveryWindow[{server}]  first {out.when(w.first_point)},")
+            lines.append(f"  {'':<{len(server) + 22}}  last success {out.when(w.last_success)}")
     lines += [f"warning: scheduledbackup/{s.name}: {s.warning}" for s in state.schedules if s.warning]
     return "\n".join(lines)
 
 
-def render_catalog(catalog: Catalog) -> str:
+def render_catalog(catalog: Catalog, view: out.View | None = None) -> str:
+    view = view or out.View()
     rows = [
         [
             b.backup_id,
             b.status,
-            out.when(b.begin_time),
-            out.when(b.end_time),
+            *(
+                [clock.iso(b.begin_time) or "-", clock.iso(b.end_time) or "-"]
+                if view.wide
+                else [
+                    out.age(b.end_time or b.begin_time),
+                    out.duration((b.end_time - b.begin_time).total_seconds() if b.begin_time and b.end_time else None),
+                ]
+            ),
             b.begin_wal,
             b.end_wal,
             b.timeline,
@@ -240,13 +289,15 @@ def render_catalog(catalog: Catalog) -> str:
         for b in reversed(catalog.backups)
     ]
     wal = catalog.wal
+    times = ["BEGIN", "END"] if view.wide else ["AGE", "DURATION"]
+    headers = ["BACKUP ID", "STATUS", *times, "BEGIN WAL", "END WAL", "TL", "SIZE"]
+    if not view.headers:
+        return out.table(headers, rows, view)
     return "\n".join(
         [
             f"{catalog.destination_path} · serverName {catalog.server_name}",
             "",
-            out.table(["BACKUP ID", "STATUS", "BEGIN", "END", "BEGIN WAL", "END WAL", "TL", "SIZE"], rows)
-            if rows
-            else "no base backups",
+            out.table(headers, rows, view) if rows else "no base backups",
             "",
             f"WAL archive: {wal.count} files, {wal.first or '-'} → {wal.last or '-'} (timelines "
             f"{', '.join(map(str, wal.timelines)) or '-'})",
@@ -255,13 +306,14 @@ def render_catalog(catalog: Catalog) -> str:
     )
 
 
-def render_db_backups(state: DbState) -> str:
+def render_db_backups(state: DbState, view: out.View | None = None) -> str:
+    view = view or out.View()
     rows = [
         [
             b.name,
             b.phase,
             b.method,
-            out.when(b.started),
+            out.stamp(b.started or b.created, view),
             out.duration((b.stopped - b.started).total_seconds() if b.started and b.stopped else None),
             b.backup_id,
             b.error,
@@ -274,21 +326,22 @@ def render_db_backups(state: DbState) -> str:
             s.schedule,
             s.method,
             "yes" if s.suspended else "no",
-            out.when(s.last_schedule),
-            out.when(s.next_schedule),
-            s.warning,
+            out.stamp(s.last_schedule, view),
+            (clock.iso(s.next_schedule) or "-") if view.wide else out.ago(s.next_schedule) if s.next_schedule else "-",
         ]
         for s in state.schedules
     ]
+    when = "STARTED" if view.wide else "AGE"
+    headers = ["NAME", "PHASE", "METHOD", when, "DURATION", "BACKUP ID", "ERROR"]
+    sched_headers = ["SCHEDULEDBACKUP", "SCHEDULE", "METHOD", "SUSPENDED", "LAST SCHEDULE", "NEXT"]
+    if not view.headers:
+        return "\n".join(t for t in (out.table(headers, rows, view), out.table(sched_headers, sched, view)) if t)
     return "\n".join(
         [
-            out.table(["BACKUP", "PHASE", "METHOD", "STARTED", "DURATION", "BACKUP ID", "ERROR"], rows)
-            if rows
-            else "no backups",
+            out.table(headers, rows, view) if rows else "no backups",
             f"{len(state.backups)} of {state.total_backups} backups",
             "",
-            out.table(["SCHEDULEDBACKUP", "SCHEDULE", "METHOD", "SUSPENDED", "LAST", "NEXT", "WARNING"], sched)
-            if sched
-            else "no scheduled backups",
+            out.table(sched_headers, sched, view) if sched else "no scheduled backups",
+            *(f"warning: scheduledbackup/{s.name}: {s.warning}" for s in state.schedules if s.warning),
         ]
     )
