@@ -33,6 +33,12 @@ def iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
+def minute(value: dt.datetime | None) -> str:
+    """`2026-11-27 02:30` in UTC, or "" for no time: tables line up on it, and a time that carries another
+    offset is converted, never shown with its own digits under a UTC heading."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M") if value else ""
+
+
 def age_seconds(value: dt.datetime | None, reference: dt.datetime | None = None) -> float | None:
     return None if value is None else ((reference or now()) - value).total_seconds()
 

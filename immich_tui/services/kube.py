@@ -30,7 +30,7 @@ from kubernetes.config.config_exception import ConfigException
 from immich_tui.services.errors import ServiceError
 
 PAGE = 500  # items per list request; every list is paginated
-TIMEOUT = (5.0, 30.0)  # connect, read
+TIMEOUT = (5.0, 30.0)  # connect, read: per request, and each request is tried once (see `_connect`)
 MAX_KUBECONFIG = 16 * 1024 * 1024  # kubeconfigs with many clusters and embedded certificates are a few KiB
 # The entries whose `*-data` fields the client base64-decodes (into temporary files) as it loads them.
 _BASE64_FIELDS = {
@@ -160,13 +160,42 @@ def _message(exc: ApiException) -> str:
         return str(exc.reason or "").strip()
 
 
+def kubeconfig_path(kubeconfig: str | None) -> str:
+    """The file the client reads: `--kubeconfig`, else the first of KUBECONFIG, else ~/.kube/config."""
+    return kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or str(Path.home() / ".kube/config")
+
+
+def context_name(kubeconfig: str | None = None, context: str | None = None) -> str:
+    """The context a `Kube` for these arguments talks to, from the kubeconfig alone, or "" when it cannot tell.
+
+    It runs no credential plugin and makes no request, so a header can name the cluster before the first
+    request answers, or when it never does."""
+    if context:
+        return context
+    path = kubeconfig_path(kubeconfig)
+    if not Path(path).is_file():  # `Kube` falls back to the service account only without --kubeconfig
+        return "in-cluster" if not kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST") else ""
+    try:
+        check_kubeconfig(path)
+        _, active = config.list_kube_config_contexts(config_file=path)
+    except (ClusterError, ConfigException, ValueError, TypeError, AttributeError, KeyError, yaml.YAMLError):
+        return ""
+    name = (active or {}).get("name", "") if isinstance(active, dict) else ""
+    return name if isinstance(name, str) else ""
+
+
 class Kube:
-    """The operator's cluster access: kubeconfig (with `--context`) or the in-cluster service account."""
+    """The operator's cluster access: kubeconfig (with `--context`) or the in-cluster service account.
+
+    Every request is tried once, within `timeout` (connect, read): an operator waiting on a screen is
+    better served by "cannot reach the cluster" after one timeout than by the client's retries
+    multiplying it, and every view is read again on the next poll anyway."""
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, *, read_only: bool = False) -> None:
         self.read_only = read_only
         self.context = context or ""
         self.server = ""
+        self.timeout: tuple[float, float] = TIMEOUT
         self.api = self._connect(kubeconfig, context)
         self.core = client.CoreV1Api(self.api)
         self.batch = client.BatchV1Api(self.api)
@@ -174,7 +203,7 @@ class Kube:
         self.auth = client.AuthorizationV1Api(self.api)
 
     def _connect(self, kubeconfig: str | None, context: str | None) -> client.ApiClient:
-        path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or str(Path.home() / ".kube/config")
+        path = kubeconfig_path(kubeconfig)
         if kubeconfig and not Path(kubeconfig).is_file():
             what = "is not a regular file" if Path(kubeconfig).exists() else "does not exist"
             raise ClusterError(f"kubeconfig {kubeconfig} {what}")
@@ -202,7 +231,9 @@ class Kube:
                 raise ClusterError(
                     f"no kubeconfig at {path} and not running in a cluster: pass --kubeconfig or set KUBECONFIG"
                 ) from None
-        cfg.retries = 1
+        # No retry: urllib3 would repeat a timed-out GET, doubling how long an unanswering API server keeps a
+        # view on "loading…"; a connection the server closed while idle is detected before reuse anyway.
+        cfg.retries = urllib3.util.Retry(total=0, connect=0, read=0, redirect=0, status=0, other=0)
         self.server = cfg.host
         return client.ApiClient(cfg)
 
@@ -220,7 +251,17 @@ class Kube:
                 raise NotFound(f"not found: {access.resource} {access.name or ''} in namespace {access.namespace}")
             raise ClusterError(f"cannot {access}: HTTP {exc.status} {_message(exc)}") from None
         if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
-            text = str(getattr(exc, "reason", None) or exc)
+            reason = getattr(exc, "reason", None) or exc
+            connect_timeout = urllib3.exceptions.ConnectTimeoutError  # a refused connection is one too, in urllib3
+            if isinstance(reason, connect_timeout) and not isinstance(reason, urllib3.exceptions.NewConnectionError):
+                raise Unreachable(
+                    f"cannot reach the cluster at {self.server}: no connection within {self.timeout[0]:g}s"
+                ) from None
+            if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
+                raise Unreachable(
+                    f"cannot reach the cluster at {self.server}: no answer within {self.timeout[1]:g}s"
+                ) from None
+            text = str(reason)
             errno = re.search(r"\[Errno -?\d+\] ([^)\]]+)", text)
             text = errno.group(1).strip() if errno else text.split(": ", 1)[-1]
             raise Unreachable(f"cannot reach the cluster at {self.server}: {text}") from None
@@ -229,7 +270,7 @@ class Kube:
     def call(self, access: Access, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """One API call with the JSON body returned as dicts."""
         try:
-            response = fn(*args, _preload_content=False, _request_timeout=TIMEOUT, **kwargs)
+            response = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
             return json.loads(response.data or b"null")
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             self._raise(exc, access)
@@ -238,7 +279,7 @@ class Kube:
     def stream(self, access: Access, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A call whose raw response is consumed incrementally (pod logs)."""
         try:
-            return fn(*args, _preload_content=False, _request_timeout=(TIMEOUT[0], None), **kwargs)
+            return fn(*args, _preload_content=False, _request_timeout=(self.timeout[0], None), **kwargs)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             self._raise(exc, access)
             raise
@@ -280,7 +321,7 @@ class Kube:
                 "GET",
                 auth_settings=["BearerToken"],
                 _preload_content=False,
-                _request_timeout=TIMEOUT,
+                _request_timeout=self.timeout,
             )
             return True
         except ApiException as exc:
