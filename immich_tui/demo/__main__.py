@@ -21,7 +21,14 @@ def tour() -> int:
     print("Starting the sandbox: sample library, local S3 with a first backup, simulated cluster…", flush=True)
     with Sandbox() as box:
         codes = []
-        for argv in (["status"], ["jobs", "--limit", "5"], ["sync", "--wait"], ["offsite"], ["db", "backups"]):
+        for argv in (
+            ["status"],
+            ["jobs", "--limit", "5"],
+            ["sync", "--wait"],
+            ["offsite"],
+            ["db", "backups"],
+            ["db", "catalog"],
+        ):
             print(f"\n$ kubectl immich-backup {' '.join(argv)}", flush=True)
             codes.append(plugin_main([*argv, "--kubeconfig", str(box.kubeconfig)], env=box.env))
         print("\nRun `make demo` in a terminal for the interactive TUI on the same sandbox.")

@@ -2,13 +2,15 @@
 
 The namespace, the sync CronJob with its Job history, the Immich server pod over the sample library, a
 CNPG cluster with Backups and a ScheduledBackup, and a fortnight of nightly run reports shaped like the
-Jobs. Pure data: the controllers that make the world move live in `controllers.py`.
+Jobs, and the Barman Cloud archive those Backups wrote. Pure data: the controllers that make the world
+move live in `controllers.py`.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import gzip
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -38,6 +40,11 @@ BUCKET = "immich-offsite"
 MEDIA_PREFIX = "immich/media/"
 REPORT_PREFIX = "immich/sync-reports/"
 CRONJOB_ROOT = "/library"
+# Where CNPG archives the database (the ObjectStore's or the Cluster's barmanObjectStore) and under which name.
+DB_DESTINATION = "s3://immich-offsite/immich/postgres"
+DB_SERVER = "immich-db-2026"
+DB_SYSTEM_ID = "7441253190462722073"
+WAL_SEGMENTS_PER_BACKUP = 3  # a backup's first and last segment, and one archived before the next backup
 
 
 def iso(when: dt.datetime) -> str:
@@ -233,15 +240,15 @@ def db_cluster(
             {
                 "name": "barman-cloud.cloudnative-pg.io",
                 "isWALArchiver": True,
-                "parameters": {"barmanObjectName": "immich-db-store", "serverName": "immich-db-2026"},
+                "parameters": {"barmanObjectName": "immich-db-store", "serverName": DB_SERVER},
             }
         ]
     else:
         spec["backup"] = {
             "retentionPolicy": "30d",
             "barmanObjectStore": {
-                "destinationPath": "s3://immich-offsite/immich/postgres",
-                "serverName": "immich-db-2026",
+                "destinationPath": DB_DESTINATION,
+                "serverName": DB_SERVER,
                 "s3Credentials": {
                     "accessKeyId": {"name": "immich-offsite-cnpg", "key": "AWS_ACCESS_KEY_ID"},
                     "secretAccessKey": {"name": "immich-offsite-cnpg", "key": "AWS_SECRET_ACCESS_KEY"},
@@ -249,7 +256,7 @@ def db_cluster(
                 "wal": {"compression": "gzip"},
             },
         }
-        status["firstRecoverabilityPoint"] = iso(now - dt.timedelta(days=30, hours=2))
+        status["firstRecoverabilityPoint"] = iso(first_recoverability_point(now))
         status["lastSuccessfulBackup"] = iso(last_backup)
     return {
         "apiVersion": "postgresql.cnpg.io/v1",
@@ -269,7 +276,7 @@ def object_store(now: dt.datetime, last_backup: dt.datetime | None = None) -> di
         "spec": {
             "retentionPolicy": "30d",
             "configuration": {
-                "destinationPath": "s3://immich-offsite/immich/postgres",
+                "destinationPath": DB_DESTINATION,
                 "s3Credentials": {
                     "accessKeyId": {"name": "immich-offsite-cnpg", "key": "AWS_ACCESS_KEY_ID"},
                     "secretAccessKey": {"name": "immich-offsite-cnpg", "key": "AWS_SECRET_ACCESS_KEY"},
@@ -279,13 +286,124 @@ def object_store(now: dt.datetime, last_backup: dt.datetime | None = None) -> di
         },
         "status": {
             "serverRecoveryWindow": {
-                "immich-db-2026": {
-                    "firstRecoverabilityPoint": iso(now - dt.timedelta(days=30, hours=2)),
+                DB_SERVER: {
+                    "firstRecoverabilityPoint": iso(first_recoverability_point(now)),
                     "lastSuccessfulBackupTime": iso(last_backup),
                 }
             }
         },
     }
+
+
+def first_recoverability_point(now: dt.datetime) -> dt.datetime:
+    """The end of the oldest base backup the archive keeps (a 30-day retention policy)."""
+    return now - dt.timedelta(days=30, hours=2)
+
+
+def backup_base(now: dt.datetime) -> dt.datetime:
+    """When the newest nightly database backup started: 02:00 UTC, the ScheduledBackup's `0 0 2 * * *`."""
+    base = now.replace(hour=2, minute=0, second=0, microsecond=0)
+    return base - dt.timedelta(days=1) if base > now else base
+
+
+@dataclass(frozen=True)
+class ArchivedBackup:
+    """One base backup as both CNPG's Backup status and barman's backup.info describe it."""
+
+    start: dt.datetime
+    segment: int  # the first WAL segment's number on timeline 1 (16 MiB segments)
+
+    @property
+    def end(self) -> dt.datetime:
+        return self.start + dt.timedelta(minutes=3)
+
+    @property
+    def backup_id(self) -> str:
+        return self.start.strftime("%Y%m%dT%H%M%S")
+
+    @property
+    def begin_wal(self) -> str:
+        return wal_name(self.segment)
+
+    @property
+    def end_wal(self) -> str:
+        return wal_name(self.segment + 1)
+
+    def history_file(self) -> bytes:
+        """The backup history file PostgreSQL archives beside the WAL when a backup ends."""
+        return (
+            f"START WAL LOCATION: {self.begin_lsn} (file {self.begin_wal})\n"
+            f"STOP WAL LOCATION: {self.end_lsn} (file {self.end_wal})\n"
+            f"START TIME: {self.start:%Y-%m-%d %H:%M:%S} UTC\nSTOP TIME: {self.end:%Y-%m-%d %H:%M:%S} UTC\n"
+        ).encode()
+
+    @property
+    def begin_lsn(self) -> str:
+        return f"{self.segment >> 8:X}/{(self.segment & 0xFF) << 24 | 0x28:X}"
+
+    @property
+    def end_lsn(self) -> str:
+        return f"{(self.segment + 1) >> 8:X}/{((self.segment + 1) & 0xFF) << 24 | 0x100:X}"
+
+
+def wal_name(segment: int, timeline: int = 1) -> str:
+    return f"{timeline:08X}{segment >> 8:08X}{segment & 0xFF:08X}"
+
+
+def archived_backups(now: dt.datetime) -> list[ArchivedBackup]:
+    """Every base backup in the sandbox's archive, oldest first: the nightly ones back to the retention window
+    (the cluster keeps Backup objects only for the newest of them) and the oldest, which ends at the recovery
+    window's first point."""
+    base = backup_base(now)
+    oldest = first_recoverability_point(now) - dt.timedelta(minutes=3)
+    starts = [oldest, *sorted(start for day in range(30) if (start := base - dt.timedelta(days=day)) > oldest)]
+    return [ArchivedBackup(start, 2 + WAL_SEGMENTS_PER_BACKUP * n) for n, start in enumerate(starts)]
+
+
+def backup_info(backup: ArchivedBackup) -> bytes:
+    """backup.info as barman-cloud-backup writes it: sorted `key=value` lines, `None` for what is unset."""
+    fields = {
+        "backup_id": backup.backup_id,
+        "backup_name": "None",
+        "begin_offset": "40",
+        "begin_time": str(backup.start),
+        "begin_wal": backup.begin_wal,
+        "begin_xlog": backup.begin_lsn,
+        "compression": "None",
+        "end_offset": "256",
+        "end_time": str(backup.end),
+        "end_wal": backup.end_wal,
+        "end_xlog": backup.end_lsn,
+        "error": "None",
+        "mode": "concurrent",
+        "pgdata": "/var/lib/postgresql/data/pgdata",
+        "server_name": "cloud",
+        "size": str(38_000_000 + backup.segment * 40_000),
+        "status": "DONE",
+        "systemid": DB_SYSTEM_ID,
+        "timeline": "1",
+        "version": "160009",
+        "xlog_segment_size": "16777216",
+    }
+    return "".join(f"{key}={value}\n" for key, value in sorted(fields.items())).encode()
+
+
+def barman_archive(now: dt.datetime) -> dict[str, bytes]:
+    """The objects CNPG's barman-cloud wrote to the bucket: base backups and the continuous WAL archive (gzip, as
+    the store's `wal.compression` says), so `db catalog` reads the same history `db backups` shows. WAL bodies
+    are small stand-ins: the catalog only lists them."""
+    prefix = f"{DB_DESTINATION.removeprefix('s3://').partition('/')[2]}/{DB_SERVER}"
+    backups = archived_backups(now)
+    objects: dict[str, bytes] = {}
+    for backup in backups:
+        objects[f"{prefix}/base/{backup.backup_id}/backup.info"] = backup_info(backup)
+        label = f"{backup.begin_wal}.00000028.backup"
+        objects[f"{prefix}/wals/{label[:16]}/{label}.gz"] = gzip.compress(backup.history_file(), mtime=0)
+    last = backups[-1].segment + WAL_SEGMENTS_PER_BACKUP
+    for segment in range(backups[0].segment, last + 1):
+        name = wal_name(segment)
+        objects[f"{prefix}/wals/{name[:16]}/{name}.gz"] = gzip.compress(name.encode(), mtime=0)
+    return objects
 
 
 def db_backup(name: str, mode: str, start: dt.datetime, phase: str = "completed") -> dict[str, Any]:
@@ -294,13 +412,22 @@ def db_backup(name: str, mode: str, start: dt.datetime, phase: str = "completed"
         spec.update(method="plugin", pluginConfiguration={"name": "barman-cloud.cloudnative-pg.io"})
     else:
         spec["method"] = "barmanObjectStore"
+    archived = next((b for b in archived_backups(clock.now()) if b.start == start), None)
     status: dict[str, Any] = {
         "phase": phase,
         "startedAt": iso(start),
         "method": spec["method"],
-        "serverName": "immich-db-2026",
+        "serverName": DB_SERVER,
+        "destinationPath": DB_DESTINATION,
         "backupId": start.strftime("%Y%m%dT%H%M%S"),
     }
+    if archived is not None and phase == "completed":  # the archive's backup.info says the same
+        status.update(
+            beginWal=archived.begin_wal,
+            endWal=archived.end_wal,
+            beginLSN=archived.begin_lsn,
+            endLSN=archived.end_lsn,
+        )
     if phase in ("completed", "failed"):
         status["stoppedAt"] = iso(start + dt.timedelta(minutes=3))
     if phase == "failed":
@@ -408,9 +535,7 @@ def seed(server: EmulatorServer, world: World) -> None:
         )
     if world.cnpg:
         mode = world.cnpg
-        base = now.replace(hour=2, minute=0, second=0, microsecond=0)
-        if base > now:
-            base -= dt.timedelta(days=1)
+        base = backup_base(now)
         finished = base + dt.timedelta(minutes=3)  # the newest Backup's stoppedAt
         cluster = db_cluster(mode, now, archiving=world.archiving, last_backup=finished)
         server.put("postgresql.cnpg.io/v1/clusters", cluster)

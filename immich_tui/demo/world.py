@@ -7,6 +7,8 @@ cluster, and the controllers that make a triggered Job really run `immich-sync b
 The bucket starts with a fortnight of nightly run reports matching the seeded Job history. They
 describe the CronJob's runs (library root `/library`), so the sync engine never takes them as
 evidence about the local sample library: its first real run lists everything.
+It also holds the database's Barman Cloud archive (base backups and WAL) that the seeded CNPG Backups
+describe, so `db catalog` reads the same history `db backups` lists.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +28,15 @@ import yaml
 
 from immich_tui.demo.controllers import BackupController, JobController, SyncTarget
 from immich_tui.demo.emulator import EmulatorServer
-from immich_tui.demo.fixtures import BUCKET, MEDIA_PREFIX, REPORT_PREFIX, World, history_reports, seed
+from immich_tui.demo.fixtures import (
+    BUCKET,
+    MEDIA_PREFIX,
+    REPORT_PREFIX,
+    World,
+    barman_archive,
+    history_reports,
+    seed,
+)
 from immich_tui.demo.library import make_sample_library
 from immich_tui.demo.s3 import DEMO_KEY_ID, DEMO_SECRET, LocalS3
 from immich_tui.services import clock
@@ -89,9 +100,14 @@ class Sandbox:
         failed = tuple(d for d in self.world.failed_job_days if d < self.history_nights)
         for report in history_reports(self.history_nights, failed, clock.now()):
             write_report(store, report_key(REPORT_PREFIX, report), report, b"", None)
-        if self.initial_sync:
-            self.sync()
-            self.add_new_photos()
+        with ThreadPoolExecutor(max_workers=1) as background:
+            # the database archive is uploaded while the first sync (a process of its own) runs: start-up time
+            archived = background.submit(self.archive_database) if self.world.cnpg else None
+            if self.initial_sync:
+                self.sync()
+                self.add_new_photos()
+            if archived is not None:
+                archived.result()
         self.server.start()
         restorer = {
             "AWS_ACCESS_KEY_ID": DEMO_KEY_ID,
@@ -106,6 +122,15 @@ class Sandbox:
         self.backups = BackupController(self.server, seconds=2.0)
         self.kubeconfig.write_text(yaml.safe_dump(self.server.kubeconfig()))
         return self
+
+    def archive_database(self) -> None:
+        """What CNPG's barman-cloud would have written: base backups and WAL matching the seeded Backups, so
+        `db catalog` reads a real Barman archive. Uploaded by several threads: it is on the demo's start-up path."""
+        client = self.s3.client()
+        objects = barman_archive(clock.now())
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for done in [pool.submit(client.put_object, Bucket=BUCKET, Key=k, Body=v) for k, v in objects.items()]:
+                done.result()
 
     def add_new_photos(self, count: int = 3) -> None:
         """Photos taken since the last sync: the Library tab shows them pending, `t` uploads them."""
