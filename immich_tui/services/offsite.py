@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -64,6 +65,11 @@ WRITER_SECRET = "immich-offsite-writer"  # the media writer's keys, in the Immic
 ARCHIVER_SECRET = "immich-offsite-cnpg"  # CNPG's keys for the database archive, in the database namespace
 REPORT_DAYS = 62  # report history listed by default (keys start with the run's UTC time)
 MAX_SKIPPED = 10  # unreadable or ignored reports read in turn before giving up on an older good one
+# A person waits on these reads (status, the TUI, offsite): a few quick tries, then the error, where the
+# nightly engine with nobody waiting retries for minutes. Settings asking for less are kept.
+INTERACTIVE_ATTEMPTS = 3
+INTERACTIVE_CONNECT_SECONDS = 5.0
+INTERACTIVE_READ_SECONDS = 30.0
 
 
 class OffsiteUnavailable(ServiceError):
@@ -205,6 +211,12 @@ def _settings(values: Mapping[str, str], who: str) -> tuple[S3Settings, str, str
         settings = s3_settings(None, values, workers=8)
     except ConfigError as exc:
         raise OffsiteUnavailable(f"{who}: {exc}") from None
+    settings = dataclasses.replace(
+        settings,
+        max_attempts=min(settings.max_attempts, INTERACTIVE_ATTEMPTS),
+        connect_timeout=min(settings.connect_timeout, INTERACTIVE_CONNECT_SECONDS),
+        read_timeout=min(settings.read_timeout, INTERACTIVE_READ_SECONDS),
+    )
     media = values.get("MEDIA_PREFIX", "").strip()
     if not media:
         raise OffsiteUnavailable(f"{who}: MEDIA_PREFIX is not set")
