@@ -22,24 +22,38 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
+from rich.text import Text
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal
+from textual.containers import Horizontal, HorizontalGroup
 from textual.css.query import NoMatches
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
+from textual.widgets._footer import FooterKey  # not re-exported; Textual is pinned exactly
 from textual.worker import Worker, WorkerState
 
+from immich_tui.services.contexts import ContextChoice, switch
+from immich_tui.services.kube import context_name
 from immich_tui.services.status import Services, StatusReport
+from immich_tui.services.workload import ServerWorkload, refuse_while_running
+from immich_tui.widgets.context import ContextScreen
 from immich_tui.widgets.database import DatabasePane
+from immich_tui.widgets.describe import DescribeScreen
 from immich_tui.widgets.dialogs import ConfirmScreen, HelpScreen
 from immich_tui.widgets.jobs import JobsPane
 from immich_tui.widgets.library import LibraryPane
 from immich_tui.widgets.offsite import OffsitePane
 from immich_tui.widgets.overview import OverviewPane, chips
-from immich_tui.widgets.pane import Pane
-from immich_tui.widgets.restore_dialogs import MediaRestoreRequest, MediaRestoreScreen, RecoveryRequest, RecoveryWizard
+from immich_tui.widgets.pane import NARROW, Pane
+from immich_tui.widgets.restore_dialogs import (
+    MediaRestoreRequest,
+    MediaRestoreScreen,
+    RecoveryRequest,
+    RecoveryWizard,
+    RestoreChoiceScreen,
+)
 from sync_engine.text import one_line
 
 PANES: tuple[tuple[str, str, type[Pane]], ...] = (
@@ -52,6 +66,32 @@ PANES: tuple[tuple[str, str, type[Pane]], ...] = (
 WRITE_ACTIONS = frozenset({"trigger_sync", "toggle_suspend", "backup_db", "apply_restore", "media_restore"})
 STATUS_SECONDS = 30.0
 OVERVIEW_RUNS = 12
+TITLE = " immich-tui"
+PINNED_ACTIONS = ("help", "quit")
+
+
+class KeysFooter(Footer):
+    """The footer with `? Help` and `q Quit` (and the palette) pinned right: whatever else a narrow
+    terminal cuts off, the way to every other key and the way out are always on screen."""
+
+    def compose(self) -> ComposeResult:
+        pinned: list[Widget] = []
+        for widget in super().compose():
+            if isinstance(widget, FooterKey) and (
+                widget.action in PINNED_ACTIONS or widget.has_class("-command-palette")
+            ):
+                widget.remove_class("-command-palette")
+                pinned.append(widget)
+            else:
+                yield widget
+        if pinned:
+            pinned.sort(key=lambda w: PINNED_ACTIONS.index(w.action) if w.action in PINNED_ACTIONS else 9)
+            with HorizontalGroup(id="footer-pinned"):
+                yield from pinned
+
+
+def elide(text: str, cells: int) -> str:
+    return text if len(text) <= cells else text[: max(1, cells - 1)] + "…"
 
 
 class WriteFailed(Exception):
@@ -128,8 +168,11 @@ class ImmichApp(App[None]):
         Binding("R", "restore", "Restore…"),
         Binding("r", "refresh", "Refresh"),
         Binding("slash", "filter", "Filter"),
+        Binding("d", "describe", "Describe"),
+        Binding("colon", "switch_context", "Context", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),  # Textual's default is copy
     ]
 
     def __init__(self, services: Services, *, tick_seconds: float = 1.0, cursor_blink: bool = True) -> None:
@@ -141,31 +184,70 @@ class ImmichApp(App[None]):
         self.report: StatusReport | None = None
         self._status_worker: Worker[Any] | None = None
         self._status_at: float | None = None
-        self._context_name = services.target.context or ""
+        # named from the kubeconfig before any request, so an unreachable cluster is still named
+        self._context_name = context_name(services.target.kubeconfig, services.target.context)
         self.media_as_of: dt.datetime | None = None  # the point the recovery wizard chose for the media
+        self._chips: Text = chips(None)
+        self._filter_target: Widget | None = None  # what `/` filters: the widget focused when it was pressed
+        self._filter_pane: Pane | None = None
 
     # Layout --------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         with Horizontal(id="topbar"):
-            yield Static(" immich-tui", id="app-title")
+            yield Static(TITLE, id="app-title")
             yield Static(self._context_text(), id="app-context")
-            yield Static(chips(None), id="verdict")
+            yield Static(self._chips, id="verdict")
         with TabbedContent(id="tabs"):
             for pid, title, cls in PANES:
                 with TabPane(title, id=f"tab-{pid}"):
                     yield cls(self.services, id=pid)
-        yield Input(placeholder="filter the pane — Esc clears", id="filter", disabled=True)
-        yield Footer()
+        yield Input(placeholder="filter: a regex or plain text — Esc clears", id="filter", disabled=True)
+        yield KeysFooter(compact=True)
 
-    def _context_text(self) -> str:
+    def _context_text(self, room: int | None = None) -> str:
+        """The context and namespaces in `room` cells: spelled out when they fit, then compact, then
+        with the context name elided. `room` defaults to what the title and the verdict chips leave."""
         t = self.services.target
-        ro = "  [reverse yellow] READ-ONLY [/]" if self.read_only else ""
-        return f" ctx: {self._context_name or '-'}  ns: {t.namespace} / {t.db_namespace}{ro}"
+        ctx = self._context_name or "-"
+        if room is None:
+            room = (self.size.width or 120) - len(TITLE) - self._chips.cell_len - 1
+        ro, ro_short = "  [reverse yellow] READ-ONLY [/]", " [reverse yellow] RO [/]"
+        candidates = [
+            (f" ctx: {ctx}  ns: {t.namespace} / {t.db_namespace}", ro),
+            (f" {ctx} · {t.namespace}/{t.db_namespace}", ro),
+            (f" {ctx} · {t.namespace}/{t.db_namespace}", ro_short),
+        ]
+        for text, flag in candidates:
+            flag = flag if self.read_only else ""
+            if len(text) + Text.from_markup(flag).cell_len <= room:
+                return text + flag
+        flag = ro_short if self.read_only else ""
+        spaces = f" · {t.namespace}/{t.db_namespace}"
+        keep = room - len(spaces) - Text.from_markup(flag).cell_len - 1
+        if keep >= 4:
+            return f" {elide(ctx, keep)}{spaces}{flag}"
+        return f" {elide(ctx, max(4, room - 1 - Text.from_markup(flag).cell_len))}{flag}"
+
+    def _update_header(self) -> None:
+        """The verdict chips are never cut; the context comes next, and the app's name gives way to it
+        in a narrow terminal (the terminal's title bar names the app anyway)."""
+        width = self.size.width or 120
+        room = width - self._chips.cell_len - 1
+        with_title = self._context_text(room - len(TITLE))
+        title_fits = "…" not in with_title or "…" in self._context_text(room)
+        self.query_one("#app-title", Static).display = title_fits
+        self.query_one("#app-context", Static).update(with_title if title_fits else self._context_text(room))
+        self.query_one("#verdict", Static).update(self._chips)
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).cursor_blink = self.cursor_blink
         self.refresh_status()
         self.set_interval(self.tick_seconds, self.tick)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.set_class(event.size.width < NARROW, "-narrow")
+        with contextlib.suppress(NoMatches):
+            self._update_header()
 
     # Loading -------------------------------------------------------------------------------------
     @property
@@ -208,30 +290,30 @@ class ImmichApp(App[None]):
             self.report = event.worker.result
             assert self.report is not None
             self._context_name = self.report.context or self._context_name
-            self.query_one("#app-context", Static).update(self._context_text())
-            self.query_one("#verdict", Static).update(chips(self.report.verdict))
+            self._chips = chips(self.report.verdict)
+            self._update_header()
             overview.loaded_at = time.monotonic()
             overview.show(self.report)
         elif event.state == WorkerState.ERROR:
             message = one_line(event.worker.error or RuntimeError("status failed"))
-            self.query_one("#verdict", Static).update(
-                chips(None, "cluster unreachable" if "reach" in message else "error")
-            )
+            self._chips = chips(None, "cluster unreachable" if "reach" in message else "error")
+            self._update_header()
             overview.show_error(message)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self._close_filter()  # a filter belongs to the panel it was typed for
         pane = self.active_pane
         if isinstance(pane, OverviewPane):
             return
         pane.focus_main()
         if pane.due():
             pane.load()
-        filter_input = self.query_one("#filter", Input)
-        if filter_input.value:
-            pane.apply_filter(filter_input.value)
 
     # Navigation and help -------------------------------------------------------------------------
     def action_show_pane(self, pane: str) -> None:
+        # Let go of the focus first: hiding the focused table moves the focus to the next widget of the
+        # same tab, and a focused widget in a tab makes TabbedContent show that tab again.
+        self.screen.set_focus(None)
         self.query_one("#tabs", TabbedContent).active = f"tab-{pane}"
 
     def action_refresh(self) -> None:
@@ -240,32 +322,117 @@ class ImmichApp(App[None]):
         if not isinstance(pane, OverviewPane):
             pane.load()
 
+    def _focused_panel(self) -> tuple[Pane, Widget | None]:
+        """The active tab's pane and its widget that has focus (None when the focus is elsewhere, e.g. on
+        the tab strip): `?`, `/` and `S` act on that panel, as in lazygit and k9s."""
+        pane = self.active_pane
+        focused = self.screen.focused
+        if focused is not None and (focused is pane or pane in focused.ancestors):
+            return pane, focused
+        return pane, None
+
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.read_only))
+        pane, focused = self._focused_panel()
+        keys: list[tuple[str, str]] = list(pane.help_keys)  # said better than a binding's short name
+        seen: set[str] = {key for key, _ in keys}
+        for node in (focused, pane) if focused is not None else (pane,):
+            for binding in node._bindings.key_to_bindings.values():
+                for b in binding:
+                    if b.show and b.description and b.key not in seen:
+                        seen.add(b.key)
+                        keys.append((self.get_key_display(b), b.description.lower()))
+        name = str(focused.border_title or "") if focused is not None else ""
+        name = name.split(" · sorted by ")[0]
+        title = f"{pane.title}: {name}" if name and name != pane.title else (pane.title or "Overview")
+        self.push_screen(HelpScreen(self.read_only, title, keys))
 
     def action_filter(self) -> None:
+        pane, focused = self._focused_panel()
+        if isinstance(pane, OverviewPane):
+            self.notify("the Overview has nothing to filter: pick a tab with a table (2-5)", timeout=4)
+            return
+        if focused is None:
+            pane.focus_main()
+            focused = self.screen.focused
+        self._close_filter()
+        self._filter_target, self._filter_pane = focused, pane
         box = self.query_one("#filter", Input)
+        name = str(focused.border_title or pane.title) if focused is not None else pane.title
+        box.border_title = f"filter {name.split(' · sorted by ')[0]}"
+        box.border_subtitle = ""
         box.disabled = False
         box.display = True
         box.focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id == "filter":
-            self.active_pane.apply_filter(event.value)
+        if event.input.id == "filter" and self._filter_pane is not None:
+            self._filter_pane.apply_filter(event.value, self._filter_target)
+            event.input.border_subtitle = self._filter_pane.filter_problem
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "filter":
+            self._refocus_filtered()
+
+    def _refocus_filtered(self) -> None:
+        target = self._filter_target
+        if target is not None and target.is_attached and target.focusable:
+            target.focus()
+        else:
             self.active_pane.focus_main()
+
+    def _close_filter(self) -> None:
+        """Clear the filter of the panel it was typed for, and hide the box."""
+        box = self.query_one("#filter", Input)
+        if self._filter_pane is not None and box.value:
+            box.value = ""
+            self._filter_pane.apply_filter("", self._filter_target)
+        box.display = False
+        box.disabled = True
 
     def on_key(self, event: events.Key) -> None:
         box = self.query_one("#filter", Input)
         if event.key == "escape" and box.has_focus:
-            box.value = ""
-            box.display = False
-            box.disabled = True
-            self.active_pane.apply_filter("")
-            self.active_pane.focus_main()
+            self._close_filter()
+            self._refocus_filtered()
             event.stop()
+
+    # Describe and context ------------------------------------------------------------------------
+    def action_describe(self) -> None:
+        """`d`: what `kubectl describe` says about the object under the cursor."""
+        ref = self.active_pane.selected_ref()
+        if ref is None:
+            self.notify("nothing selected to describe", severity="warning", timeout=4)
+            return
+        self.push_screen(DescribeScreen(self.services, ref))
+
+    def action_switch_context(self) -> None:
+        """`:`: another kubeconfig context or namespaces; every pane then reads through the new services."""
+        self.push_screen(ContextScreen(self.services), self._context_chosen)
+
+    def _context_chosen(self, choice: ContextChoice | None) -> None:
+        if choice is None:
+            return
+        try:
+            services = switch(self.services, choice)
+        except Exception as exc:  # a bad kubeconfig or context: say so, keep the current one
+            self.notify(f"cannot switch context: {one_line(exc)}", severity="error", timeout=8, markup=False)
+            return
+        self.services = services
+        self.read_only = services.target.read_only
+        self._context_name = services.target.context or choice.context
+        self.report = None
+        self._chips = chips(None)
+        for pane in self.query(Pane):
+            pane.services = services
+            pane.loaded_at = None
+            pane._worker = None  # a read still running answers for the old context: ignored
+        self._update_header()
+        self._status_worker = None
+        self.refresh_status()
+        pane = self.active_pane
+        if not isinstance(pane, OverviewPane):
+            pane.load()
+        self.refresh_bindings()
 
     # Writes: one guard, one confirmation, one worker ---------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -325,35 +492,56 @@ class ImmichApp(App[None]):
         )
 
     def action_restore(self) -> None:
-        """Database tab: the recovery wizard (preview allowed read-only). Offsite tab: the media restore Job."""
+        """Database tab: the recovery wizard (preview allowed read-only). Offsite tab: the media restore Job.
+        Elsewhere: a choice between the two, which then opens in its own tab."""
         pane = self.active_pane
         if isinstance(pane, DatabasePane):
-            if pane.state is None:
-                self.notify("the Database tab has no cluster data yet", severity="warning")
-                return
-            reports = self.report.offsite.value.reports if self.report and self.report.offsite.value else None
-            latest = reports.latest_ok if reports else None
-            can_apply = bool(self.check_action("apply_restore", ()))
-            wizard = RecoveryWizard(
-                pane.state,
-                latest.started if latest else None,
-                can_apply=can_apply,
-                cursor_blink=self.cursor_blink,
-                syncs=reports.points if reports else None,
-                syncs_since=reports.listed_since if reports else None,
-            )
-            self.push_screen(wizard, self._db_restore_answer)
+            self._open_recovery_wizard(pane)
         elif isinstance(pane, OffsitePane):
-            if not self.check_action("media_restore", ()):
-                self.notify("read-only mode: a media restore is a change to the cluster", severity="warning")
-                return
-            bucket = pane.state.bucket if pane.state else "the bucket"
-            dialog = MediaRestoreScreen(
-                self.services.target.namespace, bucket, cursor_blink=self.cursor_blink, as_of=self.media_as_of
-            )
-            self.push_screen(dialog, self._media_restore_answer)
+            self._open_media_restore(pane)
         else:
-            self.notify("R restores: the database from the Database tab, the media from the Offsite tab")
+            media_allowed = bool(self.check_action("media_restore", ()))
+            self.push_screen(RestoreChoiceScreen(media_allowed=media_allowed), self._restore_chosen)
+
+    def _restore_chosen(self, what: str | None) -> None:
+        if what == "database":
+            self.action_show_pane("database")
+            database = self.query_one("#database", DatabasePane)
+            if database.state is None:  # the tab's first load is on its way: open once it has answered
+                database.when_loaded.append(lambda: self._open_recovery_wizard(database))
+                database.load()
+            else:
+                self._open_recovery_wizard(database)
+        elif what == "media":
+            self.action_show_pane("offsite")
+            self._open_media_restore(self.query_one("#offsite", OffsitePane))
+
+    def _open_recovery_wizard(self, pane: DatabasePane) -> None:
+        if pane.state is None:
+            self.notify("the Database tab has no cluster data yet", severity="warning")
+            return
+        reports = self.report.offsite.value.reports if self.report and self.report.offsite.value else None
+        latest = reports.latest_ok if reports else None
+        can_apply = bool(self.check_action("apply_restore", ()))
+        wizard = RecoveryWizard(
+            pane.state,
+            latest.started if latest else None,
+            can_apply=can_apply,
+            cursor_blink=self.cursor_blink,
+            syncs=reports.points if reports else None,
+            syncs_since=reports.listed_since if reports else None,
+        )
+        self.push_screen(wizard, self._db_restore_answer)
+
+    def _open_media_restore(self, pane: OffsitePane) -> None:
+        if not self.check_action("media_restore", ()):
+            self.notify("read-only mode: a media restore is a change to the cluster", severity="warning")
+            return
+        bucket = pane.state.bucket if pane.state else "the bucket"
+        dialog = MediaRestoreScreen(
+            self.services.target.namespace, bucket, cursor_blink=self.cursor_blink, as_of=self.media_as_of
+        )
+        self.push_screen(dialog, self._media_restore_answer)
 
     def _db_restore_answer(self, request: RecoveryRequest | None) -> None:
         if request is not None:
@@ -382,8 +570,18 @@ class ImmichApp(App[None]):
             self.notify("media restore: cancelled", timeout=3)
             return
         pvc, force, as_of = request.pvc, request.force, request.as_of
+        workload = ServerWorkload(namespace=self.services.target.namespace)
+        allow = request.allow_running_server
+
+        def restore() -> Any:
+            """The plugin's rule: refused while the Immich server runs, unless the dialog's box says so."""
+            refuse_while_running(
+                self.services.kube, workload, allow=allow, override='tick "--allow-running-server" in the dialog'
+            )
+            return self.services.media.start_restore(pvc, force=force, as_of=as_of)
+
         self.run_worker(
-            lambda: self.services.media.start_restore(pvc, force=force, as_of=as_of),
+            restore,
             thread=True,
             group="write",
             name="media restore",
@@ -430,6 +628,13 @@ class ImmichApp(App[None]):
             ),
             ("backup_db", "Back up the database now", "Create a CNPG Backup", self.action_backup_db),
             ("restore", "Restore…", "Database recovery wizard or media restore Job", self.action_restore),
+            ("describe", "Describe", "The selected object's conditions, Events and YAML", self.action_describe),
+            (
+                "switch_context",
+                "Switch context / namespace",
+                "Another kubeconfig context or namespaces",
+                self.action_switch_context,
+            ),
             ("refresh", "Refresh", "Reload the verdict and the visible tab", self.action_refresh),
             ("filter", "Filter", "Filter the visible tab", self.action_filter),
             ("help", "Help", "Keys and panes", self.action_help),

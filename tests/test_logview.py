@@ -293,6 +293,28 @@ async def test_the_filter_shows_only_matching_lines_and_clearing_it_restores_all
 
 
 @pytest.mark.asyncio
+async def test_the_filter_is_a_regex_and_an_invalid_one_filters_as_plain_text() -> None:
+    app = LogApp(max_lines=50)
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.view
+        view.append_lines(["INFO start", "WARN slow [retry 1]", "ERROR gone", "info done", "uploaded 12 files"])
+        view.set_filter("^(warn|error)")
+        await pilot.pause()
+        assert view.filter_problem == ""
+        assert visible_text(view)[:3] == ["WARN slow [retry 1]", "ERROR gone", ""]
+        view.set_filter("[0-9]+ files")
+        await pilot.pause()
+        assert view.shown_count == 1 and visible_text(view)[0] == "uploaded 12 files"
+        view.set_filter("[retry")  # not a regex: the literal text, said so
+        await pilot.pause()
+        assert "not a regex" in view.filter_problem
+        assert view.shown_count == 1 and visible_text(view)[0] == "WARN slow [retry 1]"
+        view.append_lines(["WARN slow [retry 2]"])
+        await pilot.pause()
+        assert view.shown_count == 2
+
+
+@pytest.mark.asyncio
 async def test_filtered_lines_are_evicted_with_the_cap() -> None:
     app = LogApp(max_lines=100)
     async with app.run_test(size=SIZE) as pilot:

@@ -235,6 +235,7 @@ def test_a_closed_port_ends_loading_with_the_problem_and_what_to_check(tmp_path:
         assert "check that the API server of context 'gone' is up" in lines[1]
         assert "unreachable" in str(app.screen.query_one("#verdict", Static).render())
         assert not any("loading" in line for line in screen_lines(app))
+        assert "gone" in str(app.screen.query_one("#app-context", Static).render())  # the context is named
 
     run(app, scenario)
 

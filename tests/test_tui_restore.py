@@ -98,6 +98,17 @@ def test_media_restore_job_restores_the_library_and_streams_its_log(box: Sandbox
         await settle(pilot)
         await press(pilot, "R")
         assert isinstance(app.screen, MediaRestoreScreen)
+        app.screen.query_one("#yes", Button).press()  # the sandbox's Immich server pod runs: refused
+        await until(pilot, lambda: any("Immich server is running" in str(n.message) for n in app._notifications))
+        refusal = next(str(n.message) for n in app._notifications if "Immich server is running" in str(n.message))
+        assert "kubectl -n immich scale deployment/immich-server --replicas=0" in refusal
+        assert not any("restore" in r.data["metadata"]["name"] for r in requests(box, "POST", "/jobs"))
+        await press(pilot, "R")
+        assert isinstance(app.screen, MediaRestoreScreen)
+        allow = app.screen.query_one("#restore-allow-running", Checkbox)
+        allow.value = True
+        await settle(pilot)
+        assert str(allow.label).startswith("--allow-running-server: on")
         app.screen.query_one("#yes", Button).press()
         await until(pilot, lambda: any("restore" in r.data["metadata"]["name"] for r in requests(box, "POST", "/jobs")))
         job = requests(box, "POST", "/jobs")[-1].data
@@ -209,6 +220,7 @@ def test_media_restore_as_of_a_time_reaches_the_job_and_a_bad_time_is_named(box:
         assert isinstance(app.screen, MediaRestoreScreen) and len(requests(box, "POST", "/jobs")) == jobs_before
         box_as_of.value = clock.iso(point) or ""
         dialog.query_one("#restore-force", Checkbox).value = True  # an earlier test restored into the volume
+        dialog.query_one("#restore-allow-running", Checkbox).value = True  # the sandbox's server pod runs
         dialog.query_one("#yes", Button).press()
         await until(pilot, lambda: len(requests(box, "POST", "/jobs")) == jobs_before + 1)
         job = requests(box, "POST", "/jobs")[-1].data

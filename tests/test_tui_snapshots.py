@@ -1,4 +1,5 @@
-"""Every pane and every dialog at 120x40, on the sandbox with a pinned clock (SVGs in __snapshots__/).
+"""Every pane and every dialog at 120x40, the main ones at 80x24 and 200x60 too, on the sandbox with a
+pinned clock (SVGs in __snapshots__/).
 
 Regenerate after an intended change with `pytest tests/test_tui_snapshots.py --snapshot-update`,
 then look at each changed SVG before committing it.
@@ -81,11 +82,33 @@ def keys(*pressed: str, after: Callable[[Pilot[Any]], Any] | None = None) -> Cal
         ("filter", ("5", "slash", "1", "1", "2", "6")),
         ("db_restore_wizard", ("5", "R")),
         ("media_restore", ("3", "R")),
+        ("restore_choice", ("R",)),
+        ("jobs_log_focused", ("4", "tab")),
+        ("jobs_sorted", ("4", "S", "S")),
     ],
 )
 def test_pane_and_dialog(snap_compare: SnapCompare, sandbox: Sandbox, name: str, pressed: tuple[str, ...]) -> None:
     with PinnedClock():
         assert snap_compare(make_app(sandbox), terminal_size=SIZE, run_before=keys(*pressed))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 60)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize(
+    ("name", "pressed"),
+    [
+        ("overview", ()),
+        ("jobs", ("4",)),
+        ("db_restore_wizard", ("5", "R")),
+        ("media_restore", ("3", "R")),
+        ("help", ("question_mark",)),
+        ("restore_choice", ("R",)),
+    ],
+)
+def test_small_and_large_terminals(
+    snap_compare: SnapCompare, sandbox: Sandbox, name: str, pressed: tuple[str, ...], size: tuple[int, int]
+) -> None:
+    with PinnedClock():
+        assert snap_compare(make_app(sandbox), terminal_size=size, run_before=keys(*pressed))
 
 
 def test_command_palette(snap_compare: SnapCompare, sandbox: Sandbox) -> None:

@@ -47,6 +47,7 @@ from immich_tui.services.workload import (
     DEFAULT_SERVER_DEPLOYMENT,
     DEFAULT_SERVER_SELECTOR,
     ServerWorkload,
+    refuse_while_running,
     running_server,
 )
 
@@ -627,18 +628,14 @@ class Cli:
         return ServerWorkload(namespace=self.services.target.namespace, selector=self.args.server_selector)
 
     def _check_server_stopped(self) -> None:
-        """Immich writes to the library while it runs (uploads, thumbnails): a restore beneath it mixes the
-        two, and Immich would serve a half-restored library. Refused unless --allow-running-server."""
-        running = running_server(self.services.kube, self._server())
-        if running is None:
-            return
-        if self.args.allow_running_server:
-            self.stderr.write(f"warning: the Immich server is running ({running.describe()}); restoring anyway\n")
-            return
-        raise ServiceError(
-            f"the Immich server is running in {running.namespace} ({running.describe()}): stop it first with "
-            f"`{running.scale_down}`, or pass --allow-running-server"
+        running = refuse_while_running(
+            self.services.kube,
+            self._server(),
+            allow=self.args.allow_running_server,
+            override="pass --allow-running-server",
         )
+        if running is not None:
+            self.stderr.write(f"warning: the Immich server is running ({running.describe()}); restoring anyway\n")
 
     def _media_preview(self, as_of: dt.datetime | None) -> int:
         """What `media restore --apply` would do, read-only: the Job it would create, where from, into what."""

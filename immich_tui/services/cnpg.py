@@ -19,13 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from immich_tui.services import clock
-from immich_tui.services.kube import Access, Kube, NotFound
-from immich_tui.services.schema import View
+from immich_tui.services.kube import Access, Forbidden, Kube, NotFound
+from immich_tui.services.schema import InvalidObject, View
 
 GROUP, VERSION = "postgresql.cnpg.io", "v1"
 PLUGIN_GROUP = "barmancloud.cnpg.io"
 PLUGIN_NAME = "barman-cloud.cloudnative-pg.io"
 BACKUPS_SHOWN = 50
+RECOVERIES_SCANNED = 200  # Clusters listed in the namespace to find recoveries; a namespace holds a few
+RESTORED_FROM = "immich-backup/restored-from"
+RECOVERY_TARGET = "immich-backup/recovery-target"
 
 
 class CnpgMissing(NotFound):
@@ -99,6 +102,19 @@ class DbObjectStore:
 
 
 @dataclass
+class DbRecovery:
+    """A Cluster that recovers (or recovered) from this cluster's archive: a restore to watch."""
+
+    name: str
+    namespace: str
+    phase: str
+    instances: int
+    ready_instances: int
+    target: str  # what it recovers to, as the wizard recorded it; "" when made elsewhere
+    created: dt.datetime | None
+
+
+@dataclass
 class DbState:
     cluster: DbCluster
     backups: list[DbBackup]
@@ -106,6 +122,8 @@ class DbState:
     schedules: list[DbSchedule]
     object_store: DbObjectStore | None
     last_backup: dt.datetime | None  # newest completed base backup, from whichever source knows
+    recoveries: list[DbRecovery] = field(default_factory=list)
+    recoveries_problem: str = ""  # why recoveries could not be listed, when they could not
 
 
 def schedule_warning(schedule: str) -> str:
@@ -232,6 +250,40 @@ def _schedule(obj: object) -> DbSchedule:
     )
 
 
+def _recovers_from(obj: View, source: DbCluster) -> bool:
+    """Whether a Cluster bootstraps from `source`'s archive: the wizard's annotation names it, or (a
+    recovery written by hand) its recovery source is an external cluster with the same server name."""
+    meta, spec = obj.map("metadata"), obj.map("spec")
+    if meta.text("name") == source.name:
+        return False
+    if meta.map("annotations").text(RESTORED_FROM) == f"{source.namespace}/{source.name}":
+        return True
+    origin = spec.map("bootstrap").map("recovery").text("source")
+    if not origin:
+        return False
+    for external in spec.maps("externalClusters"):
+        if external.text("name") != origin:
+            continue
+        barman = external.map("barmanObjectStore")
+        server = external.map("plugin").map("parameters").text("serverName") or barman.text("serverName")
+        store = external.map("plugin").map("parameters").text("barmanObjectName") or barman.text("destinationPath")
+        return server == source.server_name and (not store or store == source.object_store)
+    return False
+
+
+def _recovery(obj: View) -> DbRecovery:
+    meta, spec, status = obj.map("metadata"), obj.map("spec"), obj.map("status")
+    return DbRecovery(
+        name=meta.text("name"),
+        namespace=meta.text("namespace"),
+        phase=status.text("phase") or "pending",
+        instances=spec.count("instances"),
+        ready_instances=status.count("readyInstances"),
+        target=meta.map("annotations").text(RECOVERY_TARGET),
+        created=meta.time("creationTimestamp"),
+    )
+
+
 def _object_store(obj: object) -> DbObjectStore:
     store = View.of("ObjectStore", obj)
     config = store.map("spec").map("configuration")
@@ -330,7 +382,31 @@ class Database:
             raise NotFound(f"ObjectStore {self.namespace}/{name} named by the cluster does not exist") from None
         return _object_store(raw)
 
-    def state(self) -> DbState:
+    def recoveries(self, source: DbCluster) -> list[DbRecovery]:
+        """Clusters in the namespace that recover from `source`'s archive, newest first: after Apply in
+        the recovery wizard, this is where the new cluster's progress is watched."""
+        items = self.kube.list(
+            self._custom("list", "clusters"),
+            self.kube.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            "clusters",
+            max_items=RECOVERIES_SCANNED,
+        )
+        found = []
+        for raw in items:
+            try:  # someone else's malformed Cluster in the namespace is not this cluster's problem
+                view = View.of("CNPG Cluster", raw, namespace=self.namespace)
+                if _recovers_from(view, source):
+                    found.append(_recovery(view))
+            except InvalidObject:
+                continue
+        return sorted(found, key=lambda r: (clock.iso(r.created) or "", r.name), reverse=True)
+
+    def state(self, *, recoveries: bool = False) -> DbState:
+        """The cluster, its Backups, schedules and window; with `recoveries`, also the Clusters recovering
+        from its archive (one more list, which only the Database tab shows: `status` does not pay for it)."""
         cluster = self.cluster()
         backups, total = self.backups()
         store = None
@@ -341,7 +417,14 @@ class Database:
                 cluster.window = window
         completed = [b.stopped for b in backups if b.phase == "completed" and b.stopped]
         candidates = [t for t in (cluster.window.last_success, *completed[:1]) if t]
-        return DbState(cluster, backups, total, self.schedules(), store, max(candidates) if candidates else None)
+        state = DbState(cluster, backups, total, self.schedules(), store, max(candidates) if candidates else None)
+        if not recoveries:
+            return state
+        try:
+            state.recoveries = self.recoveries(cluster)
+        except Forbidden as exc:  # a viewer may read its cluster by name without listing every Cluster
+            state.recoveries_problem = str(exc)
+        return state
 
     # Actions -------------------------------------------------------------------------------------
     def backup_manifest(self, cluster: DbCluster, name: str) -> dict[str, Any]:

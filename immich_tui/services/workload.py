@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from kubernetes import client
 
+from immich_tui.services.errors import ServiceError
 from immich_tui.services.kube import Access, Kube, NotFound
 from immich_tui.services.schema import View
 
@@ -87,3 +88,21 @@ def running_server(kube: Kube, workload: ServerWorkload) -> RunningServer | None
     if not pods and not replicas:
         return None
     return RunningServer(ns, sorted(pods), workload.deployment, replicas)
+
+
+class ServerRunning(ServiceError):
+    """A media restore refused because the Immich server runs; the message names it and how to stop it."""
+
+
+def refuse_while_running(kube: Kube, workload: ServerWorkload, *, allow: bool, override: str) -> RunningServer | None:
+    """The one rule for the plugin and the TUI: Immich writes to the library while it runs (uploads,
+    thumbnails), so a restore beneath it mixes the two and Immich serves a half-restored library. Refused
+    unless `allow`; `override` names how to allow it where the refusal is read (a flag, a checkbox).
+    Returns what runs when allowed anyway, for a warning."""
+    running = running_server(kube, workload)
+    if running is None or allow:
+        return running
+    raise ServerRunning(
+        f"the Immich server is running in {running.namespace} ({running.describe()}): stop it first with "
+        f"`{running.scale_down}`, or {override}"
+    )

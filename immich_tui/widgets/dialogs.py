@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
+from textual.markup import escape
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Static
 
 
-class ConfirmScreen(ModalScreen[bool]):
+class FitsTheTerminal:
+    """A dialog whose middle scrolls so its title and buttons stay on screen in a small terminal.
+
+    CSS cannot say "the screen's height minus the title and buttons", so the middle's maximum height is
+    set from the measured rest of the dialog whenever the terminal is resized.
+    """
+
+    scroll_id = "dialog-scroll"
+    box_id = "dialog"
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._fit)  # type: ignore[attr-defined]
+
+    def on_mount(self) -> None:
+        self.call_after_refresh(self._fit)  # type: ignore[attr-defined]
+
+    def _fit(self) -> None:
+        screen: Screen[object] = self  # type: ignore[assignment]
+        try:
+            box, middle = screen.query_one(f"#{self.box_id}"), screen.query_one(f"#{self.scroll_id}")
+        except NoMatches:
+            return
+        # measured from the parts around the middle: the box itself may already be cut to the screen
+        rest = box.styles.gutter.height + sum(
+            child.outer_size.height + child.styles.margin.height for child in box.children if child is not middle
+        )
+        footer = sum(f.outer_size.height for f in screen.query("Footer"))
+        middle.styles.max_height = max(3, screen.size.height - footer - rest - box.styles.margin.height)
+
+
+class ConfirmScreen(FitsTheTerminal, ModalScreen[bool]):
     """Yes/no for one action, naming exactly what will change in the cluster."""
 
     BINDINGS = [
@@ -26,7 +60,8 @@ class ConfirmScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Static(self.title_text, id="dialog-title")
-            yield Static(self.body, id="dialog-body")
+            with VerticalScroll(id="dialog-scroll"):
+                yield Static(self.body, id="dialog-body")
             with Horizontal(id="dialog-buttons"):
                 yield Button(f"{self.confirm} (y)", variant="warning", id="yes")
                 yield Button("Cancel (n)", variant="default", id="no")
@@ -41,39 +76,49 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(yes)
 
 
-HELP = """\
-[b]Panes[/]                      [b]Actions[/] (each asks first)
- 1  Overview                  t  trigger a media sync now
- 2  Library (PVC)             s  suspend / resume the nightly sync
- 3  Offsite (S3)              b  take a database backup now
- 4  Jobs + live logs          r  refresh now
- 5  Database (CNPG)           R  restore: DB wizard (Database tab),
-                                 media Job (Offsite tab)
-                              /  filter the pane (Esc clears)
-                              ctrl+p  every action and pane
-[b]Jobs pane[/]                  [b]Offsite pane[/]
- ↑↓ pick a Job, its log       l  list the bucket (exact counts)
- f  follow on/off             v  verify against run manifests
- w  wrap on/off
- G  jump to the end           [b]Library pane[/]
-                              enter  open a folder, backspace up
- ?  this help    q  quit
-"""
+GLOBAL_KEYS: tuple[tuple[str, str], ...] = (
+    ("1-5", "Overview, Library, Offsite, Jobs, Database"),
+    ("tab", "the next panel of the tab"),
+    ("/", "filter the focused panel (a regex; Esc clears)"),
+    ("d", "describe the selected object"),
+    (":", "switch context / namespace"),
+    ("r", "refresh now"),
+    ("t", "trigger a media sync now"),
+    ("s", "suspend / resume the nightly sync"),
+    ("b", "take a database backup now"),
+    ("R", "restore: the database or the media"),
+    ("ctrl+p", "every action and pane"),
+    ("?", "this help"),
+    ("q  ctrl+c", "quit"),
+)
+WRITE_KEYS = frozenset({"t", "s", "b"})
 
 
-class HelpScreen(ModalScreen[None]):
+def key_lines(keys: Iterable[tuple[str, str]]) -> str:
+    return "\n".join(f" [b]{escape(key):>9}[/]  {escape(what)}" for key, what in keys)
+
+
+class HelpScreen(FitsTheTerminal, ModalScreen[None]):
+    """The keys of the panel that has focus first, then the ones that work everywhere (k9s-style)."""
+
     BINDINGS = [Binding("escape,q,question_mark", "dismiss_help", "Close", show=False)]
+    scroll_id, box_id = "help-scroll", "help"
 
-    def __init__(self, read_only: bool) -> None:
+    def __init__(self, read_only: bool, panel: str = "", panel_keys: Iterable[tuple[str, str]] = ()) -> None:
         super().__init__()
         self.read_only = read_only
+        self.panel = panel
+        self.panel_keys = list(panel_keys)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help"):
-            yield Static("immich-tui — keys", id="help-title")
-            note = "\n[yellow]Read-only: t, s, b and applying a restore are disabled.[/]" if self.read_only else ""
-            yield Static(HELP + note, id="help-body")
-            yield Static("Esc to close", id="help-foot")
+            yield Static("immich-tui — keys  [dim](Esc closes)[/]", id="help-title")
+            with VerticalScroll(id="help-scroll"):
+                if self.panel_keys:
+                    yield Static(f"[b $accent]{escape(self.panel)}[/]\n" + key_lines(self.panel_keys), id="help-panel")
+                shown = [(k, w) for k, w in GLOBAL_KEYS if not (self.read_only and k in WRITE_KEYS)]
+                note = "\n[yellow]Read-only: t, s, b and applying a restore are disabled.[/]" if self.read_only else ""
+                yield Static("[b $accent]Everywhere[/]\n" + key_lines(shown) + note, id="help-body")
 
     def action_dismiss_help(self) -> None:
         self.dismiss(None)

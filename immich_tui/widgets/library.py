@@ -32,18 +32,19 @@ class LibraryPane(Pane):
         Binding("enter", "drill", "Open folder", show=False),
         Binding("backspace,escape", "up", "Back", show=False),
     ]
+    help_keys = (("enter", "open a folder"), ("backspace", "back up a level"))
 
     def __init__(self, services: Services, **kwargs: Any) -> None:
         super().__init__(services, **kwargs)
         self.inventory: LibraryInventory | None = None
         self.folder: FolderInfo | None = None  # drilled into
-        self.filter = ""
 
     def compose(self) -> ComposeResult:
         yield self.banner()
         yield Static("counting…", id="library-source")
         table: DataTable[str] = DataTable(id="library-table", cursor_type="row", zebra_stripes=True)
         table.add_columns(*COLUMNS)
+        table.border_title = "Folders"
         yield table
         yield Static("", id="library-total")
 
@@ -59,9 +60,9 @@ class LibraryPane(Pane):
 
     def show(self, data: Any) -> None:
         self.inventory = data
-        self.render_rows()
+        self.render_tables()
 
-    def render_rows(self) -> None:
+    def render_tables(self) -> None:
         inv = self.inventory
         table = self.query_one("#library-table", DataTable)
         # columns anew: auto widths only ever grow, and a drill-down's longer names must widen the first one
@@ -79,8 +80,7 @@ class LibraryPane(Pane):
         else:
             source.update(f" Source: last run report ({age}); live count unavailable: {inv.fallback_reason}")
         rows: list[FolderCount] = list(self.folder.children) if self.folder else list(inv.folders)
-        if self.filter:
-            rows = [r for r in rows if self.filter.lower() in r.name.lower()]
+        rows = [r for r in rows if self.matches(r.name)]
         for row in rows:
             top = self.folder or row
             backed_up = getattr(top, "backed_up", False)
@@ -100,6 +100,7 @@ class LibraryPane(Pane):
                 "" if marker is None else ("yes" if marker else "MISSING"),
                 key=row.name,
             )
+        self.resort(table)
         shown = self.folder.name + "/ — backspace to go up" if self.folder else "enter on a folder to open it"
         self.query_one("#library-total", Static).update(
             f" {inv.total_files:,} files, {size(inv.total_bytes)} in the library · {shown}"
@@ -113,7 +114,7 @@ class LibraryPane(Pane):
             return
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         self.folder = next((f for f in self.inventory.folders if f.name == key), None)
-        self.render_rows()
+        self.render_tables()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
@@ -122,8 +123,4 @@ class LibraryPane(Pane):
     def action_up(self) -> None:
         if self.folder is not None:
             self.folder = None
-            self.render_rows()
-
-    def apply_filter(self, text: str) -> None:
-        self.filter = text
-        self.render_rows()
+            self.render_tables()

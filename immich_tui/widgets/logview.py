@@ -29,7 +29,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.worker import Worker
 
-__all__ = ["LineSource", "LogView"]
+__all__ = ["LineSource", "LogView", "compile_filter"]
 
 DEFAULT_MAX_LINES = 10_000
 DEFAULT_MAX_LINE_LENGTH = 4_096
@@ -94,6 +94,21 @@ def _width(line: str) -> int:
 
 def _searchable(line: str) -> str:
     return (_plain(line) if "\x1b" in line else line).lower()
+
+
+def compile_filter(text: str) -> tuple[re.Pattern[str] | None, str]:
+    """The pattern a typed filter means, and why it is not the regex typed (empty when it is).
+
+    Operators type regexes (`error|warn`, `^2026-11`) as readily as plain words; a half-typed or invalid
+    regex (`[a-`) must still filter something while it is typed, so it falls back to the literal text and
+    says so instead of failing. Matching ignores case, as `kubectl logs | grep -i` users expect.
+    """
+    if not text:
+        return None, ""
+    try:
+        return re.compile(text, re.IGNORECASE), ""
+    except re.error as exc:
+        return re.compile(re.escape(text), re.IGNORECASE), f"not a regex ({exc.msg}): plain text"
 
 
 def _rows(width: int, wrap_width: int) -> int:
@@ -195,7 +210,7 @@ class LogView(ScrollView, can_focus=True):
     wrap: reactive[bool] = reactive(False, repaint=False, init=False)
     """Wrap long lines to the width instead of scrolling horizontally."""
     filter_text: reactive[str] = reactive("", repaint=False, init=False)
-    """Show only lines containing this text (case-insensitive); empty shows every line."""
+    """Show only lines matching this regex, or containing this text when it is not one (any case)."""
 
     class Lines(Message):
         """A batch from the attached stream is now in the view: the moment to refresh a status line."""
@@ -256,6 +271,8 @@ class LogView(ScrollView, can_focus=True):
         self._next = 0  # sequence number the next held line gets; `_lines[0]` is `_next - len(_lines)`
         # The shown lines: every held line, or (with a filter) the sequence numbers of those that match.
         self._needle = ""
+        self._pattern: re.Pattern[str] | None = None
+        self.filter_problem = ""  # why the filter is matched as plain text, when it is
         self._matches: deque[int] | None = None
         # With wrap on: the first virtual row of each shown line (absolute, so evicting needs no rewrite).
         self._row_starts: deque[int] | None = None
@@ -321,12 +338,12 @@ class LogView(ScrollView, can_focus=True):
         self._next += len(prepared)
 
         if self._matches is not None:
-            first, matches, needle = self._first, self._matches, self._needle
+            first, matches = self._first, self._matches
             evicted = 0
             while matches and matches[0] < first:
                 matches.popleft()
                 evicted += 1
-            hits = [i for i, line in enumerate(prepared) if needle in _searchable(line)]
+            hits = [i for i, line in enumerate(prepared) if self._hit(line)]
             matches.extend(start + i for i in hits)
             widths = [widths[i] for i in hits]
         removed_rows = evicted
@@ -368,8 +385,12 @@ class LogView(ScrollView, can_focus=True):
         self.refresh()
 
     def set_filter(self, text: str) -> None:
-        """Show only lines containing `text` (any case); an empty string shows everything again."""
+        """Show only lines matching `text` (a regex, or plain text when it is not one; any case); an empty
+        string shows everything again."""
         self.filter_text = text
+
+    def _hit(self, line: str) -> bool:
+        return self._pattern is not None and self._pattern.search(_searchable(line)) is not None
 
     # Streaming ----------------------------------------------------------------------------------
     def attach(self, stream: LineSource, *, clear: bool = True) -> Worker[None]:
@@ -508,9 +529,10 @@ class LogView(ScrollView, can_focus=True):
     def watch_filter_text(self, text: str) -> None:
         top = self._top_line()
         self._needle = text.lower()
+        self._pattern, self.filter_problem = compile_filter(text)
         if self._needle:
-            first, needle = self._first, self._needle
-            self._matches = deque(first + i for i, line in enumerate(self._lines) if needle in _searchable(line))
+            first = self._first
+            self._matches = deque(first + i for i, line in enumerate(self._lines) if self._hit(line))
         else:
             self._matches = None
         self._strips.clear()  # matches are highlighted
@@ -614,10 +636,8 @@ class LogView(ScrollView, can_focus=True):
         if strip is None:
             text = _styled(self._lines[number - self._first])
             text.stylize_before(style)
-            if self._needle:
-                text.highlight_words(
-                    [self._needle], self.get_component_rich_style("logview--match"), case_sensitive=False
-                )
+            if self._pattern is not None:
+                text.highlight_regex(self._pattern, self.get_component_rich_style("logview--match"))
             strip = Strip(text.render(self.app.console), text.cell_len)
             self._strips[number] = strip
         return strip

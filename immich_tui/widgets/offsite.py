@@ -33,12 +33,12 @@ class OffsitePane(Pane):
         Binding("l", "list_bucket", "List bucket"),
         Binding("v", "verify", "Verify"),
     ]
+    help_keys = (("l", "list the bucket (exact counts)"), ("v", "verify against the run manifests"))
 
     def __init__(self, services: Services, **kwargs: Any) -> None:
         super().__init__(services, **kwargs)
         self.state: OffsiteState | None = None
         self.listed: list[FolderObjects] | None = None
-        self.filter = ""
         self._side_worker: Worker[Any] | None = None
 
     def compose(self) -> ComposeResult:
@@ -46,11 +46,13 @@ class OffsitePane(Pane):
         yield Static("reading run reports…", id="offsite-source")
         folders: DataTable[str] = DataTable(id="offsite-folders", cursor_type="row")
         folders.add_columns("Folder", "Objects", "Size", "Storage class", "Newest")
+        folders.border_title = "Folders in the bucket"
         yield folders
         yield Static(" Bytes uploaded per run, oldest → newest", id="offsite-spark-title")
         yield Sparkline([], id="offsite-sparkline")
         runs: DataTable[str] = DataTable(id="offsite-runs", cursor_type="row", zebra_stripes=True)
         runs.add_columns("Started (UTC)", "Status", "Listing", "Uploaded", "Files", "Not stored", "Took")
+        runs.border_title = "Sync runs"
         yield runs
         yield Static("", id="offsite-task")
 
@@ -83,7 +85,7 @@ class OffsitePane(Pane):
         folders.clear()
         rows = self.listed if self.listed is not None else state.folders
         for f in rows:
-            if self.filter and self.filter.lower() not in f.folder:
+            if not self.matches(f.folder):
                 continue
             classes = ", ".join(f"{k} {v:,}" for k, v in sorted(f.storage_classes.items())) or "-"
             newest = f"{f.newest:%Y-%m-%d %H:%M}" if f.newest else "-"
@@ -91,7 +93,7 @@ class OffsitePane(Pane):
         runs = self.query_one("#offsite-runs", DataTable)
         runs.clear()
         for r in state.reports.runs:
-            if self.filter and self.filter.lower() not in f"{r.status} {r.listing} {r.key}".lower():
+            if not self.matches(r.status, r.listing, r.key, f"{r.started:%Y-%m-%d %H:%M}" if r.started else ""):
                 continue
             style = {"ok": "green", "partial": "yellow"}.get(r.status, "red")
             runs.add_row(
@@ -104,6 +106,8 @@ class OffsitePane(Pane):
                 clock.short(r.duration_seconds),
                 key=r.key,
             )
+        self.resort(folders)
+        self.resort(runs)
         spark = [float(r.uploaded_bytes) for r in reversed(state.reports.runs)]
         self.query_one("#offsite-sparkline", Sparkline).data = spark or [0.0]
 
@@ -143,10 +147,6 @@ class OffsitePane(Pane):
                     f"ETag differs {result.etag_mismatch}, unrecorded {result.unrecorded:,} "
                     f"({result.reports} reports)" + _verify_extras(result)
                 )
-
-    def apply_filter(self, text: str) -> None:
-        self.filter = text
-        self.render_tables()
 
 
 def _verify_extras(result: VerifyResult) -> str:

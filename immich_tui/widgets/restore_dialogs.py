@@ -20,12 +20,47 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.markup import escape
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, Input, Static
+from textual.widgets import Button, Checkbox, Footer, Input, Static
 
 from immich_tui.services.cnpg import DbState
 from immich_tui.services.errors import ServiceError
 from immich_tui.services.pointintime import SyncPoint
 from immich_tui.services.recovery import RecoveryPlan, parse_target_time, plan_recovery, rfc3339
+from immich_tui.widgets.dialogs import FitsTheTerminal
+
+
+class RestoreChoiceScreen(ModalScreen[str | None]):
+    """`R` where neither restore is at home (Overview, Library, Jobs): which one, in one key."""
+
+    BINDINGS = [
+        Binding("d", "choose('database')", "Database", show=False),
+        Binding("m", "choose('media')", "Media", show=False),
+        Binding("escape", "choose(None)", "Cancel", show=False),
+    ]
+
+    def __init__(self, *, media_allowed: bool) -> None:
+        super().__init__()
+        self.media_allowed = media_allowed
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="choice"):
+            yield Static("Restore what?", id="dialog-title")
+            yield Button("Database recovery wizard (d)", variant="primary", id="database")
+            yield Button("Media restore (m)", variant="warning", id="media", disabled=not self.media_allowed)
+            if not self.media_allowed:
+                yield Static("[yellow]read-only: a media restore changes the cluster[/]", id="choice-note")
+            yield Button("Cancel (esc)", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#database", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(None if event.button.id == "cancel" else event.button.id)
+
+    def action_choose(self, what: str | None) -> None:
+        if what == "media" and not self.media_allowed:
+            return
+        self.dismiss(what)
 
 
 @dataclass
@@ -38,8 +73,18 @@ class RecoveryRequest:
     path: Path | None = None
 
 
-class RecoveryWizard(ModalScreen[RecoveryRequest | None]):
-    BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
+class RecoveryWizard(FitsTheTerminal, ModalScreen[RecoveryRequest | None]):
+    """Target, one-point and name fields over the plan; `ctrl+s` writes, `ctrl+y` applies from any field.
+
+    Plain `w` and `a` work too while no field is being typed in; in a field they are letters of a name.
+    """
+
+    BINDINGS = [
+        Binding("ctrl+s", "write", "Write YAML", priority=True),
+        Binding("ctrl+y", "apply", "Apply", priority=True),
+        Binding("escape", "cancel", "Cancel"),
+    ]
+    scroll_id, box_id = "wizard-body", "wizard"
 
     def __init__(
         self,
@@ -62,29 +107,31 @@ class RecoveryWizard(ModalScreen[RecoveryRequest | None]):
 
     def compose(self) -> ComposeResult:
         c = self.state.cluster
-        recent = ", ".join(b.name for b in self.state.backups[:3] if b.phase == "completed") or "none"
+        recent = ", ".join(b.name for b in self.state.backups[:2] if b.phase == "completed") or "none"
         with Vertical(id="wizard"):
             yield Static(f"Restore the database into a NEW cluster (cluster/{c.name} is only read)", id="wizard-title")
-            yield Static(
-                f"Recovery window {rfc3339(c.window.first_point) or '-'} → now · latest media sync "
-                f"{rfc3339(self.media_sync) or 'unknown'}\n"
-                f"Target: empty = the start of the latest media sync, a time with a zone "
-                f"(2026-11-27T02:30:00Z), or a Backup name ({recent})",
-                id="wizard-help",
-            )
-            yield Input(placeholder="target time or Backup name", id="wizard-target")
-            yield Checkbox(
-                "one point in time for both: the media as of this time, the database where they meet",
-                id="wizard-as-of",
-            )
-            yield Input(placeholder="new cluster name (default: <cluster>-restore-<time>)", id="wizard-name")
-            yield Static("", id="wizard-result")
-            with VerticalScroll(id="wizard-yaml-box"):
-                yield Static("", id="wizard-yaml")
+            with VerticalScroll(id="wizard-body"):
+                yield from self._fields(recent)
             with Horizontal(id="wizard-buttons"):
-                yield Button("Write YAML (w)", id="write")
-                yield Button("Apply (a)", variant="warning", id="apply", disabled=not self.can_apply)
-                yield Button("Cancel (esc)", id="cancel")
+                # the keys are in the footer below, not repeated on the buttons
+                yield Button("Write YAML", id="write")
+                yield Button("Apply", variant="warning", id="apply", disabled=not self.can_apply)
+                yield Button("Cancel", id="cancel")
+        yield Footer()
+
+    def _fields(self, recent: str) -> ComposeResult:
+        c = self.state.cluster
+        yield Static(
+            f"Recovery window {rfc3339(c.window.first_point) or '-'} → now · latest media sync "
+            f"{rfc3339(self.media_sync) or 'unknown'}\n"
+            f"Target: a time with a zone (2026-11-27T02:30:00Z) or a Backup name ({recent})",
+            id="wizard-help",
+        )
+        yield Input(placeholder="target time or Backup name", id="wizard-target")
+        yield Checkbox("one point in time: the media as of it, the database where they meet", id="wizard-as-of")
+        yield Input(placeholder="new cluster name (default: <cluster>-restore-<time>)", id="wizard-name")
+        yield Static("", id="wizard-result")
+        yield Static("", id="wizard-yaml")
 
     def on_mount(self) -> None:
         for box in self.query(Input):
@@ -143,6 +190,7 @@ class RecoveryWizard(ModalScreen[RecoveryRequest | None]):
     def _buttons(self, ok: bool) -> None:
         self.query_one("#write", Button).disabled = not ok
         self.query_one("#apply", Button).disabled = not (ok and self.can_apply)
+        self.refresh_bindings()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "cancel" or self.plan is None:
@@ -153,12 +201,28 @@ class RecoveryWizard(ModalScreen[RecoveryRequest | None]):
             self.dismiss(RecoveryRequest(self.plan, apply=True))
 
     def key_w(self) -> None:
-        if not self.query_one("#write", Button).disabled and not self.focused_is_input():
-            self.query_one("#write", Button).press()
+        if not self.focused_is_input():
+            self.action_write()
 
     def key_a(self) -> None:
-        if not self.query_one("#apply", Button).disabled and not self.focused_is_input():
+        if not self.focused_is_input():
+            self.action_apply()
+
+    def action_write(self) -> None:
+        if not self.query_one("#write", Button).disabled:
+            self.query_one("#write", Button).press()
+
+    def action_apply(self) -> None:
+        if not self.query_one("#apply", Button).disabled:
             self.query_one("#apply", Button).press()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Apply is hidden where it is not allowed (read-only), and dimmed while the plan is not valid."""
+        if action == "apply" and not self.can_apply:
+            return False
+        if action in ("write", "apply") and self.plan is None:
+            return None
+        return True
 
     def focused_is_input(self) -> bool:
         return isinstance(self.focused, Input)
@@ -172,9 +236,16 @@ class MediaRestoreRequest:
     pvc: str
     force: bool
     as_of: dt.datetime | None = None  # restore the files as they were then; None: as they are now
+    allow_running_server: bool = False  # the plugin's --allow-running-server
 
 
-class MediaRestoreScreen(ModalScreen[MediaRestoreRequest | None]):
+FORCE_OFF = "--force: off · the volume must be empty"
+FORCE_ON = "--force: on · restore into a volume that already holds files"
+SERVER_OFF = "--allow-running-server: off · refused while the Immich server runs"
+SERVER_ON = "--allow-running-server: on · restore even though Immich may write meanwhile"
+
+
+class MediaRestoreScreen(FitsTheTerminal, ModalScreen[MediaRestoreRequest | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
 
     def __init__(
@@ -189,25 +260,37 @@ class MediaRestoreScreen(ModalScreen[MediaRestoreRequest | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Static("Restore the media library from the bucket?", id="dialog-title")
-            yield Static(
-                f"Creates a Job in {self.namespace} that runs `immich-sync restore` from {self.bucket} into the "
-                "PVC below, mounted read-write, with the immich-offsite-restorer Secret (read-only keys). "
-                "Stop Immich first (scale the server to 0). Files already identical are skipped; a differing "
-                "file is never overwritten. As of a time, every file comes back as it was then (after "
-                "tampering: a time before it). Its log streams in the Jobs tab.",
-                id="dialog-body",
-            )
-            yield Input(value="immich-library", placeholder="target PVC", id="restore-pvc")
-            yield Input(
-                value=rfc3339(self.as_of),
-                placeholder="as of: empty = now, or a time with a zone, e.g. 2026-11-27T02:30:00Z",
-                id="restore-as-of",
-            )
-            yield Checkbox("the volume already holds files: restore into it anyway (--force)", id="restore-force")
-            yield Static("", id="restore-error")
+            with VerticalScroll(id="dialog-scroll"):
+                yield from self._fields()
             with Horizontal(id="dialog-buttons"):
                 yield Button("Start restore", variant="warning", id="yes")
                 yield Button("Cancel (esc)", id="no")
+
+    def _fields(self) -> ComposeResult:
+        yield Static(
+            f"Creates a Job in {self.namespace} that runs `immich-sync restore` from {self.bucket} into the "
+            "PVC below, mounted read-write, with the immich-offsite-restorer Secret (read-only keys). "
+            "Stop Immich first (scale the server to 0). Files already identical are skipped; a differing "
+            "file is never overwritten. As of a time, every file comes back as it was then (after "
+            "tampering: a time before it). Its log streams in the Jobs tab.",
+            id="dialog-body",
+        )
+        yield Input(value="immich-library", placeholder="target PVC", id="restore-pvc")
+        yield Input(
+            value=rfc3339(self.as_of),
+            placeholder="as of: empty = now, or a time with a zone, e.g. 2026-11-27T02:30:00Z",
+            id="restore-as-of",
+        )
+        yield Checkbox(FORCE_OFF, id="restore-force")
+        yield Checkbox(SERVER_OFF, id="restore-allow-running")
+        yield Static("", id="restore-error")
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        """The label says what the box means now: an unlabelled tick is easy to misread as on or off."""
+        if event.checkbox.id == "restore-force":
+            event.checkbox.label = FORCE_ON if event.value else FORCE_OFF
+        elif event.checkbox.id == "restore-allow-running":
+            event.checkbox.label = SERVER_ON if event.value else SERVER_OFF
 
     def on_mount(self) -> None:
         for box in self.query(Input):
@@ -225,7 +308,14 @@ class MediaRestoreScreen(ModalScreen[MediaRestoreRequest | None]):
         except ServiceError as exc:
             self.query_one("#restore-error", Static).update(f"[red]✖ {escape(str(exc))}[/]")
             return
-        self.dismiss(MediaRestoreRequest(pvc, self.query_one("#restore-force", Checkbox).value, as_of))
+        self.dismiss(
+            MediaRestoreRequest(
+                pvc,
+                self.query_one("#restore-force", Checkbox).value,
+                as_of,
+                allow_running_server=self.query_one("#restore-allow-running", Checkbox).value,
+            )
+        )
 
     def action_cancel(self) -> None:
         self.dismiss(None)
