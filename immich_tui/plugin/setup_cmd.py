@@ -130,7 +130,8 @@ def _changes_table(changes: list[SecretChange], dry_run: bool) -> str:
     rows = [
         [c.name, c.namespace, result(c.action), ", ".join(c.keys) if c.action == "updated" else ""] for c in changes
     ]
-    return out.table(["SECRET", "NAMESPACE", "RESULT", "CHANGED"], rows)
+    # what setup changed is read whole, never cut to a width: an operator checks every key it names
+    return out.table(["SECRET", "NAMESPACE", "RESULT", "CHANGED"], rows, out.View(wide=True))
 
 
 def run_setup(args: argparse.Namespace, services: Services, stdout: TextIO, stderr: TextIO) -> int:
