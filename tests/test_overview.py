@@ -5,7 +5,6 @@ naming the problem instead of "loading…" for ever."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
@@ -20,7 +19,6 @@ import pytest
 import yaml
 from textual.pilot import Pilot
 from textual.widgets import Static
-from textual.worker import WorkerFailed
 
 from immich_tui.app import ImmichApp
 from immich_tui.demo.fixtures import BUCKET, REPORT_PREFIX, history_reports
@@ -33,27 +31,11 @@ from immich_tui.widgets.overview import RecentRuns
 from sync_engine.models import FolderStats
 from sync_engine.report import report_key, write_report
 from sync_engine.text import size
-from tests.tui import SIZE, PinnedClock, make_app, start_sandbox
+from tests.test_tui_actions import run
+from tests.tui import PinnedClock, make_app, start_sandbox
 
 BARS = "█▏▎▍▌▋▊▉"
 HUGE = 50 * 1024**3  # one night that uploaded a whole phone's worth of video
-
-
-async def settle(pilot: Pilot[Any], rounds: int = 3) -> None:
-    for _ in range(rounds):
-        with contextlib.suppress(WorkerFailed):  # a failed status is the app's to show, not the test's
-            await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-
-
-def run(app: ImmichApp, scenario: Any, size: tuple[int, int] = SIZE) -> None:
-    async def main() -> None:
-        async with app.run_test(size=size) as pilot:
-            await settle(pilot)
-            await scenario(pilot)
-
-    with PinnedClock():
-        asyncio.run(main())
 
 
 def body(app: ImmichApp) -> str:

@@ -63,9 +63,9 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         sandbox.stop()
 
 
-def run(app: ImmichApp, scenario: Any) -> None:
+def run(app: ImmichApp, scenario: Any, size: tuple[int, int] = SIZE) -> None:
     async def main() -> None:
-        async with app.run_test(size=SIZE) as pilot:
+        async with app.run_test(size=size) as pilot:
             await settle(pilot)
             await scenario(pilot)
 

@@ -14,7 +14,7 @@ from textual.widgets import Button, DataTable, Static
 
 from immich_tui.app import ImmichApp
 from immich_tui.demo.world import Sandbox
-from tests.test_tui_actions import press, settle, text
+from tests.test_tui_actions import press, run, settle, text
 from tests.tui import PinnedClock, make_app, start_sandbox
 
 SIZES = ((80, 24), (120, 40), (200, 60))
@@ -29,15 +29,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 
 
 def at(app: ImmichApp, size: tuple[int, int], scenario: Any) -> None:
-    import asyncio
-
-    async def main() -> None:
-        async with app.run_test(size=size) as pilot:
-            await settle(pilot)
-            await scenario(pilot)
-
-    with PinnedClock():
-        asyncio.run(main())
+    run(app, scenario, size)
 
 
 def on_screen(app: ImmichApp, widget: Widget) -> bool:

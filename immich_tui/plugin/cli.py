@@ -135,14 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, help_: str, *examples: str, description: str = "") -> argparse.ArgumentParser:
-        return sub.add_parser(
-            name,
-            parents=[hidden],
-            help=help_,
-            description=description or help_,
-            epilog=_examples(*(f"{PROG} {e}" for e in examples)),
-            formatter_class=raw,
-        )
+        return add_sub(sub, name, help_, *examples, description=description)
 
     def add_sub(
         group: argparse._SubParsersAction[argparse.ArgumentParser],
