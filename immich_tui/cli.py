@@ -51,6 +51,7 @@ def run_tui(args: argparse.Namespace) -> int:
                 context="sandbox",
                 read_only=args.read_only,
                 stale_after_hours=args.stale_after,
+                drill_stale_after_days=args.drill_stale_after,
             )
             services = Services(target, env=box.env)
             ImmichApp(services, cursor_blink=blink).run()

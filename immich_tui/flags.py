@@ -10,7 +10,7 @@ import argparse
 import math
 from typing import Any
 
-from immich_tui.services.health import STALE_AFTER_HOURS
+from immich_tui.services.health import DRILL_STALE_AFTER_DAYS, STALE_AFTER_HOURS
 from immich_tui.services.media import DEFAULT_CRONJOB
 from immich_tui.services.status import Target
 
@@ -26,6 +26,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
     "read_only": False,
     "stale_after": STALE_AFTER_HOURS,
     "s3_profile": None,
+    "drill_stale_after": DRILL_STALE_AFTER_DAYS,
 }
 
 
@@ -42,6 +43,23 @@ def hours(text: str) -> float:
     if not math.isfinite(value) or not 0 < value <= MAX_STALE_HOURS:
         raise argparse.ArgumentTypeError(
             f"must be a number of hours above 0 and at most {MAX_STALE_HOURS:g} (a year), got {text[:40]!r}"
+        )
+    return value
+
+
+MAX_DRILL_STALE_DAYS = 366.0  # a year, as for --stale-after
+
+
+def days(text: str) -> float:
+    """`--drill-stale-after`: a number of days above 0 and at most a year, refused otherwise for the same
+    reasons as `hours` (`nan` would call every drill fresh)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of days") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_DRILL_STALE_DAYS:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of days above 0 and at most {MAX_DRILL_STALE_DAYS:g} (a year), got {text[:40]!r}"
         )
     return value
 
@@ -77,6 +95,12 @@ def global_flags(*, output: bool = True, hidden: bool = False) -> argparse.Argum
         add("--no-headers", action="store_true", help="tables: print the rows only, without headers or summaries")
     add("--read-only", action="store_true", help="refuse every change to the cluster")
     add("--stale-after", type=hours, metavar="HOURS", help="a backup older than this is stale (36)")
+    add(
+        "--drill-stale-after",
+        type=days,
+        metavar="DAYS",
+        help=f"a restore drill older than this is stale ({DRILL_STALE_AFTER_DAYS:g})",
+    )
     add("--s3-profile", help="AWS profile with read access to the bucket (default: $AWS_PROFILE)")
     return p
 
@@ -101,4 +125,5 @@ def target_from_args(args: argparse.Namespace) -> Target:
         read_only=args.read_only,
         stale_after_hours=args.stale_after,
         s3_profile=args.s3_profile,
+        drill_stale_after_days=args.drill_stale_after,
     )

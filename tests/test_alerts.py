@@ -29,7 +29,10 @@ ALERTS = (
     "ImmichMediaSyncSuspended",
     "ImmichDatabaseBackupStale",
     "ImmichDatabaseWalArchivingStale",
+    "ImmichRestoreDrillFailed",
+    "ImmichRestoreDrillStale",
 )
+DRILL_SUCCESS = 'kube_cronjob_status_last_successful_time{namespace="immich", cronjob="immich-restore-drill"}'
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +46,19 @@ def _rule() -> dict[str, Any]:
     return yaml.safe_load((MONITORING / "prometheusrule.yaml").read_text())
 
 
+UNIT_TESTS = ("alerts.yaml", "drill-alerts.yaml")  # the drill's span weeks, so they are evaluated more coarsely
+
+
 def _unit_tests() -> dict[str, Any]:
-    return yaml.safe_load((MONITORING / "tests" / "alerts.yaml").read_text())
+    cases = [yaml.safe_load((MONITORING / "tests" / name).read_text())["tests"] for name in UNIT_TESTS]
+    return {"tests": [case for group in cases for case in group]}
 
 
 def _workdir(tmp_path: Path, spec: dict[str, Any]) -> Path:
     """rules.yaml (the PrometheusRule's spec) beside a copy of the unit tests, as their rule_files expect."""
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    shutil.copy(MONITORING / "tests" / "alerts.yaml", tmp_path / "alerts.yaml")
+    for name in UNIT_TESTS:
+        shutil.copy(MONITORING / "tests" / name, tmp_path / name)
     return tmp_path
 
 
@@ -84,7 +92,7 @@ def test_every_alert_has_a_firing_and_a_silent_case() -> None:
 
 def test_the_alerts_pass_their_unit_tests(promtool: Path, tmp_path: Path) -> None:
     _workdir(tmp_path, _rule()["spec"])
-    done = _run(promtool, "test", "rules", "alerts.yaml", cwd=tmp_path)
+    done = _run(promtool, "test", "rules", *UNIT_TESTS, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
 
@@ -148,14 +156,45 @@ def _mutated(old: str, new: str) -> dict[str, Any]:
             'kube_cronjob_spec_suspend{namespace="immich", cronjob="immich-media-offsite-sync-typo"}',
             {"media sync suspended - left suspended for more than 12 hours"},
         ),
+        # a drill every 40 days would be silent where the tests expect an alert after 35
+        (
+            "> 35 * 86400",
+            "> 40 * 86400",
+            {
+                "restore drill stale - the last passed drill is older than 35 days",
+                "restore drill stale - the drill CronJob never succeeded in 35 days",
+            },
+        ),
+        # every failed drill Job still in the history: a drill that passed since would keep paging
+        (
+            f"\n> scalar(max({DRILL_SUCCESS}) or vector(0))",
+            "",
+            {"restore drill not failed - a failed drill passed since, a failed media sync, another namespace's Job"},
+        ),
+        # the CronJob's age without `unless` a success: a drill CronJob older than 35 days would always page
+        (
+            f"\n  unless on () max({DRILL_SUCCESS})",
+            "",
+            {"restore drill fresh - a drill passes every 30 days, and no drill CronJob at all is silent"},
+        ),
     ],
-    ids=["threshold", "failed-pods", "plugin-metric", "never-succeeded", "suspend-any-cronjob", "suspend-unread"],
+    ids=[
+        "threshold",
+        "failed-pods",
+        "plugin-metric",
+        "never-succeeded",
+        "suspend-any-cronjob",
+        "suspend-unread",
+        "drill-threshold",
+        "drill-failed-since-passed",
+        "drill-cronjob-age",
+    ],
 )
 def test_the_unit_tests_catch_a_broken_rule(
     promtool: Path, tmp_path: Path, old: str, new: str, failing: set[str]
 ) -> None:
     _workdir(tmp_path, _mutated(old, new))
-    done = _run(promtool, "test", "rules", "alerts.yaml", cwd=tmp_path)
+    done = _run(promtool, "test", "rules", *UNIT_TESTS, cwd=tmp_path)
     assert done.returncode == 1
     assert set(re.findall(r"^\s*name: (.+),$", done.stdout + done.stderr, re.MULTILINE)) == failing
 
@@ -167,7 +206,7 @@ def test_a_short_suspension_does_not_page(promtool: Path, tmp_path: Path) -> Non
     assert suspended["for"] == "12h"
     suspended["for"] = "5m"
     _workdir(tmp_path, spec)
-    done = _run(promtool, "test", "rules", "alerts.yaml", cwd=tmp_path)
+    done = _run(promtool, "test", "rules", *UNIT_TESTS, cwd=tmp_path)
     assert done.returncode == 1
     assert set(re.findall(r"^\s*name: (.+),$", done.stdout + done.stderr, re.MULTILINE)) == {
         "media sync suspended - left suspended for more than 12 hours",

@@ -33,6 +33,7 @@ KUSTOMIZATIONS = [
     "overlays/default",
     "overlays/sharded",
     "overlays/restore",
+    "overlays/drill",
     "overlays/cnpg-plugin-example",
     "overlays/cnpg-in-tree-example",
     "rbac/operator",

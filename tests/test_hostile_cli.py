@@ -80,7 +80,7 @@ def test_a_job_whose_conditions_are_text_is_named_and_the_other_sections_still_a
     assert data["offsite"]["value"]["bucket"]  # the bucket was still read
     assert data["verdict"]["state"] == "error"
     states = {c["name"]: c["state"] for c in data["verdict"]["checks"]}
-    assert states == {"media": "error", "database": "ok", "wal": "ok"}
+    assert states == {"media": "error", "database": "ok", "wal": "ok", "drill": "off"}
     table = cluster.run("status")
     assert table.code == 2 and "Verdict: ERROR" in table.out and expected in table.out
     assert "Traceback" not in table.err
@@ -99,7 +99,7 @@ def test_a_cluster_with_instances_three_is_named_and_the_media_still_answer(make
     assert data["database"]["error"].startswith(expected) and data["database"]["value"] is None
     assert data["media"]["value"]["cronjob"]["name"] == CRONJOB and not data["media"]["error"]
     states = {c["name"]: c["state"] for c in data["verdict"]["checks"]}
-    assert states == {"media": "ok", "database": "error", "wal": "error"}
+    assert states == {"media": "ok", "database": "error", "wal": "error", "drill": "off"}
     for argv in (("db", "status"), ("db", "backups"), ("db", "restore"), ("db", "backup")):
         one_line_error(cluster.run(*argv), expected)
 

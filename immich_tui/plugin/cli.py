@@ -13,10 +13,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import math
+import random
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import yaml
@@ -37,6 +42,8 @@ from immich_tui.plugin.render import (
 from immich_tui.plugin.setup_cmd import add_setup_parser, run_setup
 from immich_tui.services.barman import CatalogError, parse_destination, read_catalog
 from immich_tui.services.cnpg import CnpgMissing
+from immich_tui.services.drill import DrillReport
+from immich_tui.services.drill_run import DEFAULT_SAMPLE, DEFAULT_TIMEOUT_MINUTES, DrillRunner
 from immich_tui.services.errors import InvalidData, ServiceError
 from immich_tui.services.kube import ClusterError
 from immich_tui.services.media import JobInfo
@@ -56,6 +63,7 @@ ERROR = 2
 JOB_LOOKUP = 200  # Jobs searched for a name suffix (`logs 29934870`); the TTL keeps far fewer
 BACKUP_DONE = ("completed", "failed", "walArchivingFailing")
 BACKUP_POLL = 1.0  # seconds between reads of a Backup while `db backup --wait` waits
+MAX_SAMPLE = 1_000_000  # `drill --sample`: more than any library a drill should download
 
 
 class Progress:
@@ -299,8 +307,64 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_SERVER_SELECTOR,
         help=f"labels of the Immich server pods (default {DEFAULT_SERVER_SELECTOR})",
     )
+    drill = add(
+        "drill",
+        "restore drill: recover the database into a scratch cluster, check every asset's original offsite, "
+        "restore and verify a media sample, report RPO/RTO (exit 0 only when all of it holds)",
+        "drill",
+        "drill --sample 500 --target-time 2026-11-27T02:00:00Z",
+        "drill --keep -o json > drill.json",
+        description="Recover the database from its archive into a scratch CNPG Cluster (deleted afterwards unless "
+        "--keep), read its Immich asset table read-only in a Job, check that every asset's original is offsite as "
+        "of the recovery point, restore a random media sample (plus every object newer than the last drill) "
+        "with the drill's keys and verify it, and write a drill report to the bucket. Exit 0: all of it held; "
+        "1: something failed (the summary says what); 2: it could not run.",
+    )
+    drill.add_argument(
+        "--sample",
+        type=_count,
+        default=DEFAULT_SAMPLE,
+        metavar="N",
+        help=f"media objects restored (default {DEFAULT_SAMPLE})",
+    )
+    drill.add_argument(
+        "--target-time", metavar="RFC3339", help="recover the database to this time (default: the latest point)"
+    )
+    drill.add_argument("--keep", action="store_true", help="keep the scratch cluster, its PVCs and the probe Job")
+    drill.add_argument(
+        "--timeout",
+        type=_minutes,
+        default=DEFAULT_TIMEOUT_MINUTES,
+        metavar="MIN",
+        help=f"minutes to wait for the scratch cluster and the probe (default {DEFAULT_TIMEOUT_MINUTES:g})",
+    )
+    drill.add_argument(
+        "--scratch-dir", metavar="DIR", help="where the media sample is restored (default: a temporary directory)"
+    )
     add_setup_parser(sub, hidden)
     return parser
+
+
+def _count(text: str) -> int:
+    """`--sample`: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
+    if value < 0 or value > MAX_SAMPLE:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SAMPLE:,}, got {text[:40]!r}")
+    return value
+
+
+def _minutes(text: str) -> float:
+    """`--timeout`: minutes above 0 and at most a day; nan and inf are not a wait."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of minutes") from None
+    if not math.isfinite(value) or not 0 < value <= 24 * 60:
+        raise argparse.ArgumentTypeError(f"must be a number of minutes above 0 and at most 1440, got {text[:40]!r}")
+    return value
 
 
 def options_help() -> str:
@@ -675,6 +739,35 @@ class Cli:
         print("\n".join(lines), file=self.stdout)
         return 0
 
+    def drill(self) -> int:
+        """`drill`: steps on stderr as they happen; the summary (or `-o json|yaml` the report) on stdout."""
+        if self.args.output == "name":
+            raise ServiceError("-o name does not apply to `drill`: use -o json, yaml, table or wide")
+        target = parse_target_time(self.args.target_time) if self.args.target_time else None
+        scratch = self.args.scratch_dir
+        temporary = scratch is None
+        folder = tempfile.mkdtemp(prefix="immich-drill-") if temporary else scratch
+        try:
+            runner = DrillRunner(
+                self.services,
+                sample=self.args.sample,
+                target_time=target,
+                keep=self.args.keep,
+                timeout=self.args.timeout * 60,
+                rng=random.Random(),
+                scratch_dir=Path(folder),
+                progress=lambda line: print(f"drill: {line}", file=self.stderr, flush=True),
+            )
+            report = runner.run()
+        finally:
+            if temporary:
+                shutil.rmtree(folder, ignore_errors=True)
+        if self.for_people:
+            print(render_drill(report, runner.key), file=self.stdout)
+        else:
+            print(out.dump(report.to_json(), self.args.output), file=self.stdout)
+        return 0 if report.outcome == "ok" and runner.key else FAILED
+
     def setup(self) -> int:
         return run_setup(self.args, self.services, self.stdout, self.stderr)
 
@@ -722,6 +815,67 @@ class Cli:
         extra = f": {final.error}" if final.error else ""
         self.emit(final, f"backup/{final.name} {final.phase}{extra}", names)
         return 0 if final.phase == "completed" else FAILED
+
+
+def _seconds(value: float | None) -> str:
+    return out.human_duration(value) if value is not None else "unknown"
+
+
+def _gib(value: int | None) -> str:
+    return f"{value / 1024**3:.2f} GiB" if value is not None else "unknown size"
+
+
+def render_drill(report: DrillReport, key: str) -> str:
+    """The drill's summary: what came back, how far behind (RPO) and how fast (RTO), and what is missing."""
+    verdict = {"ok": "PASSED", "failed": "FAILED", "error": "ERROR"}.get(report.outcome, report.outcome.upper())
+    point = rfc3339(report.recovery_point) or "not reached"
+    lines = [
+        f"Restore drill of {report.source_cluster}: {verdict}",
+        f"  scratch cluster  {report.cluster}" + (" (kept)" if report.kept else " (deleted)"),
+        f"  recovery point   {point}"
+        + (f" (target {rfc3339(report.target)})" if report.target else " (latest point of the archive)"),
+        f"  RPO              database {_seconds(report.rpo_db_seconds)}, media {_seconds(report.rpo_media_seconds)}"
+        + (f" (last media sync started {rfc3339(report.last_sync_start)})" if report.last_sync_start else ""),
+        f"  RTO              database queryable after {_seconds(report.db_ready_seconds)}",
+    ]
+    if report.media_seconds_per_gib is not None:
+        whole = _seconds(report.rto_media_seconds_estimate)
+        lines.append(
+            f"  media            {report.media_seconds_per_gib:.1f} s/GiB restored; the whole library "
+            f"({_gib(report.library_bytes)}) ≈ {whole}"
+        )
+    if report.probe_assets is not None:
+        version = f", Immich {report.immich_version}" if report.immich_version else ""
+        lines.append(f"  assets           {report.probe_assets} (layout {report.probe_layout}{version})")
+    check = report.cross_check
+    if check is not None:
+        lines.append(f"  missing offsite  {check.missing}" + _examples_line(check.missing_examples))
+        lines.append(f"  not yet offsite  {check.not_yet_offsite}" + _examples_line(check.not_yet_offsite_examples))
+        if check.not_yet_offsite:
+            lines.append(
+                "                   in the database, not yet offsite: created after the start of the last media "
+                "sync; to restore a consistent pair, pick a --target-time before the last media sync"
+            )
+        lines.append(f"  orphans          {check.orphans}" + _examples_line(check.orphan_examples))
+        if check.external:
+            lines.append(f"  external         {check.external} (external libraries are not backed up)")
+    sample = report.sample
+    if sample is not None:
+        lines.append(
+            f"  sample           {sample.verified} of {sample.requested} verified, {len(sample.failed)} failed"
+            + _examples_line(sample.failed)
+        )
+    for problem in report.problems:
+        lines.append(f"  problem          {problem}")
+    lines.append(f"  report           {key or 'NOT WRITTEN'}")
+    return "\n".join(lines)
+
+
+def _examples_line(examples: list[str]) -> str:
+    if not examples:
+        return ""
+    shown = ", ".join(examples[:5])
+    return f": {shown}" + (" …" if len(examples) > 5 else "")
 
 
 def _check_destination(destination: str, source: str) -> None:

@@ -11,6 +11,7 @@ from immich_tui.plugin import output as out
 from immich_tui.services import clock
 from immich_tui.services.barman import Catalog
 from immich_tui.services.cnpg import DbState
+from immich_tui.services.drill import LatestDrill
 from immich_tui.services.library import LibraryInventory
 from immich_tui.services.media import JobHistory, JobInfo
 from immich_tui.services.offsite import OffsiteState
@@ -43,7 +44,7 @@ def render_status(report: StatusReport, target: Target, view: out.View | None = 
             out.View(wide=True, headers=view.headers),  # a check's detail is the error itself: never cut
         ),
     ]
-    hints = [f"  {c.name}: {c.hint}" for c in v.checks if c.hint and c.state != "ok"]
+    hints = [f"  {c.name}: {c.hint}" for c in v.checks if c.hint and c.state not in ("ok", "off")]
     lines.append("")
     history: JobHistory | None = report.media.value
     if history is not None:
@@ -88,9 +89,32 @@ def render_status(report: StatusReport, target: Target, view: out.View | None = 
         lines += [f"            warning: scheduledbackup/{s.name}: {s.warning}" for s in db.schedules if s.warning]
     else:
         lines.append(f"Database    {report.database.error}")
+    lines += _drill_lines(report.drill.value)
     if hints:
         lines += ["", "What to do:", *hints]
     return "\n".join(lines)
+
+
+def _drill_lines(latest: LatestDrill | None) -> list[str]:
+    """The last restore drill under the status, once there is one (the check row says when there is none)."""
+    if latest is None or latest.report is None:
+        return []
+    r = latest.report
+    figures = [
+        f"RPO database {out.duration(r.rpo_db_seconds)}, media {out.duration(r.rpo_media_seconds)}",
+        f"RTO database {out.duration(r.rto_db_seconds)}",
+    ]
+    if r.rto_media_seconds_estimate is not None:
+        figures.append(f"media ≈ {out.duration(r.rto_media_seconds_estimate)}")
+    lines = [f"Drill       {r.outcome} {out.when(latest.stored)}: " + ", ".join(figures)]
+    if r.cross_check is not None:
+        c = r.cross_check
+        lines.append(
+            f"            {c.assets:,} assets, {c.missing:,} missing offsite, {c.not_yet_offsite:,} not yet offsite, "
+            f"{c.orphans:,} orphans"
+        )
+    lines.append(f"            report {latest.key}")
+    return lines
 
 
 def _method(method: str) -> str:

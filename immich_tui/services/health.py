@@ -15,22 +15,34 @@ A suspended CronJob makes the media check `suspended` (degraded) however fresh t
 copy is current today, but nothing will keep it so, and a suspension forgotten after maintenance is the
 quiet way a backup stops. It rests only on the sync's own runs: a media restore says nothing about
 whether the offsite copy is current.
+
+A fourth check, `drill`, says whether a restore was last proven to work: `ok` when the newest drill report
+passed and is younger than the drill threshold (35 days by default: a monthly drill and a few days of
+slack), `stale` when older, `failing` when the newest drill failed, `unknown` when drill reports exist but
+none can be believed. It is `off` until the first drill report exists, and `off` checks never count in the
+verdict: a cluster that never ran a drill is not less safe than it was before drills existed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from immich_tui.services import clock
 
+if TYPE_CHECKING:
+    from immich_tui.services.drill import LatestDrill
+
 STALE_AFTER_HOURS = 36.0
+DRILL_STALE_AFTER_DAYS = 35.0
+DRILL_HINT = "`kubectl immich-backup drill` restores the database and a media sample into scratch space and checks them"
 
 
 @dataclass
 class Check:
-    name: str  # media | database | wal
-    state: str  # ok | stale | failing | suspended | unknown | error
+    name: str  # media | database | wal | drill
+    state: str  # ok | stale | failing | suspended | unknown | error | off (not counted)
     age_seconds: float | None
     detail: str
     hint: str = ""
@@ -202,8 +214,83 @@ def wal_check(
     return Check("wal", "unknown", None, "no ContinuousArchiving condition on the cluster")
 
 
+def _drill_figures(latest: LatestDrill) -> str:
+    """RPO/RTO and the missing-asset count of a drill, as one clause."""
+    report = latest.report
+    if report is None:
+        return ""
+    parts = []
+    if report.rpo_db_seconds is not None:
+        parts.append(f"RPO DB {clock.short(report.rpo_db_seconds)}")
+    if report.rpo_media_seconds is not None:
+        parts.append(f"media {clock.short(report.rpo_media_seconds)}")
+    if report.rto_db_seconds is not None:
+        parts.append(f"RTO DB {clock.short(report.rto_db_seconds)}")
+    if report.cross_check is not None:
+        parts.append(f"{report.cross_check.missing:,} missing")
+    return ", ".join(parts)
+
+
+def _drill_failure(latest: LatestDrill) -> str:
+    """What the failed drill found: missing originals, failed samples, else its first problem."""
+    report = latest.report
+    assert report is not None
+    parts = []
+    check, sample = report.cross_check, report.sample
+    if check is not None and check.missing:
+        example = f" (e.g. {check.missing_examples[0]})" if check.missing_examples else ""
+        parts.append(f"{check.missing:,} asset(s) missing their original offsite{example}")
+    if sample is not None and sample.failed:
+        parts.append(f"{len(sample.failed):,} of {sample.requested:,} sampled object(s) failed verification")
+    if not parts and report.problems:
+        parts.append(report.problems[0])
+    return "; ".join(parts) or f"outcome {report.outcome}"
+
+
+def drill_check(latest: LatestDrill | None, stale_after_days: float, now: dt.datetime, error: str = "") -> Check:
+    """The restore drill, judged by its newest believable report, dated by S3's LastModified (the age)."""
+    if error:  # drill reports unreadable (no read access): said, never counted, like a missing drill
+        return Check("drill", "off", None, f"drill reports not readable: {error}")
+    if latest is None:
+        return Check("drill", "off", None, "no restore drill on record", DRILL_HINT)
+    ignored = ""
+    if latest.ignored:
+        first = latest.ignored[0]
+        more = len(latest.ignored) - 1
+        ignored = f"ignored drill report {first.key} ({first.reason})" + (f" and {more} more" if more else "")
+    if latest.report is None:
+        return Check(
+            "drill",
+            "unknown",
+            None,
+            f"no drill report can be believed: {ignored}",
+            "drill reports are written by the drill alone: find who wrote these, then run a drill",
+        )
+    age = _age(latest.stored, now)
+    when = f"last drill {clock.ago(latest.stored, now)}"
+    figures = _drill_figures(latest)
+    tail = "".join(f"; {part}" for part in (ignored,) if part)
+    if latest.report.outcome != "ok":
+        return Check(
+            "drill",
+            "failing",
+            age,
+            f"{when} failed: {_drill_failure(latest)}{tail}",
+            f"read the drill report {latest.key}; fix what it names, then run the drill again",
+        )
+    if age is not None and age > stale_after_days * 86400:
+        return Check(
+            "drill",
+            "stale",
+            age,
+            f"{when} (older than {stale_after_days:g} days){', ' + figures if figures else ''}{tail}",
+            "is the CronJob immich-restore-drill suspended or failing? " + DRILL_HINT,
+        )
+    return Check("drill", "ok", age, f"{when} passed{': ' + figures if figures else ''}{tail}")
+
+
 def verdict(checks: list[Check], threshold_hours: float = STALE_AFTER_HOURS) -> Verdict:
-    states = {c.state for c in checks}
+    states = {c.state for c in checks if c.state != "off"}
     if "error" in states:
         state = "error"
     elif states == {"ok"}:

@@ -8,6 +8,9 @@ text, a Cluster with `spec.instances: three`, a run report that is not one, a re
 key cannot be a key) is `invalid`: its error names the object and the field, and the verdict is an
 error (exit 2) whatever the rest says. An offsite section that is merely unavailable (no read
 credentials) stays informative, as the verdict rests on the sync and the database.
+
+The drill section is the newest restore drill report (`drill.latest_drill`), read with the same reader
+keys as the run reports it sits beside; it only counts once a drill has run (`health.drill_check`).
 """
 
 from __future__ import annotations
@@ -20,11 +23,20 @@ from typing import Any, TypeVar
 
 from immich_tui.services import clock, health
 from immich_tui.services.cnpg import Database, DbState
+from immich_tui.services.drill import LatestDrill, latest_drill
 from immich_tui.services.errors import InvalidData, ServiceError
 from immich_tui.services.kube import ClusterError, Kube, Unreachable
 from immich_tui.services.library import Library
 from immich_tui.services.media import DEFAULT_CRONJOB, JobHistory, JobInfo, MediaBackup
-from immich_tui.services.offsite import RESTORE_SECRETS, Offsite, OffsiteState, Reader, resolve_reader
+from immich_tui.services.offsite import (
+    RESTORE_SECRETS,
+    Offsite,
+    OffsiteState,
+    OffsiteUnavailable,
+    Reader,
+    resolve_reader,
+)
+from sync_engine.store import StoreError
 
 T = TypeVar("T")
 
@@ -40,6 +52,7 @@ class Target:
     read_only: bool = False
     stale_after_hours: float = health.STALE_AFTER_HOURS
     s3_profile: str | None = None
+    drill_stale_after_days: float = health.DRILL_STALE_AFTER_DAYS
 
 
 @dataclass
@@ -61,6 +74,7 @@ class StatusReport:
     offsite: Section
     verdict: health.Verdict
     at: Any = field(default_factory=clock.now)
+    drill: Section = field(default_factory=Section)  # value: LatestDrill | None (None: no drill on record)
 
 
 def _section(fn: Callable[[], T]) -> Section:
@@ -140,6 +154,14 @@ class Services:
     def offsite(self) -> Offsite:
         return Offsite(self.reader, restorer=self.restorer_reader)
 
+    def latest_drill(self) -> LatestDrill | None:
+        """The newest restore drill report under the report prefix (None: no drill has run yet)."""
+        offsite = self.offsite()
+        try:
+            return latest_drill(offsite.store, offsite.reader.report_prefix, clock.now())
+        except StoreError as exc:
+            raise OffsiteUnavailable(str(exc)) from None
+
     def close(self) -> None:
         if self._kube is not None:
             self._kube.close()
@@ -150,16 +172,27 @@ class Services:
         with ThreadPoolExecutor(max_workers=3) as pool:
             media = pool.submit(_section, lambda: self.media.history(limit=5))
             database = pool.submit(_section, self.database.state)
-            offsite = pool.submit(_section, lambda: self.offsite().state(listing=False, report_limit=report_limit))
-            m, d, o = media.result(), database.result(), offsite.result()
+            offsite = pool.submit(self._offsite_and_drill, report_limit)
+            m, d, (o, r) = media.result(), database.result(), offsite.result()
         problem = _offsite_problem(o)
         if problem and not o.error:  # the state is still shown (an older report stood in); the error says why
             o.error, o.invalid = problem, True
         if m.unreachable and d.unreachable:
             raise Unreachable(m.error)  # nothing to judge: say so once, as an error
-        return StatusReport(kube.context, self.target.namespace, m, d, o, self.judge(m, d, o))
+        return StatusReport(kube.context, self.target.namespace, m, d, o, self.judge(m, d, o, r), drill=r)
 
-    def judge(self, media: Section, database: Section, offsite: Section) -> health.Verdict:
+    def _offsite_and_drill(self, report_limit: int) -> tuple[Section, Section]:
+        """The offsite state, then the drill reports beside the run reports with the same reader: read one
+        after the other, so the reader Secret is read once, and not again when it could not be read."""
+        offsite = _section(lambda: self.offsite().state(listing=False, report_limit=report_limit))
+        if self._reader is None:  # no read access: the offsite section already says why
+            return offsite, Section(None, offsite.error or "no read access to the bucket")
+        return offsite, _section(self.latest_drill)
+
+    def judge(
+        self, media: Section, database: Section, offsite: Section, drill: Section | None = None
+    ) -> health.Verdict:
+        """`drill` None: drill reports were not read, and the drill check says so without counting."""
         now = clock.now()
         threshold = self.target.stale_after_hours * 3600
         history: JobHistory | None = media.value
@@ -203,7 +236,11 @@ class Services:
                 health.database_check(db.last_backup, db.cluster.last_backup_succeeded.status, threshold, now),
                 health.wal_check(arch.status, arch.reason, arch.message, arch.since, now),
             ]
-        return health.verdict([media_check, *checks], self.target.stale_after_hours)
+        if drill is None:
+            drill_check = health.Check("drill", "off", None, "drill reports not read")
+        else:
+            drill_check = health.drill_check(drill.value, self.target.drill_stale_after_days, now, drill.error)
+        return health.verdict([media_check, *checks, drill_check], self.target.stale_after_hours)
 
     @staticmethod
     def report_warnings(offsite: OffsiteState | None) -> tuple[str, str]:

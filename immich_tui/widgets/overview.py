@@ -19,6 +19,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from immich_tui.services import clock
+from immich_tui.services.drill import LatestDrill
 from immich_tui.services.health import Check, Verdict
 from immich_tui.services.kube import context_name
 from immich_tui.services.media import JobHistory
@@ -32,7 +33,10 @@ VERDICT_STYLE = {"healthy": "bold green", "degraded": "bold yellow", "error": "b
 
 
 def check_style(check: Check, threshold_seconds: float) -> str:
-    """Green fresh, yellow when three quarters of the way to stale, red stale or failing."""
+    """Green fresh, yellow when three quarters of the way to stale, red stale or failing. The drill has its
+    own threshold in days, which its check already applied: its state alone sets its colour."""
+    if check.name == "drill":
+        return STYLE.get(check.state, "dim")
     if check.state == "ok" and check.age_seconds is not None and check.age_seconds > 0.75 * threshold_seconds:
         return "yellow"
     return STYLE.get(check.state, "yellow")
@@ -43,8 +47,10 @@ def chips(verdict: Verdict | None, error: str = "") -> Text:
     if verdict is None:
         return text.append("● " + (error or "loading…"), style="red" if error else "dim")
     threshold = verdict.stale_after_hours * 3600
-    labels = {"media": "MEDIA", "database": "DB", "wal": "WAL"}
+    labels = {"media": "MEDIA", "database": "DB", "wal": "WAL", "drill": "DRILL"}
     for check in verdict.checks:
+        if check.state == "off":
+            continue  # no drill yet: nothing to show, and nothing wrong
         value = clock.short(check.age_seconds) if check.age_seconds is not None and check.name != "wal" else check.state
         text.append("● ", style=check_style(check, threshold))
         text.append(f"{labels[check.name]} {value}  ", style="bold")
@@ -136,6 +142,7 @@ def render(report: StatusReport) -> Text:
             out.append(f"\n        schedule    {s.name} {s.schedule}{' (suspended)' if s.suspended else ''}")
     else:
         out.append(report.database.error, style="yellow")
+    _drill_block(out, report)
     # Attention
     notes = attention(report)
     out.append("\n\n Attention\n", style="bold")
@@ -147,10 +154,36 @@ def render(report: StatusReport) -> Text:
     return out
 
 
+def _drill_block(out: Text, report: StatusReport) -> None:
+    """ "Last verified restore": the newest drill's date, RPO/RTO and missing originals, once a drill has run."""
+    latest: LatestDrill | None = report.drill.value
+    if latest is None or latest.report is None:
+        return
+    r = latest.report
+    drill_check = report.verdict.check("drill")
+
+    def span(seconds: float | None) -> str:
+        return clock.short(seconds) if seconds is not None else "-"
+
+    out.append("\n\n RESTORE ", style="bold")
+    out.append("last verified restore ")
+    out.append(when(latest.stored), style=STYLE.get(drill_check.state, "yellow"))
+    out.append(f"  {r.outcome}", style="green" if r.outcome == "ok" else "red")
+    out.append(
+        f"\n        RPO         DB {span(r.rpo_db_seconds)} · media {span(r.rpo_media_seconds)}"
+        f"\n        RTO         DB {span(r.rto_db_seconds)} · media ≈ {span(r.rto_media_seconds_estimate)}"
+    )
+    if r.cross_check is not None:
+        c = r.cross_check
+        out.append("\n        assets      ")
+        out.append(f"{c.missing:,} missing", style="red" if c.missing else "green")
+        out.append(f" of {c.assets:,} · {c.not_yet_offsite:,} not yet offsite · {c.orphans:,} orphans")
+
+
 def attention(report: StatusReport) -> list[tuple[str, str]]:
     notes: list[tuple[str, str]] = []
     for check in report.verdict.checks:
-        if check.state != "ok":
+        if check.state not in ("ok", "off"):
             hint = f" — {check.hint}" if check.hint else ""
             notes.append((STYLE.get(check.state, "yellow"), f"{check.name}: {check.detail}{hint}"))
     db = report.database.value
