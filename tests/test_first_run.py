@@ -28,7 +28,18 @@ def checkout(tmp_path: Path) -> Path:
 
 
 def dry_run(checkout: Path, target: str) -> list[str]:
-    done = subprocess.run(["make", "-n", target], cwd=checkout, capture_output=True, text=True, timeout=60, check=False)
+    """`make -n` as on a fresh shell: under `make test` the parent's MAKEFLAGS would add its own lines
+    ("make[1]: Entering directory …") to what is read here."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-n", target],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 
