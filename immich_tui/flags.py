@@ -33,35 +33,30 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
 MAX_STALE_HOURS = 24 * 366.0  # a year: past that, no backup is ever stale and the check means nothing
 
 
-def hours(text: str) -> float:
-    """`--stale-after`: a number of hours above 0 and at most a year. `nan` compares false with every age, so
-    it would call any backup fresh; `inf`, 0 and negative values are as meaningless, and each is refused."""
+def bounded(text: str, unit: str, high: float, limit: str) -> float:
+    """A number of `unit` above 0 and at most `high` (`limit` says it in words), else an argparse error.
+    `nan` compares false with every age, so it would call anything fresh; `inf`, 0 and negative values are
+    as meaningless, and each is refused."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of hours") from None
-    if not math.isfinite(value) or not 0 < value <= MAX_STALE_HOURS:
-        raise argparse.ArgumentTypeError(
-            f"must be a number of hours above 0 and at most {MAX_STALE_HOURS:g} (a year), got {text[:40]!r}"
-        )
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of {unit}") from None
+    if not math.isfinite(value) or not 0 < value <= high:
+        raise argparse.ArgumentTypeError(f"must be a number of {unit} above 0 and at most {limit}, got {text[:40]!r}")
     return value
+
+
+def hours(text: str) -> float:
+    """`--stale-after`: hours, at most a year."""
+    return bounded(text, "hours", MAX_STALE_HOURS, f"{MAX_STALE_HOURS:g} (a year)")
 
 
 MAX_DRILL_STALE_DAYS = 366.0  # a year, as for --stale-after
 
 
 def days(text: str) -> float:
-    """`--drill-stale-after`: a number of days above 0 and at most a year, refused otherwise for the same
-    reasons as `hours` (`nan` would call every drill fresh)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of days") from None
-    if not math.isfinite(value) or not 0 < value <= MAX_DRILL_STALE_DAYS:
-        raise argparse.ArgumentTypeError(
-            f"must be a number of days above 0 and at most {MAX_DRILL_STALE_DAYS:g} (a year), got {text[:40]!r}"
-        )
-    return value
+    """`--drill-stale-after`: days, at most a year."""
+    return bounded(text, "days", MAX_DRILL_STALE_DAYS, f"{MAX_DRILL_STALE_DAYS:g} (a year)")
 
 
 OUTPUT_FORMATS = ("table", "wide", "name", "json", "yaml")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import math
 import random
 import shutil
 import sys
@@ -26,7 +25,7 @@ from typing import Any, NoReturn, TextIO
 
 import yaml
 
-from immich_tui.flags import global_flags, target_from_args, with_defaults
+from immich_tui.flags import bounded, global_flags, target_from_args, with_defaults
 from immich_tui.plugin import PROG
 from immich_tui.plugin import output as out
 from immich_tui.plugin.render import (
@@ -357,14 +356,8 @@ def _count(text: str) -> int:
 
 
 def _minutes(text: str) -> float:
-    """`--timeout`: minutes above 0 and at most a day; nan and inf are not a wait."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of minutes") from None
-    if not math.isfinite(value) or not 0 < value <= 24 * 60:
-        raise argparse.ArgumentTypeError(f"must be a number of minutes above 0 and at most 1440, got {text[:40]!r}")
-    return value
+    """`--timeout`: minutes above 0 and at most a day."""
+    return bounded(text, "minutes", 24 * 60, "1440")
 
 
 def options_help() -> str:
