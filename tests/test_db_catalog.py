@@ -159,6 +159,18 @@ def test_wal_range_covers_what_was_archived(s3: LocalS3, archive: Archive, catal
     assert wal.count == _segment_number(wal.last) - _segment_number(wal.first) + 1  # no gap
     for backup in catalog.backups:
         assert wal.first <= backup.begin_wal <= backup.end_wal <= wal.last
+    # when S3 stored the last segment: what bounds a latest-point recovery (the restore drill's RPO)
+    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=archive.bucket, Prefix=f"{PREFIX}/")
+    stored = [
+        o["LastModified"]
+        for page in pages
+        for o in page.get("Contents", ())
+        if o["Key"].rsplit("/", 1)[-1].removesuffix(".gz") == wal.last
+    ]
+    assert len(stored) == 1 and wal.last_stored == stored[0]
+    assert all(
+        backup.end_time and backup.end_time <= wal.last_stored + dt.timedelta(seconds=1) for backup in catalog.backups
+    )
 
 
 def _recover(archive: Archive, name: str, backup: BaseBackup, target: dt.datetime) -> dict[int, int]:

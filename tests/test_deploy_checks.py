@@ -1,5 +1,5 @@
 """Third-party checkers on deploy/: checkov's Kubernetes checks on every kustomization as the pinned kubectl
-renders it (the same renders as tests/test_deploy.py), and hadolint on the image's Dockerfile.
+renders it (the same renders as tests/test_deploy.py), and hadolint on the images' Dockerfiles.
 
 Nothing may fail. The checks a workload does not meet are waived in its manifest with a reason
 (`checkov.io/skipN` annotations) and named here, so a check that starts failing, a new waiver or a waiver whose
@@ -294,8 +294,10 @@ def test_hadolint_is_the_pinned_binary() -> None:
     assert not (ROOT / ".hadolint.yaml").exists() and not (ROOT / ".hadolint.yml").exists()
 
 
-def test_hadolint_finds_nothing_in_the_image_dockerfile(tmp_path: Path) -> None:
-    assert hadolint(DEPLOY / "image/Dockerfile", tmp_path) == (0, [])
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "tools.Dockerfile"])
+def test_hadolint_finds_nothing_in_the_image_dockerfiles(dockerfile: str, tmp_path: Path) -> None:
+    """The sync image's and the tools image's (deploy/image/tools.Dockerfile, the drill CronJob's)."""
+    assert hadolint(DEPLOY / "image" / dockerfile, tmp_path) == (0, [])
 
 
 def test_hadolint_is_not_a_formality(tmp_path: Path) -> None:

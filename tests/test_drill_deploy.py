@@ -26,6 +26,7 @@ from tests.test_deploy_checks import WAIVED, checkov, rendered
 OVERLAY = "overlays/drill"
 CRONJOB = "immich-restore-drill"
 SECRETS_MOUNT = "/var/run/secrets/immich-offsite"
+TOOLS_DOCKERFILE = DEPLOY / "image" / "tools.Dockerfile"
 CHECKOV_WAIVERS = {"CKV_K8S_11", "CKV_K8S_38"}
 
 
@@ -69,7 +70,10 @@ def test_the_cronjob_runs_the_drill_monthly_with_the_drill_secret_as_files() -> 
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
     pod = _pod(objs)
     [container] = pod["containers"]
-    assert container["command"] == ["kubectl-immich_backup"]
+    # the tools image's entrypoint is the plugin (deploy/image/tools.Dockerfile): the pod passes arguments only
+    assert "command" not in container and container["image"].startswith("ghcr.io/immich-offsite-backup/immich-backup:")
+    entrypoint = [line for line in TOOLS_DOCKERFILE.read_text().splitlines() if line.startswith("ENTRYPOINT")]
+    assert entrypoint == ['ENTRYPOINT ["/usr/bin/python3", "-m", "immich_tui.plugin"]']
     args = parse(container["args"])  # the plugin's own parser accepts them, as the pod's executable will
     assert (args.command, args.sample, args.keep, args.target_time) == ("drill", 100, False, None)
     assert (args.namespace, args.db_namespace, args.db_cluster) == ("immich", "postgresql", "immich-db")

@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -165,7 +166,13 @@ class Controllers:
         settings: dict[str, object] = {"restore_command": barman.restore_command(), "archive_mode": False}
         target = (recovery.get("recoveryTarget") or {}).get("targetTime")
         if target:
-            settings |= {"recovery_target_time": target, "recovery_target_action": "promote"}
+            # CNPG hands PostgreSQL the RFC 3339 target in PostgreSQL's own timestamp form (a space, microseconds,
+            # an offset): recovery_target_time refuses the "T" form and zone abbreviations such as "Z".
+            moment = dt.datetime.fromisoformat(target.replace("Z", "+00:00")).astimezone(dt.UTC)
+            settings |= {
+                "recovery_target_time": moment.strftime("%Y-%m-%d %H:%M:%S.%f+00:00"),
+                "recovery_target_action": "promote",
+            }
         pg.configure(**settings)
         (pg.data / "recovery.signal").touch()
         pg.start()
@@ -217,7 +224,7 @@ class Controllers:
         pg = self.recovered[cluster]
         local = {
             **pg.env,
-            **{k: v for k, v in env.items() if k.startswith("PG")},
+            **{k: v for k, v in env.items() if k.startswith(("PG", "PROBE_"))},
             "PGHOST": str(pg.socket_dir),  # the Service `<cluster>-rw` is this server's socket here
             "PGPORT": str(pg.port),
         }
@@ -358,14 +365,29 @@ def _report(s3: LocalS3, bucket: str) -> tuple[str, DrillReport]:
     return key, DrillReport.from_json(json.loads(body))
 
 
-def _assert_cleaned_up(drill: Drill) -> None:
-    """The scratch Cluster, its PVCs and the probe Job are gone; the source Cluster is untouched."""
+def _assert_cleaned_up(drill: Drill, probe_jobs: int = 1) -> None:
+    """The scratch Cluster, its PVCs and the probe Jobs are gone; the source Cluster is untouched."""
     clusters = [c["metadata"]["name"] for c in drill.objects("clusters", DB_NS)]
     assert clusters == [DB_CLUSTER]
     assert drill.objects("persistent_volume_claim", DB_NS) == []
     assert drill.objects("jobs", DB_NS) == []
     deletes = [r for r in drill.server.emulator.requests if r.method.value == "DELETE"]
-    assert len(deletes) == 3  # the probe Job, the scratch Cluster, its one PVC
+    assert len(deletes) == probe_jobs + 2  # the probe Jobs, the scratch Cluster, its one PVC
+
+
+def _last_wal_stored(s3: LocalS3, bucket: str) -> tuple[str, dt.datetime]:
+    """The archive's last full WAL segment and when S3 stored it, read from the bucket."""
+    pages = (
+        s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{DB_PREFIX}/{SERVER_NAME}/wals/")
+    )
+    segments = {}
+    for page in pages:
+        for obj in page.get("Contents", ()):
+            name = obj["Key"].rsplit("/", 1)[-1].removesuffix(".gz")
+            if len(name) == 24:
+                segments[name] = obj["LastModified"]
+    last = max(segments, key=lambda name: (name[8:], name[:8]))
+    return last, segments[last]
 
 
 def test_a_consistent_backup_passes_the_drill(drill: Drill, source: Source, run_sync, s3: LocalS3, bucket: str) -> None:
@@ -389,6 +411,14 @@ def test_a_consistent_backup_passes_the_drill(drill: Drill, source: Source, run_
     assert report.rto_db_seconds is not None and report.db_ready_seconds == report.rto_db_seconds
     assert report.media_seconds_per_gib is not None and report.rto_media_seconds_estimate is not None
     assert report.sample is not None and report.sample.verified == 5
+    # the latest point: bounded by when the archive stored its last segment, not by the drill's own clock
+    segment, stored = _last_wal_stored(s3, bucket)
+    assert report.recovery_point == stored
+    assert (
+        report.recovery_point_basis == f"latest point: at most when the archive stored its last WAL segment {segment}"
+    )
+    assert f"recovery point   {report.recovery_point:%Y-%m-%dT%H:%M:%S}Z (latest point: at most when" in result.out
+    assert report.recovery_point < report.started
     [probe] = drill.controllers.probes
     assert probe["PGDATABASE"] == DATABASE and probe["PGHOST"].endswith("-rw")
     assert "default_transaction_read_only=on" in probe["PGOPTIONS"]
@@ -547,3 +577,61 @@ def test_bad_drill_flags_are_one_line_errors_before_anything_is_created(
     assert stdout.getvalue() == ""
     [line] = stderr.getvalue().splitlines()
     assert needle in line
+
+
+def test_a_recovery_to_a_target_time_holds_only_what_was_committed_by_then(
+    drill: Drill, source: Source, run_sync, s3: LocalS3, bucket: str
+) -> None:
+    """--target-time before an upload that came after the last media sync: the scratch cluster stops replay
+    there, so the late asset is not in it and the pair is consistent; the recovery point is the target."""
+    assert run_sync("backup").code == 0
+    target = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=2)
+    while dt.datetime.now(dt.UTC) <= target + dt.timedelta(milliseconds=200):
+        time.sleep(0.1)
+    late = f"upload/7f3c2a10-admin/ff/ee/{uuid.uuid4().hex}.jpg"
+    source.insert([late], "now()")  # committed after the target
+    source.archive_everything(s3, bucket)
+    stamp = target.isoformat().replace("+00:00", "Z")
+    result = drill.run("drill", "--sample", "2", "--timeout", "2", "--target-time", stamp, "--keep")
+    assert result.code == 0, result.out + result.err
+    assert f"recovery point   {stamp} (the target time asked for)" in result.out
+    assert "not yet offsite  0\n" in result.out and "missing offsite  0\n" in result.out
+    [scratch] = [c for c in drill.objects("clusters", DB_NS) if c["metadata"]["name"] != DB_CLUSTER]
+    assert scratch["spec"]["bootstrap"]["recovery"]["recoveryTarget"]["targetTime"] == stamp
+    pg = drill.controllers.recovered[scratch["metadata"]["name"]]
+    assert pg.sql(f'SELECT count(*) FROM "asset" WHERE "originalPath" = {_lit("/data/" + late)}', DATABASE) == "0"
+    _, report = _report(s3, bucket)
+    assert (report.target, report.recovery_point) == (target, target)
+    assert report.probe_assets == len(source.assets) - 1  # everything but the late upload
+    assert report.cross_check is not None and report.cross_check.not_yet_offsite == 0
+
+
+def test_a_large_library_is_probed_a_page_per_job(
+    drill: Drill, source: Source, run_sync, s3: LocalS3, bucket: str, tmp_path: Path
+) -> None:
+    """A pod's log is rotated at 10 MiB: the asset table is read a page per probe Job, each starting where
+    the previous one ended, and every page's Job is deleted with the scratch cluster."""
+    source.archive_everything(s3, bucket)
+    assert run_sync("backup").code == 0
+    services = Services(Target(kubeconfig=str(drill.kubeconfig)), drill.env)
+    lines: list[str] = []
+    runner = DrillRunner(
+        services, sample=1, timeout=300, scratch_dir=tmp_path / "scratch", progress=lines.append, page_rows=4
+    )
+    try:
+        report = runner.run()
+    finally:
+        services.close()
+    assert report.outcome == "ok", report.problems
+    pages = -(-len(source.assets) // 4)
+    assert pages >= 3
+    assert report.probe_assets == len(source.assets)
+    assert report.cross_check is not None and report.cross_check.offsite_originals == len(source.assets)
+    probes = drill.controllers.probes
+    assert len(probes) == len(runner.probe_jobs) == pages
+    assert [p["PROBE_PAGE_ROWS"] for p in probes] == ["4"] * pages
+    assert probes[0]["PROBE_AFTER_ID"] == "" and all(p["PROBE_AFTER_ID"] for p in probes[1:])
+    assert len({p["PROBE_AFTER_ID"] for p in probes}) == pages
+    assert sum("reading the next page" in line for line in lines) == pages - 1
+    assert f"deleted cluster/{report.cluster}, its 1 PVC(s) and {pages} probe job(s)" in lines
+    _assert_cleaned_up(drill, probe_jobs=pages)

@@ -97,10 +97,10 @@ def substitute(value: str, args: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args.get(m.group(1) or m.group(2), ""), value)
 
 
-def stages() -> list[Stage]:
+def stages(dockerfile: Path = DOCKERFILE) -> list[Stage]:
     global_args: dict[str, str] = {}
     out: list[Stage] = []
-    for keyword, args in instructions(DOCKERFILE.read_text("utf-8")):
+    for keyword, args in instructions(dockerfile.read_text("utf-8")):
         if keyword == "FROM":
             words = [w for w in args.split() if not w.startswith("--")]
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else ""
@@ -187,9 +187,9 @@ def test_dockerignore_sends_only_what_the_image_copies():
 # Lock ----------------------------------------------------------------------------------------------------
 
 
-def locked() -> dict[str, tuple[str, list[str]]]:
+def locked(lock: Path = LOCK) -> dict[str, tuple[str, list[str]]]:
     """canonical name -> (version, hashes), from the requirement entries of the lock."""
-    text = re.sub(r"\\\n", " ", LOCK.read_text("utf-8"))
+    text = re.sub(r"\\\n", " ", lock.read_text("utf-8"))
     out: dict[str, tuple[str, list[str]]] = {}
     for raw in text.splitlines():
         line = raw.split(" #")[0].strip()

@@ -9,6 +9,7 @@ names that break line- and tab-based output.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,9 +20,13 @@ from immich_tui.services.immich_schema import (
     LAYOUTS,
     NO_TABLE_EXIT,
     AssetRow,
+    PageKey,
+    ProbeCollector,
     ProbeError,
     media_relative_path,
     parse_probe,
+    parse_probe_page,
+    probe_env,
     probe_script,
 )
 from tests.pg import SERVER_USER, PgLab, PgServer, S3Access
@@ -90,9 +95,10 @@ class Lab:
     lab: PgLab
     pg: PgServer
 
-    def probe(self, database: str) -> Probe:
+    def probe(self, database: str, page: dict[str, str] | None = None) -> Probe:
         env = {
             **self.pg.env,
+            **(page or {}),
             "PGHOST": str(self.pg.socket_dir),
             "PGPORT": str(self.pg.port),
             "PGUSER": SERVER_USER,
@@ -238,7 +244,7 @@ def test_parse_probe_refuses_truncated_or_foreign_output(lab: Lab) -> None:
 
     with pytest.raises(ProbeError, match="truncated"):
         parse_probe("\n".join(lines[:-1]))
-    with pytest.raises(ProbeError, match="2 asset lines, the database counted 3"):
+    with pytest.raises(ProbeError, match="2 asset lines, the page counted 3"):
         parse_probe("\n".join([*lines[:2], *lines[3:]]))
     with pytest.raises(ProbeError, match="header"):
         parse_probe("\n".join(lines[1:]))
@@ -314,3 +320,91 @@ def test_layout_is_immichs_table_not_a_namesake(lab: Lab) -> None:
     )
     both = parse_probe(lab.probe("immich_both").stdout)
     assert (both.layout, [r.original_path for r in both.rows]) == ("current", ["/data/upload/b.jpg"])
+
+
+def _read_in_pages(lab: Lab, database: str, **size: int) -> tuple[ProbeCollector, list[str]]:
+    """What the drill does: one probe per page, each asked to start where the previous page ended."""
+    collector = ProbeCollector()
+    outputs: list[str] = []
+    while not collector.done:
+        done = lab.probe(database, probe_env(collector.next_after, **size))
+        assert (done.returncode, done.stderr) == (0, "")
+        outputs.append(done.stdout)
+        collector.add(parse_probe_page(done.stdout))
+        assert len(outputs) <= 100, "the pages never ended"
+    return collector, outputs
+
+
+def _paged_database(lab: Lab, name: str) -> None:
+    """Every awkward path (each one, in turn, the key a page starts after), two assets sharing a path, a
+    path that is SQL, and rows with no file to expect: 14 rows."""
+    lab.database(name, CURRENT_DDL)
+    paths = (*AWKWARD, "/data/upload/u1/sa/me/twice.jpg", "/data/upload/u1/sa/me/twice.jpg")
+    paths += ("/data/upload/u1/x/'); DROP TABLE asset; --.jpg",)
+    values = ", ".join(f"(gen_random_uuid(), {_lit(p)}, '{_created(i).isoformat()}')" for i, p in enumerate(paths))
+    lab.pg.sql(f'INSERT INTO "asset" ("ownerId", "originalPath", "createdAt") VALUES {values}', name)
+    lab.pg.sql(
+        'INSERT INTO "asset" ("ownerId", "originalPath", "deletedAt", "status") VALUES '
+        "(gen_random_uuid(), '/data/upload/u1/tr/as/trashed.jpg', '2024-06-01Z', 'trashed'), "
+        "(gen_random_uuid(), '/data/upload/u1/em/pt/emptied.jpg', '2024-06-02Z', 'deleted'), "
+        "(gen_random_uuid(), '/data/upload/u1/pa/rt/partial.jpg', NULL, 'partial')",
+        name,
+    )
+
+
+def test_a_table_read_in_pages_joins_into_exactly_the_rows_of_one_reading(lab: Lab) -> None:
+    """A pod's log is rotated at 10 MiB, so the drill reads the table a page per Job: by rows, and by bytes
+    (one byte still returns one row per page). Every page boundary is an awkward path, including one
+    shared by two assets and one that is SQL; the pages join into the one-page reading, row for row."""
+    _paged_database(lab, "immich_paged")
+    whole = parse_probe(lab.probe("immich_paged").stdout)
+    assert (whole.assets, whole.trashed, whole.not_expected) == (12, 1, 2)
+
+    by_rows, outputs = _read_in_pages(lab, "immich_paged", page_rows=4)
+    assert (len(outputs), by_rows.pages, by_rows.seen) == (4, 4, 14)  # 4 + 4 + 4 + 2
+    by_bytes, outputs = _read_in_pages(lab, "immich_paged", page_bytes=1)
+    assert (len(outputs), by_bytes.pages) == (14, 14)
+    for paged in (by_rows.result(), by_bytes.result()):
+        assert sorted(paged.rows, key=repr) == sorted(whole.rows, key=repr)
+        assert (paged.assets, paged.trashed, paged.not_expected) == (12, 1, 2)
+        assert (paged.layout, paged.database) == (whole.layout, whole.database)
+    assert lab.pg.sql('SELECT count(*) FROM "asset"', "immich_paged") == "14"  # the SQL path was only a path
+
+
+def test_pages_that_do_not_join_into_one_reading_are_refused(lab: Lab) -> None:
+    """A page that starts elsewhere, a page that repeats an asset, a page missing and a page cut short are
+    refused: a probe whose pages do not add up must not pass for a smaller library."""
+    _paged_database(lab, "immich_joins")
+
+    def page(after: PageKey | None) -> str:
+        done = lab.probe("immich_joins", probe_env(after, page_rows=5))
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    first = parse_probe_page(page(None))
+    assert first.last is not None and len(first.rows) == 5
+    second = page(first.last)
+    third_after = parse_probe_page(second).last
+
+    joined = ProbeCollector()
+    joined.add(first)
+    with pytest.raises(ProbeError, match="probe page 2 does not start where page 1 ended"):
+        joined.add(parse_probe_page(page(third_after)))  # page 2 skipped
+
+    overlapping = ProbeCollector()
+    overlapping.add(first)
+    one = json.loads(page(None).splitlines()[1])  # the first row: the forged page starts after it
+    early = parse_probe_page(page(PageKey(one["p"], one["i"])))
+    early.after = first.last  # a forged header: the page claims to follow page 1 but repeats its rows
+    with pytest.raises(ProbeError, match="repeats asset"):
+        overlapping.add(early)
+
+    short = ProbeCollector()
+    short.add(first)
+    with pytest.raises(ProbeError, match="holds 5 of the database's 14 assets"):
+        short.result()
+    with pytest.raises(ProbeError, match="holds 5 of the database's 14 assets"):
+        parse_probe(page(None))
+    lines = second.splitlines()
+    with pytest.raises(ProbeError, match="4 asset lines, the page counted 5"):
+        parse_probe_page("\n".join([*lines[:2], *lines[3:]]))

@@ -56,6 +56,7 @@ from immich_tui.services.workload import (
     refuse_while_running,
     running_server,
 )
+from sync_engine import __version__
 
 FAILED = 1
 ERROR = 2
@@ -111,11 +112,12 @@ OPTIONS_HINT = f"Use `{PROG} options` for a list of global command-line options 
 
 
 def package_version() -> str:
-    """The installed distribution's version: what `--version` says and bug reports quote."""
+    """The installed distribution's version: what `--version` says and bug reports quote. The tools image
+    copies the packages without installing the distribution: there the release's own version answers."""
     try:
         return metadata.version("immich-offsite-backup")
-    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
+    except metadata.PackageNotFoundError:  # the tools image, or a source tree that was never installed
+        return __version__
 
 
 def _examples(*lines: str) -> str:
@@ -765,7 +767,12 @@ class Cli:
         return run_setup(self.args, self.services, self.stdout, self.stderr)
 
     def tui(self) -> int:
-        from immich_tui.cli import run_tui
+        try:
+            from immich_tui.cli import run_tui
+        except ImportError:  # the tools image carries the plugin's commands, not the Textual app
+            raise ServiceError(
+                "tui: the terminal UI is not installed here; run it where immich-offsite-backup is installed"
+            ) from None
 
         return run_tui(self.args)
 
@@ -826,7 +833,9 @@ def render_drill(report: DrillReport, key: str) -> str:
         f"Restore drill of {report.source_cluster}: {verdict}",
         f"  scratch cluster  {report.cluster}" + (" (kept)" if report.kept else " (deleted)"),
         f"  recovery point   {point}"
-        + (f" (target {rfc3339(report.target)})" if report.target else " (latest point of the archive)"),
+        + (f" ({report.recovery_point_basis})" if report.recovery_point_basis and report.recovery_point else ""),
+        f"  media as of      {rfc3339(report.media_as_of) or 'not reached'}"
+        + (" (the newest offsite copy)" if report.media_as_of and not report.target else ""),
         f"  RPO              database {_seconds(report.rpo_db_seconds)}, media {_seconds(report.rpo_media_seconds)}"
         + (f" (last media sync started {rfc3339(report.last_sync_start)})" if report.last_sync_start else ""),
         f"  RTO              database queryable after {_seconds(report.db_ready_seconds)}",

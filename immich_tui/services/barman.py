@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from immich_tui.services.errors import ServiceError
@@ -70,6 +70,9 @@ class WalRange:
     last: str | None
     count: int
     timelines: list[int] = field(default_factory=list)
+    # When S3 stored the last segment: no commit replayed from this archive can be later (a restore to the
+    # latest point ends in that segment), so it bounds a latest-point recovery from above.
+    last_stored: dt.datetime | None = None
 
 
 @dataclass
@@ -186,25 +189,50 @@ def _wal_name(key: str) -> str:
     return name
 
 
-def wal_range(keys: Iterator[str]) -> WalRange:
+def wal_range(objects: Iterable[tuple[str, float]]) -> WalRange:
     """Segments are ordered by position in the WAL stream, then timeline, so `first`/`last` stay right across a
-    promotion (plain name order would put every segment of timeline 2 after all of timeline 1)."""
-    segments: set[str] = set()
+    promotion (plain name order would put every segment of timeline 2 after all of timeline 1). `objects`
+    are (key, S3 LastModified as a POSIX time)."""
+    segments: dict[str, float] = {}
     timelines: set[int] = set()
-    for key in keys:
+    for key, stored in objects:
         match = _XLOG_RE.match(_wal_name(key))
         if not match:
             continue
         timelines.add(int(match["tli"], 16))
         if match["log"] and not match["kind"]:
-            segments.add(match.group(0).upper())
+            name = match.group(0).upper()
+            segments[name] = max(segments.get(name, 0.0), stored)
     ordered = sorted(segments, key=lambda name: (name[8:], name[:8]))
+    last_stored = segments[ordered[-1]] if ordered else 0.0
     return WalRange(
         first=ordered[0] if ordered else None,
         last=ordered[-1] if ordered else None,
         count=len(ordered),
         timelines=sorted(timelines),
+        last_stored=dt.datetime.fromtimestamp(last_stored, dt.UTC) if last_stored > 0 else None,
     )
+
+
+def read_wal_range(
+    store: ObjectStore, destination_path: str, server_name: str, stored_by: dt.datetime | None = None
+) -> WalRange:
+    """The archive's WAL segments alone: what a latest-point recovery replays, without the base backups;
+    with `stored_by`, only the segments S3 had stored by then (what a replay that ended then could read)."""
+    prefix = _store_prefix(store, destination_path)
+    if not server_name or "/" in server_name:
+        raise CatalogError(f"serverName must be a single folder name, got {server_name!r}")
+    wals = f"{prefix}{server_name}/wals/"
+    until = stored_by.timestamp() if stored_by is not None else float("inf")
+    try:
+        return wal_range(
+            (obj.key, obj.last_modified)
+            for page in store.list_pages(wals)
+            for obj in page
+            if obj.last_modified <= until
+        )
+    except StoreError as exc:
+        raise _catalog_error(exc, store.bucket, wals) from None
 
 
 def read_catalog(store: ObjectStore, destination_path: str, server_name: str) -> Catalog:
@@ -223,10 +251,7 @@ def read_catalog(store: ObjectStore, destination_path: str, server_name: str) ->
                 continue  # still uploading, or half-deleted: barman's own catalog skips it too
             raise _catalog_error(exc, store.bucket, key) from None
         backups.append(parse_backup_info(body, backup_id, server_name))
-    try:
-        wal = wal_range(obj.key for page in store.list_pages(f"{server_prefix}wals/") for obj in page)
-    except StoreError as exc:
-        raise _catalog_error(exc, store.bucket, f"{server_prefix}wals/") from None
+    wal = read_wal_range(store, destination_path, server_name)
     if not backups and not wal.count and not wal.timelines:
         _no_server(store, destination_path, server_name)
     backups.sort(key=lambda b: (b.begin_time or b.end_time or dt.datetime.min.replace(tzinfo=dt.UTC), b.backup_id))

@@ -9,8 +9,10 @@ Originals. Immich keeps the files its assets point at (`originalPath`) in two li
 references, and `thumbs`/`encoded-video` are derived and regenerated: none of them can be an orphan or a
 missing original. Sidecars (`.xmp`) and the folders' `.immich` markers are not assets either.
 
-Cross-check. An asset is *missing* when its original is not offsite as of the recovery point although
-it was created before the start of the last media sync that had finished by then: that sync should have
+Cross-check. The database is checked against the media a restore would pair it with: the offsite copy
+as of the target time, or for a latest-point drill the newest copy (`DrillReport.media_as_of`). An asset
+is *missing* when its original is not in that copy although it was created before the start of the last
+media sync that had finished by then: that sync should have
 copied it. One created later (or when no sync had finished at all) is *not yet offsite*: the two halves
 simply meet at the sync's start, and the advice is to recover the database to a target before it. An
 asset without a creation time cannot be shown to be new, so it counts as missing.
@@ -297,11 +299,13 @@ class DrillReport:
     finished: dt.datetime | None = None
     target: dt.datetime | None = None  # the recovery target asked for (None: the latest point)
     recovery_point: dt.datetime | None = None
+    recovery_point_basis: str = ""  # where the recovery point comes from, and whether it is a bound
+    media_as_of: dt.datetime | None = None  # the offsite copy checked: the target, or the newest (latest point)
     db_ready_seconds: float | None = None
     probe_layout: str = ""
     probe_assets: int | None = None
     immich_version: str | None = None
-    last_sync_start: dt.datetime | None = None  # of the newest media sync finished by the recovery point
+    last_sync_start: dt.datetime | None = None  # of the newest media sync finished by `media_as_of`
     cross_check: CrossCheck | None = None
     sample: SampleResult | None = None
     rpo_db_seconds: float | None = None
@@ -453,6 +457,8 @@ _FIELDS: dict[str, Callable[[object, str], Any]] = {
     "finished": _optional(_time),
     "target": _optional(_time),
     "recovery_point": _optional(_time),
+    "recovery_point_basis": _text,
+    "media_as_of": _optional(_time),
     "db_ready_seconds": _optional(_number),
     "probe_layout": _text,
     "probe_assets": _optional(_count),

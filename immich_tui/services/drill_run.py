@@ -12,8 +12,12 @@ problem found before anything is created (no credentials, no CNPG, read-only mod
 error of the configuration.
 
 Recovery point. With a target time it is that time. Without one the scratch Cluster replays the whole
-archive, and CNPG reports no time for where replay ended: the Cluster's creation is used, an upper bound
-(nothing archived later can be in it); the WAL archive's timeout (minutes) is the error on the RPO.
+archive, and CNPG reports no time for where replay ended (PostgreSQL's last replayed commit time is gone
+once CNPG restarts the promoted instance). Replay ends in the archive's last WAL segment, so the time S3
+stored that segment, listed once the Cluster is ready, bounds it from above: the error on the RPO is at
+most the archive's segment switch interval (CNPG's archive_timeout, 5 minutes by default). When the
+archive cannot be listed the Cluster's readiness is the (looser) bound, and said so. No asset can be
+newer than the recovery point: if one is, the clocks disagree and its creation is taken instead.
 
 The pure parts (cross-check, sample, report) are `services.drill`; the Immich schema probe is
 `services.immich_schema`.
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from immich_tui.services import clock as clocks
+from immich_tui.services.barman import read_wal_range
 from immich_tui.services.cnpg import GROUP, VERSION, DbCluster
 from immich_tui.services.drill import (
     CrossCheck,
@@ -44,7 +49,16 @@ from immich_tui.services.drill import (
     write_drill_report,
 )
 from immich_tui.services.errors import ServiceError
-from immich_tui.services.immich_schema import ProbeResult, parse_probe, probe_script
+from immich_tui.services.immich_schema import (
+    PAGE_BYTES,
+    PAGE_ROWS,
+    PageKey,
+    ProbeCollector,
+    ProbeResult,
+    parse_probe_page,
+    probe_env,
+    probe_script,
+)
 from immich_tui.services.kube import Access, Kube, NotFound
 from immich_tui.services.media import MediaBackup
 from immich_tui.services.offsite import RESTORER_SECRET, Offsite, OffsiteUnavailable, Reader, resolve_reader
@@ -63,7 +77,8 @@ DEFAULT_TIMEOUT_MINUTES = 30.0
 PROBE_SUFFIX = "-probe"
 PROBE_CONTAINER = "probe"
 PROBE_USER = 26  # the postgres user of CNPG's operand images
-MAX_PROBE_LOG = 256 * 1024 * 1024  # one asset path per line; a library of millions stays far below
+MAX_PAGE_LOG = 2 * PAGE_BYTES + 1024 * 1024  # a page's rows, its header and end line, and psql's notices
+MAX_PROBE_PAGES = 10_000  # 200 million assets at the default page: beyond it the pages are not ending
 POLL_SECONDS = 2.0
 GIB = 1024**3
 
@@ -119,9 +134,10 @@ def scratch_manifest(manifest: dict[str, Any], source: DbCluster, latest: bool) 
     return body
 
 
-def probe_job(cluster: dict[str, Any], name: str) -> dict[str, Any]:
+def probe_job(cluster: dict[str, Any], name: str, page: dict[str, str] | None = None) -> dict[str, Any]:
     """The read-only probe, in the scratch Cluster's namespace and image (which has psql): libpq settings
-    from the application Secret CNPG keeps for the recovered database owner, never the superuser's."""
+    from the application Secret CNPG keeps for the recovered database owner, never the superuser's; `page`
+    is the probe's page request (`immich_schema.probe_env`)."""
     meta, spec = cluster["metadata"], cluster["spec"]
     recovery = spec["bootstrap"]["recovery"]
     secret = (recovery.get("secret") or {}).get("name") or f"{meta['name']}-app"
@@ -140,6 +156,7 @@ def probe_job(cluster: dict[str, Any], name: str) -> dict[str, Any]:
         else key("PGDATABASE", "dbname"),
         {"name": "PGOPTIONS", "value": "-c default_transaction_read_only=on"},
         {"name": "HOME", "value": "/tmp"},
+        *({"name": key, "value": value} for key, value in (page or probe_env(None)).items()),
     ]
     labels = {DRILL_LABEL: "true", "app.kubernetes.io/name": "immich-restore-drill-probe"}
     return {
@@ -199,6 +216,8 @@ class DrillRunner:
         scratch_dir: Path,
         progress: Callable[[str], None] | None = None,
         poll: float = POLL_SECONDS,
+        page_rows: int = PAGE_ROWS,
+        page_bytes: int = PAGE_BYTES,
     ) -> None:
         if sample < 0:
             raise DrillError(f"--sample must be 0 or more, got {sample}")
@@ -212,6 +231,9 @@ class DrillRunner:
         self.scratch_dir = scratch_dir
         self.progress = progress or (lambda line: None)
         self.poll = poll
+        self.page_rows = page_rows
+        self.page_bytes = page_bytes
+        self.probe_jobs: list[str] = []  # created, to be deleted with the scratch cluster
         self.key = ""  # where the report was written, once it was
 
     # The steps ------------------------------------------------------------------------------------
@@ -256,16 +278,17 @@ class DrillRunner:
         database.create_cluster(body)
         probe_name = f"{name}{PROBE_SUFFIX}"
         try:
-            self._drill(report, body, probe_name, reader, last_sync_start, library_bytes, previous)
+            self._drill(report, source, body, probe_name, reader, last_sync_start, library_bytes, previous)
         except (ServiceError, StoreError) as exc:
             report.outcome = "error"
             report.problems.append(str(exc))
         finally:
             report.kept = self.keep
             if self.keep:
-                self.progress(f"kept cluster/{name} and job/{probe_name} (--keep): delete them when done")
+                jobs = ", ".join(f"job/{job}" for job in self.probe_jobs) or "no probe job"
+                self.progress(f"kept cluster/{name} and {jobs} (--keep): delete them when done")
             else:
-                problem = self._clean_up(plan.namespace, name, probe_name)
+                problem = self._clean_up(plan.namespace, name)
                 if problem:
                     report.problems.append(problem)
             report.finished = self.clock()
@@ -289,8 +312,8 @@ class DrillRunner:
         return (latest.started, latest.bytes) if latest is not None else (None, None)
 
     def _sync_start_by(self, reader: Reader, point: dt.datetime, latest: dt.datetime | None) -> dt.datetime | None:
-        """The start of the newest successful media sync that had finished (its report stored) by the
-        database's recovery point: the media copy the database is checked against."""
+        """The start of the newest successful media sync that had finished (its report stored) by `point`:
+        the media copy the database is checked against."""
         try:
             points, _ = Offsite(reader).sync_points(before=point)
         except OffsiteUnavailable as exc:
@@ -302,6 +325,7 @@ class DrillRunner:
     def _drill(
         self,
         report: DrillReport,
+        source: DbCluster,
         body: dict[str, Any],
         probe_name: str,
         reader: Reader,
@@ -317,17 +341,18 @@ class DrillRunner:
         report.rto_db_seconds = report.db_ready_seconds
         self.progress(f"cluster/{name} is ready after {clocks.short(report.db_ready_seconds)}; probing the database")
         probe = self._probe(namespace, cluster or body, probe_name)
-        # CNPG reports no time for where the replay of a latest-point recovery ended: the scratch cluster's
-        # creation is an upper bound of it (the RPO may be understated by the archive's last WAL's age).
-        report.recovery_point = self.target_time or created
+        report.recovery_point, report.recovery_point_basis = self._recovery_point(reader, source, ready, probe)
         report.probe_layout = probe.layout
         report.probe_assets = probe.assets
         report.immich_version = probe.immich_version
         self.progress(f"the database holds {probe.assets} assets (Immich layout {probe.layout}); checking the media")
         store = reader.store()
-        last_sync_start = self._sync_start_by(reader, report.recovery_point, last_sync_start)
+        # The media a restore would pair with this database: as of the target, or for the latest point the
+        # newest copy, as it is offsite once the database is back (a restore now restores both the newest).
+        report.media_as_of = self.target_time or ready
+        last_sync_start = self._sync_start_by(reader, report.media_as_of, last_sync_start)
         report.last_sync_start = last_sync_start
-        keys = offsite_keys_as_of(store, reader.media_prefix, report.recovery_point)
+        keys = offsite_keys_as_of(store, reader.media_prefix, report.media_as_of)
         check = cross_check(probe, keys, reader.media_prefix, last_sync_start)
         report.cross_check = check
         newer_than = previous.report.started if previous is not None and previous.report is not None else None
@@ -352,6 +377,37 @@ class DrillRunner:
             report.rto_media_seconds_estimate = library_bytes / GIB * report.media_seconds_per_gib
         report.problems.extend(_problems(check, sample))
         report.outcome = "failed" if report.problems else "ok"
+
+    def _recovery_point(
+        self, reader: Reader, source: DbCluster, ready: dt.datetime, probe: ProbeResult
+    ) -> tuple[dt.datetime, str]:
+        """The recovery point and what it rests on (see the module's docstring)."""
+        if self.target_time is not None:
+            return self.target_time, "the target time asked for"
+        try:
+            database = self.services.database
+            destination = (
+                database.object_store(source.object_store).destination_path
+                if source.method == "plugin"
+                else source.object_store
+            )
+            store = Offsite(reader).store_for(destination)
+            wal = read_wal_range(store, destination, source.server_name, stored_by=ready)
+            problem = "it held no WAL segment when the scratch cluster was ready" if wal.last_stored is None else ""
+        except (ServiceError, StoreError) as exc:
+            wal, problem = None, str(exc)
+        if wal is not None and wal.last_stored is not None:
+            point = wal.last_stored
+            basis = f"latest point: at most when the archive stored its last WAL segment {wal.last}"
+        else:
+            point = ready
+            basis = f"latest point: at most the scratch cluster's readiness (the archive's end is unknown: {problem})"
+            self.progress(f"note: {basis}")
+        newest = max((row.created for row in probe.rows if row.created is not None), default=None)
+        if newest is not None and newest > point:
+            point = min(newest, ready)
+            basis += "; raised to the newest asset's creation, which is later (the clocks disagree)"
+        return point, basis
 
     def _wait_ready(self, namespace: str, name: str) -> dict[str, Any]:
         """Until CNPG calls the Cluster healthy with an instance ready, or the timeout; the phase is reported
@@ -386,9 +442,23 @@ class DrillRunner:
             time.sleep(self.poll)
 
     def _probe(self, namespace: str, cluster: dict[str, Any], name: str) -> ProbeResult:
+        """The asset table a page per Job (`<name>`, `<name>-2`, …) until the pages hold every counted row."""
+        collector = ProbeCollector()
+        while not collector.done:
+            if collector.pages >= MAX_PROBE_PAGES:
+                raise DrillError(f"the database probe did not end after {MAX_PROBE_PAGES} pages")
+            job = name if not collector.pages else f"{name}-{collector.pages + 1}"
+            collector.add(parse_probe_page(self._probe_page(namespace, cluster, job, collector.next_after)))
+            if not collector.done:
+                total = collector.first.total if collector.first else 0
+                self.progress(f"probed {collector.seen:,} of {total:,} assets; reading the next page")
+        return collector.result()
+
+    def _probe_page(self, namespace: str, cluster: dict[str, Any], name: str, after: PageKey | None) -> str:
         kube = self.services.kube
-        body = probe_job(cluster, name)
+        body = probe_job(cluster, name, probe_env(after, self.page_rows, self.page_bytes))
         kube.write(Access("create", "jobs", namespace, "batch"), kube.batch.create_namespaced_job, namespace, body)
+        self.probe_jobs.append(name)
         jobs = MediaBackup(kube, namespace)
         deadline = time.monotonic() + self.timeout
         while True:
@@ -406,8 +476,8 @@ class DrillRunner:
         try:
             for line in stream:
                 size += len(line) + 1
-                if size > MAX_PROBE_LOG:
-                    raise DrillError(f"the log of job/{name} is larger than {MAX_PROBE_LOG // 1024**2} MiB")
+                if size > MAX_PAGE_LOG:
+                    raise DrillError(f"the log of job/{name} is larger than {MAX_PAGE_LOG // 1024**2} MiB")
                 lines.append(line)
         finally:
             stream.close()
@@ -415,9 +485,9 @@ class DrillRunner:
             tail = " | ".join(line.strip() for line in lines[-3:] if line.strip())[:300]
             reason = info.exit_reason or "failed"
             raise DrillError(f"the database probe job/{name} failed ({reason})" + (f": {tail}" if tail else ""))
-        return parse_probe("\n".join(lines) + "\n")
+        return "\n".join(lines) + "\n"
 
-    def _clean_up(self, namespace: str, name: str, probe: str) -> str:
+    def _clean_up(self, namespace: str, name: str) -> str:
         """Delete the probe Job (with its pod), the scratch Cluster and its PVCs; what could not be deleted is
         returned as one line, so the report names the leftover instead of the drill stopping."""
         kube = self.services.kube
@@ -431,14 +501,15 @@ class DrillRunner:
             except ServiceError as exc:
                 failed.append(f"{what} ({exc})")
 
-        delete(
-            f"job/{probe}",
-            Access("delete", "jobs", namespace, "batch", name=probe),
-            kube.batch.delete_namespaced_job,
-            probe,
-            namespace,
-            propagation_policy="Background",
-        )
+        for job in self.probe_jobs:
+            delete(
+                f"job/{job}",
+                Access("delete", "jobs", namespace, "batch", name=job),
+                kube.batch.delete_namespaced_job,
+                job,
+                namespace,
+                propagation_policy="Background",
+            )
         delete(
             f"cluster/{name}",
             Access("delete", "clusters", namespace, GROUP, name=name),
@@ -472,7 +543,7 @@ class DrillRunner:
             )
         if failed:
             return f"left behind in {namespace}, delete by hand: " + ", ".join(failed)
-        self.progress(f"deleted cluster/{name}, its {len(claims)} PVC(s) and job/{probe}")
+        self.progress(f"deleted cluster/{name}, its {len(claims)} PVC(s) and {len(self.probe_jobs)} probe job(s)")
         return ""
 
 

@@ -42,6 +42,10 @@ PROBE_FORMAT = "immich-probe/1"  # the header's tag: output of another script or
 MEDIA_LOCATIONS: tuple[str, ...] = ("/data", "/usr/src/app/upload")  # current default first
 RELATIVE_LOCATION = "upload"  # the stored prefix before paths became absolute (media location './upload')
 NO_TABLE_EXIT = 3  # the probe's exit code when the database has no Immich asset table
+# One probe page: a few MiB of log, far below the kubelet's 10 MiB rotation of a container's log (a rotated
+# log would be read from its middle), and few enough Jobs for a library of millions.
+PAGE_ROWS = 20_000
+PAGE_BYTES = 4 * 1024 * 1024
 
 
 class ProbeError(ServiceError):
@@ -99,15 +103,32 @@ def _literal(text: str) -> str:
 
 
 def _rows_sql(layout: ImmichLayout) -> tuple[str, str]:
-    """The row query for one layout, split where the status goes: the column, or NULL before it existed."""
+    """One page of rows for one layout, split where the status goes (the column, or NULL before it existed).
+
+    Pages follow the key (originalPath, id) from where the last one ended (psql variables `after_path` and
+    `after_id`, empty for the first page) and end at `page_rows` rows or once `page_bytes` of output is
+    reached (the first row always fits). The last line is the page's end line, counted from the same rows."""
+    path = f"a.{_ident(layout.path_column)}"
     deleted = f"a.{_ident(layout.deleted_column)}" if layout.deleted_column else "NULL::timestamptz"
-    head, tail = (
-        "SELECT json_build_object("
-        f"'p', a.{_ident(layout.path_column)}, "
+    head = (
+        "WITH page AS (SELECT "
+        f"{path} AS k1, a.{_ident('id')}::text AS k2, json_build_object("
+        f"'p', {path}, "
+        f"'i', a.{_ident('id')}::text, "
         f"'c', a.{_ident(layout.created_column)}, "
         f"'d', {deleted}, "
-        "'s', ",
-        f")::text FROM {_ident(layout.table)} AS a ORDER BY a.{_ident(layout.path_column)};",
+        "'s', "
+    )
+    tail = (
+        f")::text AS line FROM {_ident(layout.table)} AS a "
+        f"WHERE :'after_id' = '' OR ({path}, a.{_ident('id')}::text) > (:'after_path', :'after_id') "
+        "ORDER BY 1, 2 LIMIT :page_rows), "
+        "sized AS (SELECT line, row_number() OVER w AS n, sum(octet_length(line) + 1) OVER w AS upto "
+        "FROM page WINDOW w AS (ORDER BY k1, k2 ROWS UNBOUNDED PRECEDING)), "
+        "kept AS (SELECT line, n FROM sized WHERE upto <= :page_bytes OR n = 1) "
+        "SELECT line FROM (SELECT line, n FROM kept UNION ALL "
+        f"SELECT json_build_object('end', '{PROBE_FORMAT}', 'rows', (SELECT count(*) FROM {_ident(layout.table)}), "
+        "'page', (SELECT count(*) FROM kept))::text, NULL) AS out ORDER BY n NULLS LAST;"
     )
     return head, tail
 
@@ -139,7 +160,11 @@ def probe_script() -> str:
     cluster, where nothing of this package is installed. Every statement runs in one read-only repeatable
     read transaction (count and rows agree), on a session that is read-only by default as well, so no
     statement of it, nor one slipped into it, can change the restored database. Each output line is one JSON
-    value (paths may hold tabs and newlines; JSON escapes them): a header, one line per asset, an end line."""
+    value (paths may hold tabs and newlines; JSON escapes them): a header, one line per asset, an end line.
+
+    It prints one page (`PROBE_PAGE_ROWS`, `PROBE_PAGE_BYTES`) from after `PROBE_AFTER_PATH`/`PROBE_AFTER_ID`:
+    a pod's log is the only way out of the Job, and the kubelet rotates it at 10 MiB, so a large library is
+    read a page per Job (`ProbeCollector`). The values reach SQL only as psql's quoted variables."""
     cases = "\n".join(
         f"  {layout.table}) layout={layout.name}; rows_head={_sh_quote(_rows_sql(layout)[0])}; "
         f"rows_tail={_sh_quote(_rows_sql(layout)[1])} ;;"
@@ -174,13 +199,19 @@ else
 fi
 rows_sql="$rows_head$status_sql$rows_tail"
 table_sql=$(printf '"%s"' "$table")
-psql -X -q -A -t -v ON_ERROR_STOP=1 <<EOF
+page_rows=${{PROBE_PAGE_ROWS:-{PAGE_ROWS}}}
+page_bytes=${{PROBE_PAGE_BYTES:-{PAGE_BYTES}}}
+case "$page_rows$page_bytes" in
+  *[!0-9]*) echo "PROBE_PAGE_ROWS and PROBE_PAGE_BYTES must be whole numbers" >&2; exit 2 ;;
+esac
+psql -X -q -A -t -v ON_ERROR_STOP=1 -v after_path="${{PROBE_AFTER_PATH:-}}" -v after_id="${{PROBE_AFTER_ID:-}}" \
+  -v page_rows="$page_rows" -v page_bytes="$page_bytes" <<EOF
 BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
 SELECT json_build_object('format', '{PROBE_FORMAT}', 'layout', '$layout', 'version', $version_sql,
   'media_location', $location_sql, 'database', current_database(),
-  'rows', (SELECT count(*) FROM $table_sql))::text;
+  'rows', (SELECT count(*) FROM $table_sql),
+  'after', CASE WHEN :'after_id' = '' THEN NULL ELSE json_build_array(:'after_path', :'after_id') END)::text;
 $rows_sql
-SELECT json_build_object('end', '{PROBE_FORMAT}', 'rows', (SELECT count(*) FROM $table_sql))::text;
 COMMIT;
 EOF
 """
@@ -221,9 +252,61 @@ def _load(line: str, number: int) -> dict[str, object]:
     return value
 
 
-def parse_probe(output: str) -> ProbeResult:
+@dataclass(frozen=True)
+class PageKey:
+    """Where a page ended: the next one starts after this (originalPath, id), in the database's own order."""
+
+    path: str
+    id: str
+
+
+@dataclass
+class ProbePage:
+    """One page of the probe's output, checked on its own: header, rows and end line agree."""
+
+    layout: str
+    immich_version: str | None
+    media_location: str | None
+    database: str | None
+    total: int  # the asset table's rows, counted in the page's snapshot
+    after: PageKey | None  # the key the page was asked to start after, as the probe echoed it
+    rows: list[tuple[str, AssetRow | None]]  # (id, row); None for a row with no file to expect
+    last: PageKey | None
+
+
+def probe_env(after: PageKey | None, page_rows: int = PAGE_ROWS, page_bytes: int = PAGE_BYTES) -> dict[str, str]:
+    """The environment that asks `probe_script` for the page after `after` (the first page for None)."""
+    return {
+        "PROBE_AFTER_PATH": after.path if after else "",
+        "PROBE_AFTER_ID": after.id if after else "",
+        "PROBE_PAGE_ROWS": str(page_rows),
+        "PROBE_PAGE_BYTES": str(page_bytes),
+    }
+
+
+def _count(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProbeError(f"probe output {what} has no row count")
+    return value
+
+
+def _after(value: object) -> PageKey | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(part, str) for part in value)
+        or not value[1]
+    ):
+        raise ProbeError("probe output header names no page start")
+    return PageKey(value[0], value[1])
+
+
+def parse_probe_page(output: str) -> ProbePage:
     """Everything is checked, because a probe cut short (a killed Job, a truncated log) must not pass for
-    a database with fewer assets: the header's and the end line's counts must both match the rows seen."""
+    a database with fewer assets: the end line's count of the page's rows must match the rows seen, and the
+    header's and end line's table counts must agree."""
     lines = [line for line in output.split("\n") if line.strip()]
     if not lines:
         raise ProbeError("probe output is empty")
@@ -234,44 +317,122 @@ def parse_probe(output: str) -> ProbeResult:
     layout = header.get("layout")
     if layout not in layouts:
         raise ProbeError(f"probe output names an unknown layout {str(layout)[:40]!r}")
-    count = header.get("rows")
-    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-        raise ProbeError("probe output header has no row count")
+    total = _count(header.get("rows"), "header")
+    after = _after(header.get("after"))
     if len(lines) < 2:
         raise ProbeError("probe output is truncated: no end line")
     end = _load(lines[-1], len(lines))
     if end.get("end") != PROBE_FORMAT:
         raise ProbeError("probe output is truncated: no end line")
-    if end.get("rows") != count or len(lines) - 2 != count:
-        raise ProbeError(f"probe output has {len(lines) - 2} asset lines, the database counted {count}")
-    rows: list[AssetRow] = []
-    trashed = not_expected = 0
+    if end.get("rows") != total:
+        raise ProbeError(f"probe output's end line counts {end.get('rows')!r} assets, its header {total}")
+    page = _count(end.get("page"), "end line")
+    if len(lines) - 2 != page:
+        raise ProbeError(f"probe output has {len(lines) - 2} asset lines, the page counted {page}")
+    rows: list[tuple[str, AssetRow | None]] = []
+    last: PageKey | None = None
     for number, line in enumerate(lines[1:-1], start=2):
         data = _load(line, number)
         path = data.get("p")
         if not isinstance(path, str) or not path:
             raise ProbeError(f"probe output line {number} has no original path")
+        ident = data.get("i")
+        if not isinstance(ident, str) or not ident:
+            raise ProbeError(f"probe output line {number} has no asset id")
         status = data.get("s")
         if status is not None and not isinstance(status, str):
             raise ProbeError(f"probe output line {number} has a status that is not text")
         created = _time(data.get("c"), f"line {number} creation time")
         deleted = _time(data.get("d"), f"line {number} deletion time")
+        last = PageKey(path, ident)
         if status in ("deleted", "partial"):
-            not_expected += 1
+            rows.append((ident, None))
             continue
-        in_trash = deleted is not None or status == "trashed"
-        trashed += in_trash
-        rows.append(AssetRow(path, created, in_trash))
-    return ProbeResult(
+        rows.append((ident, AssetRow(path, created, deleted is not None or status == "trashed")))
+    return ProbePage(
         layout=str(layout),
         immich_version=_optional_text(header, "version"),
-        assets=len(rows),
-        rows=rows,
-        trashed=trashed,
-        not_expected=not_expected,
         media_location=_optional_text(header, "media_location"),
         database=_optional_text(header, "database"),
+        total=total,
+        after=after,
+        rows=rows,
+        last=last,
     )
+
+
+class ProbeCollector:
+    """The pages of one probe, joined only when they are provably one reading of one database: each page
+    starts where the previous one ended, all agree on the table and its count, no asset comes twice, and
+    together they hold exactly the counted rows. The scratch database has no writer, so a page that
+    disagrees means output that is not the probe's and fails the drill rather than shrinking it."""
+
+    def __init__(self) -> None:
+        self.first: ProbePage | None = None
+        self.next_after: PageKey | None = None
+        self.pages = 0
+        self.seen = 0
+        self._ids: set[str] = set()
+        self._rows: list[AssetRow] = []
+        self._not_expected = 0
+
+    @property
+    def done(self) -> bool:
+        return self.first is not None and self.seen == self.first.total
+
+    def add(self, page: ProbePage) -> None:
+        first = self.first
+        if page.after != self.next_after:
+            raise ProbeError(f"probe page {self.pages + 1} does not start where page {self.pages} ended")
+        if first is not None and (page.layout, page.database, page.total) != (
+            first.layout,
+            first.database,
+            first.total,
+        ):
+            raise ProbeError(
+                f"probe page {self.pages + 1} reads another table or count ({page.total} assets, "
+                f"page 1 counted {first.total}): the database changed while it was read"
+            )
+        if first is None:
+            self.first = first = page
+        self.pages += 1
+        if not page.rows and self.seen < first.total:
+            raise ProbeError(f"probe page {self.pages} is empty after {self.seen} of {first.total} assets")
+        for ident, row in page.rows:
+            if ident in self._ids:
+                raise ProbeError(f"probe page {self.pages} repeats asset {ident[:40]!r}")
+            self._ids.add(ident)
+            if row is None:
+                self._not_expected += 1
+            else:
+                self._rows.append(row)
+        self.seen += len(page.rows)
+        if self.seen > first.total:
+            raise ProbeError(f"probe pages hold {self.seen} assets, the database counted {first.total}")
+        self.next_after = page.last
+
+    def result(self) -> ProbeResult:
+        first = self.first
+        if first is None or not self.done:
+            total = first.total if first else "?"
+            raise ProbeError(f"probe output holds {self.seen} of the database's {total} assets")
+        return ProbeResult(
+            layout=first.layout,
+            immich_version=first.immich_version,
+            assets=len(self._rows),
+            rows=self._rows,
+            trashed=sum(row.trashed for row in self._rows),
+            not_expected=self._not_expected,
+            media_location=first.media_location,
+            database=first.database,
+        )
+
+
+def parse_probe(output: str) -> ProbeResult:
+    """A probe whose one page holds every asset (a library below one page, or a test's)."""
+    collector = ProbeCollector()
+    collector.add(parse_probe_page(output))
+    return collector.result()
 
 
 def _relative_to(path: str, location: str) -> str | None:
