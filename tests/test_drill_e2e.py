@@ -14,6 +14,7 @@ output as the pod's log.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -37,7 +38,8 @@ from immich_tui.demo.s3 import DEMO_KEY_ID, DEMO_SECRET, LocalS3
 from immich_tui.plugin.cli import main
 from immich_tui.services.cnpg import GROUP, VERSION
 from immich_tui.services.drill import DrillReport
-from immich_tui.services.drill_run import DRILL_LABEL, DRILL_SECRET, DrillRunner
+from immich_tui.services.drill_run import DRILL_LABEL, DRILL_SECRET, DrillRunner, drill_reader
+from immich_tui.services.immich_schema import AssetRow, ProbeResult
 from immich_tui.services.kube import Access, Kube
 from immich_tui.services.status import Services, Target
 from tests.conftest import Result, list_keys
@@ -635,3 +637,38 @@ def test_a_large_library_is_probed_a_page_per_job(
     assert sum("reading the next page" in line for line in lines) == pages - 1
     assert f"deleted cluster/{report.cluster}, its 1 PVC(s) and {pages} probe job(s)" in lines
     _assert_cleaned_up(drill, probe_jobs=pages)
+
+
+def test_the_recovery_point_says_what_it_rests_on(drill: Drill, source: Source, s3: LocalS3, bucket: str) -> None:
+    """A latest-point recovery ends in the archive's last WAL segment: its storage time bounds the recovery
+    point. An archive that cannot be listed leaves only the scratch cluster's readiness, and the report says
+    so; an asset newer than the bound means the clocks disagree, and its creation is taken instead."""
+    source.archive_everything(s3, bucket)
+    services = Services(Target(kubeconfig=str(drill.kubeconfig)), drill.env)
+    lines: list[str] = []
+    runner = DrillRunner(services, scratch_dir=Path("/nonexistent"), progress=lines.append)
+    try:
+        reader = drill_reader(services)
+        cluster = services.database.state().cluster
+        segment, stored = _last_wal_stored(s3, bucket)
+        ready = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+        old = ProbeResult("current", None, 1, [AssetRow("/data/upload/a.jpg", stored - dt.timedelta(hours=1))])
+
+        point, basis = runner._recovery_point(reader, cluster, ready, old)
+        assert point == stored
+        assert basis == f"latest point: at most when the archive stored its last WAL segment {segment}"
+
+        elsewhere = dataclasses.replace(cluster, object_store="s3://no-such-archive-bucket/immich/postgres")
+        point, basis = runner._recovery_point(reader, elsewhere, ready, old)
+        assert point == ready
+        assert basis.startswith("latest point: at most the scratch cluster's readiness (the archive's end is unknown: ")
+        assert "no-such-archive-bucket" in basis
+        assert lines == [f"note: {basis}"]
+
+        later = stored + dt.timedelta(seconds=30)
+        newer = ProbeResult("current", None, 1, [AssetRow("/data/upload/b.jpg", later)])
+        point, basis = runner._recovery_point(reader, cluster, ready + dt.timedelta(minutes=1), newer)
+        assert point == later
+        assert basis.endswith("; raised to the newest asset's creation, which is later (the clocks disagree)")
+    finally:
+        services.close()

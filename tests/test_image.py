@@ -250,20 +250,25 @@ class Runtime:
         )
 
 
-@pytest.fixture(scope="module")
-def runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
-    final = stages()[-1]
-    root = tmp_path_factory.mktemp("image")
+def install_lock(lock: Path, site: Path) -> None:
+    """The builder's RUN: the hash-checked lock, wheels only, into a plain directory (pip's wheel cache keeps
+    reruns offline)."""
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--require-hashes",
-         "--no-deps", "--only-binary=:all:", "--no-compile", "--target", str(root / "app" / "site"),
-         "-r", str(LOCK)],
+         "--no-deps", "--only-binary=:all:", "--no-compile", "--target", str(site), "-r", str(lock)],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )  # fmt: skip
     assert install.returncode == 0, install.stderr
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
+    final = stages()[-1]
+    root = tmp_path_factory.mktemp("image")
+    install_lock(LOCK, root / "app" / "site")
     shutil.copytree(ROOT / "sync_engine", root / "app" / "sync_engine", ignore=shutil.ignore_patterns("__pycache__"))
     env = final.env()
     env["PYTHONPATH"] = ":".join(str(root) + entry for entry in env["PYTHONPATH"].split(":"))

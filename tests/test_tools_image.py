@@ -34,6 +34,7 @@ from tests.test_image import (
     _guarded,
     context_sources,
     exec_form,
+    install_lock,
     locked,
     stages,
 )
@@ -233,16 +234,7 @@ def tools_runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
     offline), then each COPY of sources into /app."""
     builder, final = tools_stages()
     root = tmp_path_factory.mktemp("tools-image")
-    install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--require-hashes",
-         "--no-deps", "--only-binary=:all:", "--no-compile", "--target", str(root / "app" / "site"),
-         "-r", str(LOCK)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )  # fmt: skip
-    assert install.returncode == 0, install.stderr
+    install_lock(LOCK, root / "app" / "site")
     shutil.rmtree(root / "app" / "site" / "bin", ignore_errors=True)
     for args in builder.all("COPY"):
         *sources, dest = args.split()
