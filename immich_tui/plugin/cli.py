@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument(
         "--target-time", metavar="RFC3339", help="recover the database to this time (default: the latest point)"
     )
-    drill.add_argument("--keep", action="store_true", help="keep the scratch cluster, its PVCs and the probe Job")
+    drill.add_argument("--keep", action="store_true", help="keep the scratch cluster, its PVCs and the probe Jobs")
     drill.add_argument(
         "--timeout",
         type=_minutes,

@@ -1,7 +1,7 @@
 """The restore drill's own judgement: does the restored database match the offsite media, do sampled
 objects come back intact, and what the drill report says, stored and read back.
 
-The orchestration (a scratch CNPG Cluster, the probe Job) lives in `drill_run.py`; everything here works
+The orchestration (a scratch CNPG Cluster, the probe Jobs) lives in `drill_run.py`; everything here works
 on a `ProbeResult` and the bucket alone, so it can be checked against a real S3 endpoint without a cluster.
 
 Originals. Immich keeps the files its assets point at (`originalPath`) in two library folders: `upload`

@@ -6,7 +6,7 @@ can never be the source nor archive into its history; it is labelled as a drill 
 (`kubectl -n postgresql get clusters -l immich-backup/drill`). It does not archive at all: a drill that
 wrote WAL into the bucket would grow the archive by one server folder a month for nothing.
 
-Whatever happens after the Cluster is created, the Cluster, its PVCs and the probe Job are deleted (unless
+Whatever happens after the Cluster is created, the Cluster, its PVCs and the probe Jobs are deleted (unless
 `keep`) and a report is written: a drill that failed half-way is exactly what the report must say. A
 problem found before anything is created (no credentials, no CNPG, read-only mode) raises instead, as an
 error of the configuration.
@@ -69,7 +69,7 @@ from sync_engine.errors import ConfigError, StoreError
 
 DRILL_SECRET = "immich-offsite-drill"  # the restorer's read actions plus PutObject on the drill reports
 DRILL_SECRETS = (DRILL_SECRET, RESTORER_SECRET)  # an operator's drill falls back to the restorer's keys
-DRILL_LABEL = "immich-backup/drill"  # on the scratch Cluster and the probe Job: how a leftover is found
+DRILL_LABEL = "immich-backup/drill"  # on the scratch Cluster and the probe Jobs: how a leftover is found
 DRILL_OF = "immich-backup/drill-of"  # namespace/name of the cluster the drill recovers
 READY_PHASE = "Cluster in healthy state"
 DEFAULT_SAMPLE = 100
@@ -488,7 +488,7 @@ class DrillRunner:
         return "\n".join(lines) + "\n"
 
     def _clean_up(self, namespace: str, name: str) -> str:
-        """Delete the probe Job (with its pod), the scratch Cluster and its PVCs; what could not be deleted is
+        """Delete the probe Jobs (with their pods), the scratch Cluster and its PVCs; what could not be deleted is
         returned as one line, so the report names the leftover instead of the drill stopping."""
         kube = self.services.kube
         failed: list[str] = []
